@@ -1,0 +1,219 @@
+// Package balance chooses the upstream of each proxied request: round-robin,
+// smooth weighted (nginx's algorithm) or random.
+//
+// Configuration (a route's upstreams and policy) lives in the snapshot; the
+// live counters live here, in a Registry keyed by route id, so they survive
+// snapshot swaps: a change to a route that leaves its upstreams and policy
+// alone keeps its rotation where it was. No lock is shared by all requests:
+// round-robin is one atomic counter per route, weighted a mutex per route,
+// random uses the runtime's per-thread generator.
+package balance
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// Picker chooses one of n upstreams. available reports whether upstream i
+// may be chosen (healthy, breaker closed, not already tried); nil means all
+// are. Pick returns -1 when none is available.
+type Picker interface {
+	Pick(n int, available func(i int) bool) int
+}
+
+// Registry holds one Picker per route. The zero value is not usable; call
+// NewRegistry.
+type Registry struct {
+	routes sync.Map // route id -> *entry
+}
+
+type entry struct {
+	policy  string
+	weights []int
+	picker  Picker
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{} }
+
+// Picker returns the route's picker for this policy and these upstream
+// weights, reusing the existing one (and its position) when neither changed.
+// An unknown policy falls back to round-robin.
+func (r *Registry) Picker(routeID, policy string, upstreams []events.Upstream) Picker {
+	if v, ok := r.routes.Load(routeID); ok {
+		e := v.(*entry)
+		if e.matches(policy, upstreams) {
+			return e.picker
+		}
+	}
+	e := newEntry(policy, upstreams)
+	for {
+		old, loaded := r.routes.LoadOrStore(routeID, e)
+		if !loaded {
+			return e.picker
+		}
+		oe := old.(*entry)
+		if oe.matches(policy, upstreams) {
+			return oe.picker
+		}
+		if r.routes.CompareAndSwap(routeID, old, e) {
+			return e.picker
+		}
+	}
+}
+
+// Prune drops the state of every route for which live reports false (the
+// route was deleted).
+func (r *Registry) Prune(live func(routeID string) bool) {
+	r.routes.Range(func(k, _ any) bool {
+		if !live(k.(string)) {
+			r.routes.Delete(k)
+		}
+		return true
+	})
+}
+
+// Len reports how many routes hold state.
+func (r *Registry) Len() int {
+	n := 0
+	r.routes.Range(func(_, _ any) bool { n++; return true })
+	return n
+}
+
+func (e *entry) matches(policy string, ups []events.Upstream) bool {
+	if e.policy != policy || len(e.weights) != len(ups) {
+		return false
+	}
+	if policy != events.BalanceWeighted {
+		return true // only the count matters
+	}
+	for i, u := range ups {
+		if e.weights[i] != weightOf(u) {
+			return false
+		}
+	}
+	return true
+}
+
+func newEntry(policy string, ups []events.Upstream) *entry {
+	w := make([]int, len(ups))
+	for i, u := range ups {
+		w[i] = weightOf(u)
+	}
+	e := &entry{policy: policy, weights: w}
+	switch policy {
+	case events.BalanceWeighted:
+		e.picker = NewWeighted(slices.Clone(w))
+	case events.BalanceRandom:
+		e.picker = Random{}
+	default:
+		e.picker = &RoundRobin{}
+	}
+	return e
+}
+
+func weightOf(u events.Upstream) int {
+	if u.Weight < 1 {
+		return 1
+	}
+	return u.Weight
+}
+
+// RoundRobin cycles through the upstreams, skipping unavailable ones.
+type RoundRobin struct {
+	next atomic.Uint64
+}
+
+// Pick implements Picker.
+func (r *RoundRobin) Pick(n int, available func(int) bool) int {
+	if n <= 0 {
+		return -1
+	}
+	start := int((r.next.Add(1) - 1) % uint64(n))
+	for k := range n {
+		i := (start + k) % n
+		if available == nil || available(i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Weighted is nginx's smooth weighted round-robin: every pick adds each
+// available upstream's weight to its current score, takes the highest and
+// subtracts the total from it. Shares match the weights exactly over a cycle
+// and the heavy upstream's picks are spread out instead of bunched.
+type Weighted struct {
+	mu      sync.Mutex
+	weights []int
+	current []int
+}
+
+// NewWeighted returns a smooth weighted picker over these weights (each >= 1).
+func NewWeighted(weights []int) *Weighted {
+	return &Weighted{weights: weights, current: make([]int, len(weights))}
+}
+
+// Pick implements Picker. n must equal the number of weights.
+func (w *Weighted) Pick(n int, available func(int) bool) int {
+	n = min(n, len(w.weights))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	best, total := -1, 0
+	for i := range n {
+		if available != nil && !available(i) {
+			continue
+		}
+		w.current[i] += w.weights[i]
+		total += w.weights[i]
+		if best < 0 || w.current[i] > w.current[best] {
+			best = i
+		}
+	}
+	if best >= 0 {
+		w.current[best] -= total
+	}
+	return best
+}
+
+// Random picks uniformly among the available upstreams.
+type Random struct{}
+
+// Pick implements Picker.
+func (Random) Pick(n int, available func(int) bool) int {
+	if n <= 0 {
+		return -1
+	}
+	if available == nil {
+		return rand.IntN(n)
+	}
+	m := 0
+	for i := range n {
+		if available(i) {
+			m++
+		}
+	}
+	if m == 0 {
+		return -1
+	}
+	k := rand.IntN(m)
+	for i := range n {
+		if available(i) {
+			if k == 0 {
+				return i
+			}
+			k--
+		}
+	}
+	return -1
+}
+
+var (
+	_ Picker = (*RoundRobin)(nil)
+	_ Picker = (*Weighted)(nil)
+	_ Picker = Random{}
+)
