@@ -1,0 +1,218 @@
+// Package admin is the gateway's admin REST API: thin Fiber handlers that
+// decode and validate a request, run one command (one per file) that appends
+// events to the store, wait until this instance's projection has applied them
+// (read your writes) and answer from the new snapshot; plus the audit and
+// state queries. Every error it answers is the contract's JSON, produced here
+// rather than by the app's ErrorHandler, which belongs to whoever built the app.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// DefaultBodyLimit is the largest admin request body accepted.
+const DefaultBodyLimit = 1 << 20
+
+// storeTimeout bounds each call to the store and each wait on the projector.
+const storeTimeout = 5 * time.Second
+
+// maxActorChars is the longest X-Actor accepted.
+const maxActorChars = 200
+
+// Config configures the admin API.
+type Config struct {
+	// AdminKey is the key callers send as X-Admin-Key. Required.
+	AdminKey string
+	// InstanceID names this instance in /admin/status.
+	InstanceID string
+	// BodyLimit is the largest request body in bytes; default 1 MiB. Larger
+	// bodies get 413 payload_too_large.
+	BodyLimit int
+}
+
+// Projector is what the admin API needs of the projection that keeps this
+// instance's snapshot current; *projections.Projector satisfies it.
+type Projector interface {
+	Snapshot() *projections.Snapshot
+	Ready() bool
+	AppliedSeq() int64
+	// CatchUp applies every event committed so far.
+	CatchUp(ctx context.Context) error
+	// WaitFor returns once the snapshot includes event seq.
+	WaitFor(ctx context.Context, seq int64) error
+}
+
+// Deps are the admin API's collaborators.
+type Deps struct {
+	Store     events.Store
+	Projector Projector
+	// BusKind is "redis" or "memory", reported by /admin/status.
+	BusKind string
+	// Notify is called after every successful append (it wakes the outbox
+	// relay). Optional.
+	Notify func()
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// API serves /admin/...
+type API struct {
+	cfg      Config
+	keyHash  [32]byte
+	store    events.Store
+	proj     Projector
+	busKind  string
+	notify   func()
+	log      *slog.Logger
+	now      func() time.Time
+	lastHead atomic.Int64 // last store head seen, reported while the store is down
+}
+
+// New builds the admin API.
+func New(cfg Config, deps Deps) (*API, error) {
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Notify == nil {
+		deps.Notify = func() {}
+	}
+	var errs []error
+	if cfg.AdminKey == "" {
+		errs = append(errs, errors.New("admin: Config.AdminKey is required"))
+	}
+	if cfg.BodyLimit < 0 {
+		errs = append(errs, fmt.Errorf("admin: Config.BodyLimit must be positive, got %d", cfg.BodyLimit))
+	}
+	if deps.Store == nil {
+		errs = append(errs, errors.New("admin: Deps.Store is required"))
+	}
+	if deps.Projector == nil {
+		errs = append(errs, errors.New("admin: Deps.Projector is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &API{
+		cfg:     cfg,
+		keyHash: sha256.Sum256([]byte(cfg.AdminKey)),
+		store:   deps.Store,
+		proj:    deps.Projector,
+		busKind: deps.BusKind,
+		notify:  deps.Notify,
+		log:     deps.Log,
+		now:     deps.Now,
+	}, nil
+}
+
+// Mount registers /admin/... on an app or a group. The middleware (panic
+// recovery, auth, body limit) is attached to each admin route rather than
+// as prefix middleware, because Fiber's prefix match would also catch
+// proxy paths such as /administrator.
+func (a *API) Mount(r fiber.Router) {
+	h := func(handler fiber.Handler) []fiber.Handler {
+		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, handler}
+	}
+	r.Get("/admin/tenants", h(a.listTenants)...)
+	r.Post("/admin/tenants", h(a.createTenant)...)
+	r.Get("/admin/tenants/:id", h(a.getTenant)...)
+	r.Patch("/admin/tenants/:id", h(a.updateTenant)...)
+	r.Delete("/admin/tenants/:id", h(a.deleteTenant)...)
+	r.Post("/admin/tenants/:id/api-key", h(a.rotateKey)...)
+	r.Get("/admin/tenants/:id/routes", h(a.tenantRoutes)...)
+	r.Get("/admin/tenants/:id/history", h(a.tenantHistory)...)
+
+	r.Post("/admin/routes", h(a.createRoute)...)
+	r.Get("/admin/routes/:id", h(a.getRoute)...)
+	r.Patch("/admin/routes/:id", h(a.updateRoute)...)
+	r.Delete("/admin/routes/:id", h(a.deleteRoute)...)
+	r.Get("/admin/routes/:id/history", h(a.routeHistory)...)
+
+	r.Get("/admin/events", h(a.listEvents)...)
+	r.Get("/admin/state", h(a.state)...)
+	r.Get("/admin/status", h(a.status)...)
+
+	// Everything else under /admin, other methods included, is a 404 here
+	// rather than proxy traffic.
+	r.All("/admin", h(a.notFound)...)
+	r.All("/admin/*", h(a.notFound)...)
+}
+
+func (a *API) notFound(c *fiber.Ctx) error {
+	return writeError(c, &Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no admin endpoint " + c.Method() + " " + c.Path()})
+}
+
+// recover turns a panic in a handler into a 500 JSON answer.
+func (a *API) recover(c *fiber.Ctx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error("admin: panic in handler", "method", c.Method(), "path", c.Path(), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = writeError(c, errInternal)
+		}
+	}()
+	return c.Next()
+}
+
+// authenticate compares SHA-256 digests in constant time, so neither the
+// key's content nor its length leaks through timing.
+func (a *API) authenticate(c *fiber.Ctx) error {
+	got := sha256.Sum256(c.Request().Header.Peek("X-Admin-Key"))
+	if subtle.ConstantTimeCompare(got[:], a.keyHash[:]) != 1 {
+		return writeError(c, errUnauthorized)
+	}
+	return c.Next()
+}
+
+func (a *API) limitBody(c *fiber.Ctx) error {
+	if n := c.Request().Header.ContentLength(); n > a.cfg.BodyLimit || len(c.Request().Body()) > a.cfg.BodyLimit {
+		return writeError(c, errTooLarge(a.cfg.BodyLimit))
+	}
+	return c.Next()
+}
+
+// actor is the X-Actor header, default "admin".
+func actor(c *fiber.Ctx) (string, *Error) {
+	v := c.Get("X-Actor")
+	if v == "" {
+		return "admin", nil
+	}
+	if len([]rune(v)) > maxActorChars {
+		return "", errValidation(Detail{Field: "X-Actor", Message: "must be at most " + strconv.Itoa(maxActorChars) + " characters"})
+	}
+	return string([]byte(v)), nil // copied: Fiber reuses its buffers
+}
+
+// storeError maps an error of the store or the projector to an answer.
+func (a *API) storeError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	a.log.Warn("admin: store unavailable", "err", err)
+	return errUnavailable()
+}
+
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, storeTimeout)
+}

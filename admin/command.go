@@ -1,0 +1,191 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// maxAttempts bounds how often a command is re-run after losing a race with
+// another writer (a version conflict or a moved head).
+const maxAttempts = 20
+
+// plan is what a command decided to append. No events: nothing changes.
+type plan struct {
+	// head is the seq the command validated against, for commands that check
+	// invariants across aggregates; events.AnyHead otherwise.
+	head   int64
+	events []events.Envelope
+}
+
+// command validates against a snapshot and plans events. It must be a pure
+// function of the snapshot so that it can be re-run after a lost race.
+type command func(snap *projections.Snapshot) (plan, *Error)
+
+// execute runs a command against the store's head: catch up, plan, append,
+// wake the relay, and wait until this instance has applied the new events
+// before returning the snapshot that includes them (read your writes).
+func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, *Error) {
+	for attempt := 1; ; attempt++ {
+		if err := a.catchUp(ctx); err != nil {
+			return nil, a.storeError(err)
+		}
+		snap := a.proj.Snapshot()
+		p, cerr := cmd(snap)
+		if cerr != nil {
+			return nil, cerr
+		}
+		if len(p.events) == 0 {
+			return snap, nil
+		}
+		appended, err := a.appendEvents(ctx, p)
+		if errors.Is(err, events.ErrVersionConflict) || errors.Is(err, events.ErrHeadMoved) {
+			if attempt >= maxAttempts {
+				return nil, errConflict("the resource changed concurrently too often; try again")
+			}
+			if err := pause(ctx, attempt); err != nil {
+				return nil, a.storeError(err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, a.storeError(err)
+		}
+		a.notify()
+		last := appended[len(appended)-1].Seq
+		wctx, cancel := withTimeout(ctx)
+		err = a.proj.WaitFor(wctx, last)
+		cancel()
+		if err != nil {
+			return nil, a.storeError(err)
+		}
+		return a.proj.Snapshot(), nil
+	}
+}
+
+func (a *API) catchUp(ctx context.Context) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	return a.proj.CatchUp(ctx)
+}
+
+func (a *API) appendEvents(ctx context.Context, p plan) ([]events.Envelope, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	out, err := a.store.Append(ctx, events.AppendRequest{ExpectedHead: p.head, Events: p.events})
+	if err == nil && len(out) != len(p.events) {
+		err = errors.New("admin: store appended a different number of events")
+	}
+	return out, err
+}
+
+// pause waits a short, jittered, growing time before a retry, so that racing
+// writers spread out.
+func pause(ctx context.Context, attempt int) error {
+	d := time.Duration(attempt) * time.Millisecond
+	d += rand.N(d + time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// eventFactory builds the envelopes of one command.
+type eventFactory struct {
+	actor string
+	at    time.Time
+}
+
+func (a *API) events(actor string) eventFactory {
+	return eventFactory{actor: actor, at: a.now().UTC().Truncate(time.Microsecond)}
+}
+
+// event builds one envelope; version is the aggregate's version after it.
+func (f eventFactory) event(t events.Type, aggregateID string, version int64, tenantID string, data any) (events.Envelope, *Error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return events.Envelope{}, errInternal
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return events.Envelope{}, errInternal
+	}
+	return events.Envelope{
+		ID:               id.String(),
+		Type:             t,
+		AggregateType:    events.AggregateTypeOf(t),
+		AggregateID:      aggregateID,
+		AggregateVersion: version,
+		TenantID:         tenantID,
+		Actor:            f.actor,
+		OccurredAt:       f.at,
+		Data:             raw,
+	}, nil
+}
+
+func newID() (string, *Error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", errInternal
+	}
+	return id.String(), nil
+}
+
+// ifMatch is a parsed If-Match header: absent, "*", or a list of versions
+// written as 3 or "3" (W/"3" is accepted too).
+type ifMatch struct {
+	set      bool
+	any      bool
+	versions []int64
+}
+
+func parseIfMatch(h string) ifMatch {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return ifMatch{}
+	}
+	m := ifMatch{set: true}
+	for _, part := range strings.Split(h, ",") {
+		part = strings.TrimSpace(part)
+		if part == "*" {
+			m.any = true
+			continue
+		}
+		part = strings.TrimPrefix(part, "W/")
+		if len(part) >= 2 && part[0] == '"' && part[len(part)-1] == '"' {
+			part = part[1 : len(part)-1]
+		}
+		// A value that is not a version can never match: it stays out of
+		// the list and the request gets 412.
+		if v, err := strconv.ParseInt(part, 10, 64); err == nil {
+			m.versions = append(m.versions, v)
+		}
+	}
+	return m
+}
+
+// check fails with 412 when the header is set and does not name current.
+func (m ifMatch) check(current int64) *Error {
+	if !m.set || m.any {
+		return nil
+	}
+	for _, v := range m.versions {
+		if v == current {
+			return nil
+		}
+	}
+	return errVersionMismatch(current)
+}

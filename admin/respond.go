@@ -1,0 +1,54 @@
+package admin
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tenantgate/gateway/projections"
+)
+
+// fail answers with the contract's error JSON.
+func fail(c *fiber.Ctx, e *Error) error { return writeError(c, e) }
+
+// ok answers with a resource and its version as ETag.
+func ok(c *fiber.Ctx, status int, version int64, body any) error {
+	c.Set(fiber.HeaderETag, `"`+strconv.FormatInt(version, 10)+`"`)
+	return c.Status(status).JSON(body)
+}
+
+// param is a path parameter, copied: Fiber reuses its buffers.
+func param(c *fiber.Ctx, name string) string { return strings.Clone(c.Params(name)) }
+
+// tenantWithKey is the answer of create and rotate, the only two that show
+// the key.
+type tenantWithKey struct {
+	*projections.Tenant
+	APIKey string `json:"apiKey"`
+}
+
+// apiKey is a freshly issued key and what may be stored of it.
+type apiKey struct {
+	plain  string // returned once, never stored or logged
+	hash   string // hex of projections.KeyHash
+	prefix string // "gw_" and 4 characters, to recognise a key
+}
+
+// String keeps the key out of logs and fmt output.
+func (k apiKey) String() string { return k.prefix + "…" }
+
+// LogValue keeps the key out of slog output.
+func (k apiKey) LogValue() any { return k.prefix + "…" }
+
+// newAPIKey issues a key: "gw_" and 256 random bits, base64url without padding.
+func newAPIKey() apiKey {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+	plain := "gw_" + base64.RawURLEncoding.EncodeToString(b[:])
+	sum := projections.KeyHash([]byte(plain))
+	return apiKey{plain: plain, hash: hex.EncodeToString(sum[:]), prefix: plain[:7]}
+}

@@ -1,0 +1,383 @@
+package admin
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/invopop/validation"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// routeBody is the create body of a route, and what a PATCH merge patch is
+// applied to. Pointers tell an absent field from a zero one, so defaults are
+// filled only where the author left a field out.
+type routeBody struct {
+	TenantID      *string         `json:"tenantId"`
+	Method        *string         `json:"method"`
+	Path          *string         `json:"path"`
+	PathType      *string         `json:"pathType"`
+	Upstreams     []upstreamBody  `json:"upstreams"`
+	LoadBalancing *string         `json:"loadBalancing"`
+	Resilience    *resilienceBody `json:"resilience"`
+	Transform     *transformBody  `json:"transform"`
+}
+
+type upstreamBody struct {
+	URL    *string `json:"url"`
+	Weight *int64  `json:"weight"`
+}
+
+type resilienceBody struct {
+	CircuitBreaker *breakerBody  `json:"circuitBreaker"`
+	Retry          *retryBody    `json:"retry"`
+	Timeout        *timeoutBody  `json:"timeout"`
+	HealthCheck    *healthBody   `json:"healthCheck"`
+	Fallback       *fallbackBody `json:"fallback"`
+}
+
+type breakerBody struct {
+	Enabled          *bool  `json:"enabled"`
+	FailureThreshold *int64 `json:"failureThreshold"`
+	SuccessThreshold *int64 `json:"successThreshold"`
+	Timeout          *int64 `json:"timeout"`
+}
+
+type retryBody struct {
+	Enabled              *bool   `json:"enabled"`
+	MaxRetries           *int64  `json:"maxRetries"`
+	BaseDelayMs          *int64  `json:"baseDelayMs"`
+	MaxDelayMs           *int64  `json:"maxDelayMs"`
+	RetryableStatusCodes []int64 `json:"retryableStatusCodes"`
+	RetryNonIdempotent   *bool   `json:"retryNonIdempotent"`
+}
+
+type timeoutBody struct {
+	Enabled  *bool            `json:"enabled"`
+	Default  *int64           `json:"default"`
+	ByMethod map[string]int64 `json:"byMethod"`
+}
+
+type healthBody struct {
+	Enabled            *bool   `json:"enabled"`
+	Endpoint           *string `json:"endpoint"`
+	IntervalMs         *int64  `json:"intervalMs"`
+	TimeoutMs          *int64  `json:"timeoutMs"`
+	HealthyThreshold   *int64  `json:"healthyThreshold"`
+	UnhealthyThreshold *int64  `json:"unhealthyThreshold"`
+}
+
+type fallbackBody struct {
+	Enabled     *bool   `json:"enabled"`
+	StatusCode  *int64  `json:"statusCode"`
+	ContentType *string `json:"contentType"`
+	Body        *string `json:"body"`
+}
+
+type transformBody struct {
+	Request  *requestTransformBody  `json:"request"`
+	Response *responseTransformBody `json:"response"`
+}
+
+type requestTransformBody struct {
+	Headers *headerOpsBody   `json:"headers"`
+	Path    *pathRewriteBody `json:"path"`
+}
+
+type responseTransformBody struct {
+	Headers *headerOpsBody `json:"headers"`
+}
+
+type headerOpsBody struct {
+	Set    map[string]string `json:"set"`
+	Add    map[string]string `json:"add"`
+	Remove []string          `json:"remove"`
+}
+
+type pathRewriteBody struct {
+	Pattern     *string `json:"pattern"`
+	Replacement *string `json:"replacement"`
+}
+
+// Defaults of a route and of each resilience block present without them.
+const (
+	defaultFailureThreshold   = 5
+	defaultSuccessThreshold   = 2
+	defaultBreakerTimeoutMs   = 30000
+	defaultMaxRetries         = 3
+	defaultBaseDelayMs        = 100
+	defaultMaxDelayMs         = 2000
+	defaultHealthEndpoint     = "/health"
+	defaultHealthIntervalMs   = 30000
+	defaultHealthTimeoutMs    = 5000
+	defaultHealthyThreshold   = 2
+	defaultUnhealthyThreshold = 3
+	defaultFallbackStatus     = 503
+	defaultFallbackType       = "application/json"
+	maxFallbackBody           = 1 << 20
+	maxPathChars              = 2048
+	maxTimeoutMs              = 3_600_000
+)
+
+var defaultRetryableStatusCodes = []int{500, 502, 503, 504}
+
+// Route rules (ranges are inclusive):
+//
+//	tenantId                     required; a live tenant (checked by the command)
+//	method                       GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT or *, default *
+//	path                         required, starts with /, at most 2048 characters; a valid RE2 pattern when pathType is regex
+//	pathType                     exact | prefix | regex, default prefix
+//	upstreams                    1..64; url absolute http/https with a host, no query, fragment or userinfo; weight 1..1000, default 1
+//	loadBalancing                round-robin | weighted | random, default round-robin
+//	circuitBreaker               failureThreshold 1..1000 (5), successThreshold 1..1000 (2), timeout 1..3,600,000 ms (30000)
+//	retry                        maxRetries 0..10 (3), baseDelayMs 1..60,000 (100), maxDelayMs baseDelayMs..300,000 (2000),
+//	                             retryableStatusCodes 100..599, at most 100 ([500,502,503,504]), retryNonIdempotent (false)
+//	timeout                      default 1..3,600,000 ms (10000), byMethod: HTTP method -> 1..3,600,000 ms
+//	healthCheck                  endpoint starts with / (/health), intervalMs 100..3,600,000 (30000),
+//	                             timeoutMs 1..intervalMs (5000), healthyThreshold and unhealthyThreshold 1..100 (2, 3)
+//	fallback                     statusCode 100..599 (503), contentType (application/json), body at most 1 MiB ("")
+//	transform headers            names are header tokens; values without CR, LF or NUL
+//	transform request path       pattern required and a valid RE2 pattern; replacement default ""
+//
+// Inside a present resilience sub-block, enabled defaults to true.
+func (b routeBody) Validate() error {
+	pathRules := []validation.Rule{required, notBlank, startsWithSlash, maxChars(maxPathChars)}
+	if b.PathType != nil && *b.PathType == string(events.PathRegex) {
+		pathRules = append(pathRules, compiles)
+	}
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.TenantID, required, notBlank),
+		validation.Field(&b.Method, oneOf(append([]string{events.AnyMethod}, httpMethods...)...)),
+		validation.Field(&b.Path, pathRules...),
+		validation.Field(&b.PathType, oneOf(string(events.PathExact), string(events.PathPrefix), string(events.PathRegex))),
+		validation.Field(&b.Upstreams, required, count(1, 64)),
+		validation.Field(&b.LoadBalancing, oneOf(events.BalanceRoundRobin, events.BalanceWeighted, events.BalanceRandom)),
+		validation.Field(&b.Resilience),
+		validation.Field(&b.Transform),
+	)
+}
+
+func (b upstreamBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.URL, required, upstreamURL),
+		validation.Field(&b.Weight, between(1, 1000)),
+	)
+}
+
+func (b resilienceBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.CircuitBreaker),
+		validation.Field(&b.Retry),
+		validation.Field(&b.Timeout),
+		validation.Field(&b.HealthCheck),
+		validation.Field(&b.Fallback),
+	)
+}
+
+func (b breakerBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.FailureThreshold, between(1, 1000)),
+		validation.Field(&b.SuccessThreshold, between(1, 1000)),
+		validation.Field(&b.Timeout, between(1, maxTimeoutMs)),
+	)
+}
+
+func (b retryBody) Validate() error {
+	base := int64(defaultBaseDelayMs)
+	if b.BaseDelayMs != nil {
+		base = *b.BaseDelayMs
+	}
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.MaxRetries, between(0, 10)),
+		validation.Field(&b.BaseDelayMs, between(1, 60_000)),
+		validation.Field(&b.MaxDelayMs, between(max(base, 1), 300_000)),
+		validation.Field(&b.RetryableStatusCodes, count(0, 100), validation.Each(between(100, 599))),
+	)
+}
+
+func (b timeoutBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Default, between(1, maxTimeoutMs)),
+		validation.Field(&b.ByMethod, validation.By(func(any) error {
+			errs := validation.Errors{}
+			for m, ms := range b.ByMethod {
+				switch {
+				case !slices.Contains(httpMethods, m):
+					errs[m] = fmt.Errorf("must be keyed by an HTTP method (%v)", httpMethods)
+				case ms < 1 || ms > maxTimeoutMs:
+					errs[m] = fmt.Errorf("must be between 1 and %d", maxTimeoutMs)
+				}
+			}
+			if len(errs) > 0 {
+				return errs
+			}
+			return nil
+		})),
+	)
+}
+
+func (b healthBody) Validate() error {
+	interval := int64(defaultHealthIntervalMs)
+	if b.IntervalMs != nil {
+		interval = *b.IntervalMs
+	}
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Endpoint, notBlank, startsWithSlash, maxChars(maxPathChars), noControl),
+		validation.Field(&b.IntervalMs, between(100, maxTimeoutMs)),
+		validation.Field(&b.TimeoutMs, between(1, max(interval, 1))),
+		validation.Field(&b.HealthyThreshold, between(1, 100)),
+		validation.Field(&b.UnhealthyThreshold, between(1, 100)),
+	)
+}
+
+func (b fallbackBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.StatusCode, between(100, 599)),
+		validation.Field(&b.ContentType, notBlank, maxChars(255), noControl),
+		validation.Field(&b.Body, maxBytes(maxFallbackBody)),
+	)
+}
+
+func (b transformBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Request),
+		validation.Field(&b.Response),
+	)
+}
+
+func (b requestTransformBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Headers),
+		validation.Field(&b.Path),
+	)
+}
+
+func (b responseTransformBody) Validate() error {
+	return validation.ValidateStruct(&b, validation.Field(&b.Headers))
+}
+
+func (b headerOpsBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Set, headerMap),
+		validation.Field(&b.Add, headerMap),
+		validation.Field(&b.Remove, count(0, 100), validation.Each(headerToken)),
+	)
+}
+
+func (b pathRewriteBody) Validate() error {
+	return validation.ValidateStruct(&b,
+		validation.Field(&b.Pattern, required, notBlank, compiles),
+		validation.Field(&b.Replacement, maxChars(maxPathChars), noControl),
+	)
+}
+
+// normalize fills every default; b must have passed Validate.
+func (b routeBody) normalize() events.RouteSpec {
+	s := events.RouteSpec{
+		TenantID:      deref(b.TenantID, ""),
+		Method:        deref(b.Method, events.AnyMethod),
+		Path:          deref(b.Path, ""),
+		PathType:      events.PathType(deref(b.PathType, string(events.PathPrefix))),
+		LoadBalancing: deref(b.LoadBalancing, events.BalanceRoundRobin),
+	}
+	for _, u := range b.Upstreams {
+		s.Upstreams = append(s.Upstreams, events.Upstream{URL: deref(u.URL, ""), Weight: int(deref(u.Weight, 1))})
+	}
+	if r := b.Resilience; r != nil {
+		s.Resilience = &events.Resilience{}
+		if cb := r.CircuitBreaker; cb != nil {
+			s.Resilience.CircuitBreaker = &events.CircuitBreaker{
+				Enabled:          deref(cb.Enabled, true),
+				FailureThreshold: int(deref(cb.FailureThreshold, defaultFailureThreshold)),
+				SuccessThreshold: int(deref(cb.SuccessThreshold, defaultSuccessThreshold)),
+				Timeout:          int(deref(cb.Timeout, defaultBreakerTimeoutMs)),
+			}
+		}
+		if rt := r.Retry; rt != nil {
+			codes := defaultRetryableStatusCodes
+			if rt.RetryableStatusCodes != nil {
+				codes = make([]int, len(rt.RetryableStatusCodes))
+				for i, c := range rt.RetryableStatusCodes {
+					codes[i] = int(c)
+				}
+			}
+			s.Resilience.Retry = &events.Retry{
+				Enabled:              deref(rt.Enabled, true),
+				MaxRetries:           int(deref(rt.MaxRetries, defaultMaxRetries)),
+				BaseDelayMs:          int(deref(rt.BaseDelayMs, defaultBaseDelayMs)),
+				MaxDelayMs:           int(deref(rt.MaxDelayMs, max(defaultMaxDelayMs, deref(rt.BaseDelayMs, defaultBaseDelayMs)))),
+				RetryableStatusCodes: append([]int{}, codes...),
+				RetryNonIdempotent:   deref(rt.RetryNonIdempotent, false),
+			}
+		}
+		if t := r.Timeout; t != nil {
+			s.Resilience.Timeout = &events.Timeout{
+				Enabled: deref(t.Enabled, true),
+				Default: int(deref(t.Default, events.DefaultTimeoutMs)),
+			}
+			if len(t.ByMethod) > 0 {
+				s.Resilience.Timeout.ByMethod = make(map[string]int, len(t.ByMethod))
+				for m, ms := range t.ByMethod {
+					s.Resilience.Timeout.ByMethod[m] = int(ms)
+				}
+			}
+		}
+		if h := r.HealthCheck; h != nil {
+			s.Resilience.HealthCheck = &events.HealthCheck{
+				Enabled:            deref(h.Enabled, true),
+				Endpoint:           deref(h.Endpoint, defaultHealthEndpoint),
+				IntervalMs:         int(deref(h.IntervalMs, defaultHealthIntervalMs)),
+				TimeoutMs:          int(deref(h.TimeoutMs, min(defaultHealthTimeoutMs, deref(h.IntervalMs, defaultHealthIntervalMs)))),
+				HealthyThreshold:   int(deref(h.HealthyThreshold, defaultHealthyThreshold)),
+				UnhealthyThreshold: int(deref(h.UnhealthyThreshold, defaultUnhealthyThreshold)),
+			}
+		}
+		if f := r.Fallback; f != nil {
+			s.Resilience.Fallback = &events.Fallback{
+				Enabled:     deref(f.Enabled, true),
+				StatusCode:  int(deref(f.StatusCode, defaultFallbackStatus)),
+				ContentType: deref(f.ContentType, defaultFallbackType),
+				Body:        deref(f.Body, ""),
+			}
+		}
+	}
+	if t := b.Transform; t != nil {
+		s.Transform = &events.Transform{}
+		if rq := t.Request; rq != nil {
+			s.Transform.Request = &events.RequestTransform{Headers: rq.Headers.normalize()}
+			if p := rq.Path; p != nil {
+				s.Transform.Request.Path = &events.PathRewrite{Pattern: deref(p.Pattern, ""), Replacement: deref(p.Replacement, "")}
+			}
+		}
+		if rs := t.Response; rs != nil {
+			s.Transform.Response = &events.ResponseTransform{Headers: rs.Headers.normalize()}
+		}
+	}
+	return s
+}
+
+func (h *headerOpsBody) normalize() *events.HeaderOps {
+	if h == nil {
+		return nil
+	}
+	return &events.HeaderOps{Set: h.Set, Add: h.Add, Remove: h.Remove}
+}
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// decodeRoute turns a parsed JSON value into a validated, normalized spec.
+func decodeRoute(v any) (events.RouteSpec, *Error) {
+	var b routeBody
+	if err := bind(v, &b); err != nil {
+		return events.RouteSpec{}, err
+	}
+	if err := b.Validate(); err != nil {
+		return events.RouteSpec{}, errValidation(validationDetails("", err)...)
+	}
+	return b.normalize(), nil
+}

@@ -1,0 +1,91 @@
+package admin
+
+import (
+	"context"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// stateDocument is the JSON of GET /admin/state.
+type stateDocument struct {
+	At      int64                 `json:"at"`
+	Tenants []*projections.Tenant `json:"tenants"`
+	Routes  []*projections.Route  `json:"routes"`
+}
+
+func newStateDocument(s *projections.Snapshot) stateDocument {
+	return stateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes())}
+}
+
+// state handles GET /admin/state?at=n: the state right after event n, rebuilt
+// by replaying events 1..n from the store (at=0 is the empty state). An at
+// beyond the store's head is a 400: that state does not exist yet. Without
+// at: this instance's current snapshot.
+func (a *API) state(c *fiber.Ctx) error {
+	if c.Query("at") == "" {
+		return c.JSON(newStateDocument(a.proj.Snapshot()))
+	}
+	at, err := intQuery(c, "at", 0, 0, 1<<62)
+	if err != nil {
+		return fail(c, err)
+	}
+	head, herr := a.head(c.UserContext())
+	if herr != nil {
+		return fail(c, a.storeError(herr))
+	}
+	if at > head {
+		return fail(c, errValidation(Detail{Field: "at", Message: "is beyond the store's head"}))
+	}
+	snap, rerr := a.replay(c.UserContext(), at)
+	if rerr != nil {
+		return fail(c, a.storeError(rerr))
+	}
+	return c.JSON(newStateDocument(snap))
+}
+
+// replay rebuilds the state after event at.
+func (a *API) replay(ctx context.Context, at int64) (*projections.Snapshot, error) {
+	if at == 0 {
+		return projections.Empty(), nil
+	}
+	evs, err := a.read(ctx, events.Query{Until: at})
+	if err != nil {
+		return nil, err
+	}
+	return replayEvents(evs)
+}
+
+func (a *API) head(ctx context.Context) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	h, err := a.store.Head(ctx)
+	if err == nil {
+		a.lastHead.Store(h)
+	}
+	return h, err
+}
+
+// status handles GET /admin/status. With the store down it still answers
+// 200, reporting the last head it saw.
+func (a *API) status(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	head, err := a.head(ctx)
+	if err != nil {
+		head = a.lastHead.Load()
+	}
+	snap := a.proj.Snapshot()
+	return c.JSON(fiber.Map{
+		"instanceId":   a.cfg.InstanceID,
+		"appliedSeq":   a.proj.AppliedSeq(),
+		"storeHeadSeq": head,
+		"bus":          a.busKind,
+		"store":        a.store.Kind(),
+		"ready":        a.proj.Ready(),
+		"stateHash":    snap.StateHash(),
+	})
+}
