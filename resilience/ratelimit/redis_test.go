@@ -1,0 +1,405 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// cluster returns n limiters, each on its own client, as n instances would be.
+func cluster(t *testing.T, n int, cfg RedisConfig) []*Redis {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	cfg.Prefix = prefix
+	out := make([]*Redis, n)
+	for i := range out {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(opts)
+		t.Cleanup(func() { _ = c.Close() })
+		r, err := NewRedis(c, cfg, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		out[i] = r
+	}
+	return out
+}
+
+// offer sends n requests spread over the limiters from several goroutines
+// and returns how many were admitted.
+func offer(limiters []*Redis, tenant string, rl events.RateLimit, n int) int {
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	per := n / (len(limiters) * 4)
+	for i := range len(limiters) * 4 {
+		wg.Go(func() {
+			l := limiters[i%len(limiters)]
+			for range per {
+				if l.Allow(context.Background(), tenant, rl).Allowed {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(admitted.Load())
+}
+
+func TestRedisExactAcrossInstances(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		limit   int
+		offered int
+		minimum int // admitted at least this many
+	}{
+		{name: "small limit checked per request", limit: 30, offered: 120, minimum: 30},
+		{name: "large limit leased", limit: 3000, offered: 6000, minimum: 2940}, // 98%
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			limiters := cluster(t, 3, RedisConfig{})
+			rl := events.RateLimit{Limit: tc.limit, WindowMs: 60_000}
+			got := offer(limiters, "tenant-a", rl, tc.offered)
+			t.Logf("admitted %d of %d offered, limit %d", got, tc.offered, tc.limit)
+			if got > tc.limit || got < tc.minimum {
+				t.Fatalf("3 instances admitted %d, want %d..%d", got, tc.minimum, tc.limit)
+			}
+			for _, l := range limiters {
+				if !l.Up() {
+					t.Fatal("a limiter fell back during the test")
+				}
+			}
+		})
+	}
+}
+
+// Leasing amortizes: far fewer Redis calls than decisions.
+func TestRedisLeasingAmortizes(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	limiters := cluster(t, 1, RedisConfig{Registerer: reg})
+	rl := events.RateLimit{Limit: 100_000, WindowMs: 60_000}
+	if got := offer(limiters, "t", rl, 20_000); got != 20_000 {
+		t.Fatalf("admitted %d of 20000 under a limit of 100000", got)
+	}
+	calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total")
+	if calls > 20_000/10 {
+		t.Fatalf("%v Redis calls for 20000 decisions, want at most one per 10", calls)
+	}
+	t.Logf("%v Redis calls for 20000 decisions", calls)
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestRedisLimitChangeMidWindow(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		limit    int
+		newLimit int
+		wantMore int
+	}{
+		{name: "raised per request", limit: 10, newLimit: 15, wantMore: 5},
+		{name: "lowered per request", limit: 10, newLimit: 6, wantMore: 0},
+		{name: "raised leased", limit: 200, newLimit: 300, wantMore: 100},
+		{name: "lowered leased", limit: 300, newLimit: 200, wantMore: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			limiters := cluster(t, 2, RedisConfig{})
+			ctx := context.Background()
+			rl := events.RateLimit{Limit: tc.limit, WindowMs: 60_000}
+			got := 0
+			for i := range tc.limit * 2 {
+				if limiters[i%2].Allow(ctx, "t", rl).Allowed {
+					got++
+				}
+			}
+			if got != tc.limit {
+				t.Fatalf("admitted %d before the change, want %d", got, tc.limit)
+			}
+			rl.Limit = tc.newLimit
+			got = 0
+			for i := range tc.newLimit * 2 {
+				if limiters[i%2].Allow(ctx, "t", rl).Allowed {
+					got++
+				}
+			}
+			if got != tc.wantMore {
+				t.Fatalf("admitted %d after the change to %d, want %d (counts kept)", got, tc.newLimit, tc.wantMore)
+			}
+		})
+	}
+}
+
+func TestRedisHeaders(t *testing.T) {
+	t.Parallel()
+	l := cluster(t, 1, RedisConfig{})[0]
+	ctx := context.Background()
+	rl := events.RateLimit{Limit: 3, WindowMs: 2000}
+	start := time.Now()
+	for i, want := range []int{2, 1, 0} {
+		d := l.Allow(ctx, "t", rl)
+		if !d.Allowed || d.Remaining != want || d.Limit != 3 || d.RetryAfter != 0 {
+			t.Fatalf("request %d: %+v, want allowed, remaining %d", i, d, want)
+		}
+		// Reset: when the first request leaves the window, about 2s after it.
+		if r := d.Reset.Sub(start); r < 1900*time.Millisecond || r > 2200*time.Millisecond {
+			t.Fatalf("request %d: reset in %v, want about 2s", i, r)
+		}
+	}
+	d := l.Allow(ctx, "t", rl)
+	if d.Allowed || d.Remaining != 0 {
+		t.Fatalf("4th: %+v, want denied", d)
+	}
+	if d.RetryAfter <= 0 || d.RetryAfter > 2*time.Second || d.RetryAfterSeconds() != 2 {
+		t.Fatalf("RetryAfter %v (header %d), want in (1s, 2s], header 2", d.RetryAfter, d.RetryAfterSeconds())
+	}
+	// The remembered denial answers the same without Redis.
+	if again := l.Allow(ctx, "t", rl); again.Allowed || again.RetryAfter > d.RetryAfter {
+		t.Fatalf("5th: %+v, want denied", again)
+	}
+}
+
+// disposableRedis runs a redis-server of the test's own on a free port.
+type disposableRedis struct {
+	t    *testing.T
+	port int
+	cmd  *exec.Cmd
+}
+
+func startDisposable(t *testing.T, port int) *disposableRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server not installed")
+	}
+	if port == 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &disposableRedis{t: t, port: port, cmd: cmd}
+	t.Cleanup(d.kill)
+	c := redis.NewClient(&redis.Options{Addr: d.addr()})
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("disposable redis-server did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *disposableRedis) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
+
+func (d *disposableRedis) kill() {
+	if d.cmd.Process != nil && d.cmd.ProcessState == nil {
+		_ = d.cmd.Process.Kill()
+		_ = d.cmd.Wait()
+	}
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRedisUnreachableFallsBackFast(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		failClosed bool
+	}{
+		{name: "fail open to the local limiter"},
+		{name: "fail closed", failClosed: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := startDisposable(t, 0)
+			client := redis.NewClient(&redis.Options{Addr: srv.addr(), MaxRetries: -1,
+				ContextTimeoutEnabled: true, DialTimeout: 100 * time.Millisecond})
+			t.Cleanup(func() { _ = client.Close() })
+			reg := prometheus.NewRegistry()
+			l, err := NewRedis(client, RedisConfig{FailClosed: tc.failClosed, ProbeInterval: 20 * time.Millisecond, Registerer: reg}, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			ctx := context.Background()
+			rl := events.RateLimit{Limit: 5, WindowMs: 60_000}
+			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
+				t.Fatalf("with Redis up: %+v", d)
+			}
+			srv.kill()
+			l.Allow(ctx, "t", rl) // finds Redis gone
+			if l.Up() {
+				t.Fatal("limiter did not notice Redis is gone")
+			}
+			admitted := 0
+			start := time.Now()
+			for range 100 {
+				if l.Allow(ctx, "t", rl).Allowed {
+					admitted++
+				}
+			}
+			if el := time.Since(start); el > 50*time.Millisecond {
+				t.Fatalf("100 decisions took %v with Redis down, want fast local decisions", el)
+			}
+			want := 4 // the local limiter's own window: 5 minus the one that found Redis gone
+			if tc.failClosed {
+				want = 0
+			}
+			if admitted != want {
+				t.Fatalf("admitted %d while Redis was down, want %d", admitted, want)
+			}
+			if fb := counterValue(t, reg, "gateway_ratelimit_redis_fallbacks_total"); fb < 100 {
+				t.Fatalf("fallbacks counted %v, want >= 100", fb)
+			}
+
+			startDisposable(t, srv.port) // Redis returns, empty
+			waitFor(t, "limiter uses Redis again", 3*time.Second, l.Up)
+			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
+				t.Fatalf("after recovery: %+v, want the shared (fresh) count", d)
+			}
+		})
+	}
+}
+
+func TestRedisClosedPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { _ = client.Close() })
+	l, err := NewRedis(client, RedisConfig{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	rl := events.RateLimit{Limit: 2, WindowMs: 60_000}
+	var got []bool
+	start := time.Now()
+	for range 3 {
+		got = append(got, l.Allow(context.Background(), "t", rl).Allowed)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Fatalf("took %v", el)
+	}
+	if !got[0] || !got[1] || got[2] {
+		t.Fatalf("decisions %v, want the local limit of 2", got)
+	}
+}
+
+func TestNewRedisValidates(t *testing.T) {
+	t.Parallel()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = c.Close() })
+	tests := []struct {
+		name   string
+		client redis.UniversalClient
+		cfg    RedisConfig
+	}{
+		{name: "nil client", client: nil},
+		{name: "negative timeout", client: c, cfg: RedisConfig{Timeout: -1}},
+		{name: "negative lease floor", client: c, cfg: RedisConfig{LeaseMinLimit: -3}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := NewRedis(tc.client, tc.cfg, quiet); err == nil {
+				t.Fatal("want an error")
+			}
+		})
+	}
+}
+
+func BenchmarkRedisAllowLeased(b *testing.B) {
+	client, prefix := testenv.RedisClient(b)
+	l, err := NewRedis(client, RedisConfig{Prefix: prefix}, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	rl := events.RateLimit{Limit: 1_000_000, WindowMs: 1000}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Allow(ctx, "tenant", rl)
+		}
+	})
+}
+
+func BenchmarkRedisAllowPerRequest(b *testing.B) {
+	client, prefix := testenv.RedisClient(b)
+	l, err := NewRedis(client, RedisConfig{Prefix: prefix, LeaseMinLimit: 1 << 30}, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	rl := events.RateLimit{Limit: 1_000_000, WindowMs: 1000}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Allow(ctx, "tenant", rl)
+	}
+}
