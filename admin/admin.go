@@ -4,6 +4,27 @@
 // (read your writes) and answer from the new snapshot; plus the audit and
 // state queries. Every error it answers is the contract's JSON, produced here
 // rather than by the app's ErrorHandler, which belongs to whoever built the app.
+//
+// Where API.md is silent, the API does this:
+//
+//   - Unknown paths and methods under /admin (after auth) are 404 not_found.
+//   - A PATCH that changes nothing answers 200 with the unchanged version and
+//     ETag, and appends no event. A field removed by a merge patch (null)
+//     takes its create default (status active, method *, ...); a required
+//     one (name, path, upstreams, tenantId) is then a 400.
+//   - POST /admin/routes with a tenantId that is not a live tenant is 400
+//     validation_failed on field tenantId (the body is wrong, the URL is not).
+//   - GET /admin/tenants/:id/history includes the events of the tenant's
+//     routes (selected by tenantId): the full audit of the tenant. It works
+//     for deleted tenants and routes too; an id without events is 404.
+//   - GET /admin/state?at=n with n beyond the store's head is 400
+//     validation_failed on field at.
+//   - If-Match accepts 3, "3", W/"3", * and lists; a value that is not a
+//     version never matches (412).
+//   - A write whose append committed but which this instance could not apply
+//     within 5 s answers 503 store_unavailable; the write stands.
+//   - Writes lost to a concurrent writer are re-run against the new state
+//     (up to 20 times); with If-Match the re-run then answers 412.
 package admin
 
 import (
