@@ -18,10 +18,10 @@ var ErrBusClosed = errors.New("events: bus closed")
 // appends to a bounded history, each subscriber reads it in order.
 type MemoryBus struct {
 	mu     sync.Mutex
-	events []Envelope     // seq ascending, the newest memoryRetain or so
-	last   int64          // highest published seq
-	wake   chan struct{}  // closed and replaced on every publish
-	done   chan struct{}  // closed by Close
+	events []Envelope    // seq ascending, the newest memoryRetain or so
+	last   int64         // highest published seq
+	wake   chan struct{} // closed and replaced on every publish
+	done   chan struct{} // closed by Close
 	closed bool
 }
 
