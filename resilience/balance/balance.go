@@ -18,11 +18,27 @@ import (
 	"github.com/tenantgate/gateway/events"
 )
 
-// Picker chooses one of n upstreams. available reports whether upstream i
-// may be chosen (healthy, breaker closed, not already tried); nil means all
-// are. Pick returns -1 when none is available.
+// Skip is a set of upstream indexes a pick must avoid (unhealthy, breaker
+// open, already tried): bit i stands for upstream i. A route has at most 64
+// upstreams (the contract's limit); indexes from 64 up are never skipped. A
+// bit set rather than a callback keeps a pick free of allocations.
+type Skip uint64
+
+// Has reports whether upstream i is skipped.
+func (s Skip) Has(i int) bool { return i < 64 && s&(1<<uint(i)) != 0 }
+
+// With returns s plus upstream i.
+func (s Skip) With(i int) Skip {
+	if i >= 64 {
+		return s
+	}
+	return s | 1<<uint(i)
+}
+
+// Picker chooses one of n upstreams, avoiding those in skip. Pick returns -1
+// when every upstream is skipped.
 type Picker interface {
-	Pick(n int, available func(i int) bool) int
+	Pick(n int, skip Skip) int
 }
 
 // Registry holds one Picker per route. The zero value is not usable; call
@@ -129,14 +145,14 @@ type RoundRobin struct {
 }
 
 // Pick implements Picker.
-func (r *RoundRobin) Pick(n int, available func(int) bool) int {
+func (r *RoundRobin) Pick(n int, skip Skip) int {
 	if n <= 0 {
 		return -1
 	}
 	start := int((r.next.Add(1) - 1) % uint64(n))
 	for k := range n {
 		i := (start + k) % n
-		if available == nil || available(i) {
+		if !skip.Has(i) {
 			return i
 		}
 	}
@@ -159,13 +175,13 @@ func NewWeighted(weights []int) *Weighted {
 }
 
 // Pick implements Picker. n must equal the number of weights.
-func (w *Weighted) Pick(n int, available func(int) bool) int {
+func (w *Weighted) Pick(n int, skip Skip) int {
 	n = min(n, len(w.weights))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	best, total := -1, 0
 	for i := range n {
-		if available != nil && !available(i) {
+		if skip.Has(i) {
 			continue
 		}
 		w.current[i] += w.weights[i]
@@ -184,16 +200,16 @@ func (w *Weighted) Pick(n int, available func(int) bool) int {
 type Random struct{}
 
 // Pick implements Picker.
-func (Random) Pick(n int, available func(int) bool) int {
+func (Random) Pick(n int, skip Skip) int {
 	if n <= 0 {
 		return -1
 	}
-	if available == nil {
+	if skip == 0 {
 		return rand.IntN(n)
 	}
 	m := 0
 	for i := range n {
-		if available(i) {
+		if !skip.Has(i) {
 			m++
 		}
 	}
@@ -202,7 +218,7 @@ func (Random) Pick(n int, available func(int) bool) int {
 	}
 	k := rand.IntN(m)
 	for i := range n {
-		if available(i) {
+		if !skip.Has(i) {
 			if k == 0 {
 				return i
 			}

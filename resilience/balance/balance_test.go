@@ -15,10 +15,10 @@ func ups(weights ...int) []events.Upstream {
 	return out
 }
 
-func counts(p Picker, n, picks int, available func(int) bool) []int {
+func counts(p Picker, n, picks int, skip Skip) []int {
 	c := make([]int, n)
 	for range picks {
-		i := p.Pick(n, available)
+		i := p.Pick(n, skip)
 		if i < 0 {
 			panic("no pick")
 		}
@@ -41,7 +41,7 @@ func TestRoundRobinExact(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := counts(&RoundRobin{}, tc.n, 1000, nil)
+			got := counts(&RoundRobin{}, tc.n, 1000, 0)
 			for i := range got {
 				if got[i] != tc.want[i] {
 					t.Fatalf("counts = %v, want %v", got, tc.want)
@@ -55,7 +55,7 @@ func TestRoundRobinOrder(t *testing.T) {
 	t.Parallel()
 	rr := &RoundRobin{}
 	for k := range 9 {
-		if got := rr.Pick(3, nil); got != k%3 {
+		if got := rr.Pick(3, 0); got != k%3 {
 			t.Fatalf("pick %d = %d, want %d", k, got, k%3)
 		}
 	}
@@ -88,7 +88,7 @@ func TestWeightedShareAndSmoothness(t *testing.T) {
 			got := make([]int, len(tc.weights))
 			run, longest := 0, 0
 			for range 1000 {
-				i := w.Pick(len(tc.weights), nil)
+				i := w.Pick(len(tc.weights), 0)
 				got[i]++
 				if i == heavy {
 					run++
@@ -113,7 +113,7 @@ func TestWeightedShareAndSmoothness(t *testing.T) {
 
 func TestRandomShare(t *testing.T) {
 	t.Parallel()
-	got := counts(Random{}, 2, 1000, nil)
+	got := counts(Random{}, 2, 1000, 0)
 	for i, c := range got {
 		if c < 400 || c > 600 {
 			t.Fatalf("upstream %d got %d of 1000 picks, want 400..600", i, c)
@@ -123,8 +123,8 @@ func TestRandomShare(t *testing.T) {
 
 func TestSkipsUnavailable(t *testing.T) {
 	t.Parallel()
-	onlyOdd := func(i int) bool { return i%2 == 1 }
-	none := func(int) bool { return false }
+	onlyOdd := Skip(0).With(0).With(2)
+	none := Skip(0).With(0).With(1).With(2).With(3)
 	for _, tc := range []struct {
 		name   string
 		picker func() Picker
@@ -146,7 +146,7 @@ func TestSkipsUnavailable(t *testing.T) {
 			if got := p.Pick(4, none); got != -1 {
 				t.Fatalf("Pick with none available = %d, want -1", got)
 			}
-			if got := p.Pick(0, nil); got != -1 {
+			if got := p.Pick(0, 0); got != -1 {
 				t.Fatalf("Pick(0) = %d, want -1", got)
 			}
 		})
@@ -157,7 +157,7 @@ func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 	t.Parallel()
 	r := NewRegistry()
 	p1 := r.Picker("r1", events.BalanceRoundRobin, ups(1, 1, 1))
-	if p1.Pick(3, nil) != 0 || p1.Pick(3, nil) != 1 {
+	if p1.Pick(3, 0) != 0 || p1.Pick(3, 0) != 1 {
 		t.Fatal("unexpected rotation")
 	}
 	// Same route, same upstream count (a new snapshot after an unrelated change).
@@ -165,7 +165,7 @@ func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 	if p2 != p1 {
 		t.Fatal("picker replaced although policy and upstreams are unchanged")
 	}
-	if got := p2.Pick(3, nil); got != 2 {
+	if got := p2.Pick(3, 0); got != 2 {
 		t.Fatalf("rotation restarted: got %d, want 2", got)
 	}
 	for _, tc := range []struct {
@@ -189,6 +189,17 @@ func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 	}
 }
 
+func TestSkipBeyond64(t *testing.T) {
+	t.Parallel()
+	all := ^Skip(0)
+	if got := (&RoundRobin{}).Pick(65, all); got != 64 {
+		t.Fatalf("Pick(65, all of 0..63 skipped) = %d, want 64", got)
+	}
+	if all.With(70) != all || all.Has(70) {
+		t.Fatal("indexes from 64 up must never be skipped")
+	}
+}
+
 func TestConcurrentPicks(t *testing.T) {
 	t.Parallel()
 	r := NewRegistry()
@@ -200,7 +211,7 @@ func TestConcurrentPicks(t *testing.T) {
 			local := make([]int, 3)
 			for range 300 {
 				p := r.Picker("r", events.BalanceWeighted, ups(1, 1, 1))
-				local[p.Pick(3, nil)]++
+				local[p.Pick(3, 0)]++
 			}
 			mu.Lock()
 			for i := range local {
@@ -230,7 +241,7 @@ func BenchmarkPick(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					tc.picker.Pick(3, nil)
+					tc.picker.Pick(3, 0)
 				}
 			})
 		})
