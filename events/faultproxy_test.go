@@ -16,6 +16,7 @@ type faultProxy struct {
 
 	mu    sync.Mutex
 	down  bool
+	hang  bool // accept connections but never answer (a black hole)
 	conns map[net.Conn]struct{}
 }
 
@@ -50,6 +51,12 @@ func (p *faultProxy) serve(c net.Conn) {
 	if !p.track(c) {
 		_ = c.Close()
 		return
+	}
+	p.mu.Lock()
+	hang := p.hang
+	p.mu.Unlock()
+	if hang {
+		return // held open, silent, until setDown closes it
 	}
 	up, err := net.Dial("tcp", p.target)
 	if err != nil || !p.track(up) {
@@ -88,4 +95,12 @@ func (p *faultProxy) setDown(down bool) {
 		}
 		clear(p.conns)
 	}
+}
+
+// setHang closes every connection and makes new ones hang silently.
+func (p *faultProxy) setHang(hang bool) {
+	p.setDown(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down, p.hang = false, hang
 }

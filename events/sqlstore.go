@@ -37,6 +37,7 @@ const appendLockKey int64 = 0x7467_6170_7065_6e64 // "tgappend"
 
 // Bounds of one store call, on top of the caller's context, so that an
 // unreachable database answers ErrUnavailable quickly instead of hanging.
+// A Read may run longer than the others once it has a connection.
 const (
 	writeTimeout = 5 * time.Second
 	readTimeout  = 30 * time.Second
@@ -280,8 +281,15 @@ func (s *SQLStore) Append(ctx context.Context, req AppendRequest) ([]Envelope, e
 func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
+	// Getting a connection is bounded like a write, so an unreachable
+	// database fails as fast here as in Append.
+	conn, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
 	var rows []eventRow
-	sel := s.db.NewSelect().Model(&rows).Where("seq > ?", q.After).OrderExpr("seq ASC")
+	sel := conn.NewSelect().Model(&rows).Where("seq > ?", q.After).OrderExpr("seq ASC")
 	if q.Until > 0 {
 		sel = sel.Where("seq <= ?", q.Until)
 	}
@@ -305,6 +313,17 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 		out[i] = rows[i].envelope()
 	}
 	return out, nil
+}
+
+// conn takes a connection from the pool within writeTimeout.
+func (s *SQLStore) conn(ctx context.Context) (bun.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return conn, s.wrap(ctx, fmt.Errorf("events: read: %w", err))
+	}
+	return conn, nil
 }
 
 // Head returns the highest committed seq, 0 for an empty log.

@@ -3,11 +3,14 @@ package events_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/bustest"
 	"github.com/tenantgate/gateway/events/storetest"
 	"github.com/tenantgate/gateway/events/testenv"
 	"github.com/tenantgate/gateway/migrations"
@@ -15,9 +18,17 @@ import (
 
 func openPostgres(t testing.TB) *events.SQLStore {
 	t.Helper()
+	s, _ := openPostgresDSN(t)
+	return s
+}
+
+// openPostgresDSN opens a fresh migrated database and returns its DSN too.
+func openPostgresDSN(t testing.TB) (*events.SQLStore, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := events.OpenPostgres(ctx, testenv.Postgres(t))
+	dsn := testenv.Postgres(t)
+	s, err := events.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatalf("OpenPostgres: %v", err)
 	}
@@ -25,7 +36,7 @@ func openPostgres(t testing.TB) *events.SQLStore {
 		_ = s.Close()
 		t.Fatalf("Migrate: %v", err)
 	}
-	return s
+	return s, dsn
 }
 
 func openSQLite(t testing.TB) *events.SQLStore {
@@ -84,5 +95,80 @@ func TestOpenPostgresUnreachable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("OpenPostgres took %v to fail", d)
+	}
+}
+
+// TestPostgresOutage: with PostgreSQL unreachable every call fails quickly
+// with ErrUnavailable; once it is back the store works again.
+func TestPostgresOutage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	direct, dsn := openPostgresDSN(t)
+	defer direct.Close()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newFaultProxy(t, u.Host)
+	u.Host = proxy.addr()
+	s, err := events.OpenPostgres(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	appendN(t, s, 3)
+
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Append", func() error {
+			_, err := s.Append(ctx, events.AppendRequest{ExpectedHead: events.AnyHead, Events: []events.Envelope{bustest.Event(1)}})
+			return err
+		}},
+		{"Read", func() error { _, err := s.Read(ctx, events.Query{}); return err }},
+		{"Head", func() error { _, err := s.Head(ctx); return err }},
+	}
+	outages := []struct {
+		name string
+		set  func()
+	}{
+		{"connections refused", func() { proxy.setDown(true) }},
+		{"black hole", func() { proxy.setHang(true) }},
+	}
+	for _, o := range outages {
+		o.set()
+		var wg sync.WaitGroup
+		for _, c := range calls {
+			wg.Go(func() {
+				start := time.Now()
+				if err := c.call(); !errors.Is(err, events.ErrUnavailable) {
+					t.Errorf("%s, %s: %v, want ErrUnavailable", o.name, c.name, err)
+				}
+				if d := time.Since(start); d > 6*time.Second {
+					t.Errorf("%s, %s took %v to fail", o.name, c.name, d)
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	proxy.setHang(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := s.Head(ctx)
+		if err == nil {
+			if h != 3 {
+				t.Fatalf("Head after the outage = %d, want 3", h)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store still failing after PostgreSQL came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	if got := appendN(t, s, 1); got != 4 {
+		t.Fatalf("seq after the outage = %d, want 4", got)
 	}
 }
