@@ -1,0 +1,115 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/resilience/ratelimit"
+)
+
+// exchange is one request's state, pooled. Everything in it is owned by the
+// gateway (copied out of Fiber's buffers), and nothing outlives the handler.
+type exchange struct {
+	start      time.Time
+	method     string
+	requestID  []byte
+	tenant     *projections.Tenant
+	route      *projections.Route
+	limit      ratelimit.Decision
+	limited    bool // send the rate-limit headers
+	path       string
+	fwdPath    string
+	mayRetry   bool // the route's retry block applies to this method
+	replayable bool // the body can be sent again
+	body       []byte
+	bodyErr    error
+	stream     limitedBody
+	upstream   string
+	attempts   int
+	status     int
+	code       string // the gateway's error code, or "fallback"
+	buf        []byte // scratch
+}
+
+var exchanges = sync.Pool{New: func() any { return &exchange{} }}
+
+func acquireExchange() *exchange { return exchanges.Get().(*exchange) }
+
+func releaseExchange(x *exchange) {
+	if cap(x.body) > 256<<10 {
+		x.body = nil // do not pin a large buffer in the pool
+	}
+	*x = exchange{requestID: x.requestID[:0], body: x.body[:0], buf: x.buf[:0]}
+	exchanges.Put(x)
+}
+
+func (x *exchange) bodyTooLarge() bool { return x.stream.exceeded }
+
+// key identifies upstream i of the request's route for breakers and health.
+func (x *exchange) key(i int) UpstreamKey {
+	return UpstreamKey{TenantID: x.route.TenantID, RouteID: x.route.ID, Upstream: x.route.Upstreams[i].URL}
+}
+
+// setRequestID keeps the client's X-Request-Id when it is sane (1..128
+// visible ASCII characters) and otherwise generates one.
+func (x *exchange) setRequestID(client []byte, ids *idSource) {
+	if len(client) > 0 && len(client) <= 128 && visibleASCII(client) {
+		x.requestID = append(x.requestID[:0], client...)
+		return
+	}
+	x.requestID = ids.next(x.requestID[:0])
+}
+
+func visibleASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// idSource makes request ids: a random per-process prefix and a counter,
+// unique without a syscall or lock per request.
+type idSource struct {
+	prefix []byte
+	n      atomic.Uint64
+}
+
+func newIDSource() *idSource {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &idSource{prefix: append(hex.AppendEncode(nil, b[:]), '-')}
+}
+
+func (s *idSource) next(dst []byte) []byte {
+	dst = append(dst, s.prefix...)
+	return strconv.AppendUint(dst, s.n.Add(1), 16)
+}
+
+// methodString returns the method as a string without allocating for the
+// common methods.
+func methodString(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "PATCH":
+		return "PATCH"
+	case "HEAD":
+		return "HEAD"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return string(m)
+}

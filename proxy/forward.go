@@ -1,0 +1,450 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tenantgate/gateway/resilience/balance"
+	"github.com/tenantgate/gateway/resilience/retry"
+)
+
+// hopByHop are the RFC 9110 connection-scoped headers, never forwarded in
+// either direction; headers named in Connection are dropped too.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
+	"Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate",
+}
+
+// framing headers a Connection token must not remove: dropping them would
+// change how the body is delimited or where the request goes.
+func protected(name []byte) bool {
+	return bytes.EqualFold(name, []byte("Content-Length")) || bytes.EqualFold(name, []byte("Host"))
+}
+
+// prepare builds the upstream request from the client's: headers minus
+// hop-by-hop and key headers, forwarding headers, the request transform and
+// the body (buffered when it may be replayed, else streamed).
+func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
+	req := c.Request()
+	req.Header.CopyTo(&up.Header)
+	up.Header.SetNoDefaultContentType(true)
+	stripHopByHop(&up.Header)
+	up.Header.Del(HeaderAPIKey)
+	up.Header.Del(HeaderAdminKey)
+	up.Header.Del(fiber.HeaderExpect) // 100-continue was answered by the gateway
+	p.setForwarded(c, x, up)
+	up.Header.SetBytesV(fiber.HeaderXRequestID, x.requestID)
+
+	x.fwdPath = x.path
+	if t := x.route.Transform; t != nil && t.Request != nil {
+		if t.Request.Headers != nil {
+			x.buf = applyHeaderOps(requestHeaders{&up.Header}, t.Request.Headers, x, x.buf)
+		}
+		if x.route.Rewrite != nil && t.Request.Path != nil {
+			x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
+		}
+	}
+	p.prepareBody(req, x, up)
+}
+
+// prepareBody decides between replay and streaming. A body is buffered (and
+// so may be retried) when it is empty, or when a retry could apply and its
+// Content-Length is at most MaxReplayBytes; otherwise it streams through,
+// bounded by MaxBodyBytes, and the request is not retried.
+func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
+	cl := req.Header.ContentLength()
+	stream := req.BodyStream()
+	switch {
+	case stream == nil:
+		x.body = append(x.body[:0], req.Body()...)
+		up.SetBodyRaw(x.body)
+		x.replayable = true
+	case cl == 0:
+		x.replayable = true
+	case cl > 0 && int64(cl) <= p.cfg.MaxReplayBytes && x.mayRetry:
+		x.stream.reset(stream, p.cfg.MaxBodyBytes)
+		b, err := appendAll(x.body[:0], &x.stream)
+		x.body = b
+		if err != nil {
+			x.bodyErr = err
+		}
+		up.SetBodyRaw(x.body)
+		x.replayable = true
+	default:
+		x.stream.reset(stream, p.cfg.MaxBodyBytes)
+		up.SetBodyStream(&x.stream, cl)
+	}
+}
+
+func appendAll(dst []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
+
+func stripHopByHop(h interface {
+	PeekAll(string) [][]byte
+	Del(string)
+	DelBytes([]byte)
+}) {
+	for _, v := range h.PeekAll(fiber.HeaderConnection) {
+		for tok := range bytes.SplitSeq(v, []byte{','}) {
+			tok = bytes.TrimSpace(tok)
+			if len(tok) > 0 && !protected(tok) {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host. A trusted proxy's
+// values are extended or kept; anyone else's are replaced.
+func (p *Proxy) setForwarded(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
+	req := c.Request()
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	peer = peer.Unmap()
+	trusted := p.isTrusted(peer)
+
+	buf := x.buf[:0]
+	if trusted {
+		for _, v := range req.Header.PeekAll(fiber.HeaderXForwardedFor) {
+			if len(buf) > 0 {
+				buf = append(buf, ", "...)
+			}
+			buf = append(buf, v...)
+		}
+	}
+	if len(buf) > 0 {
+		buf = append(buf, ", "...)
+	}
+	buf = peer.AppendTo(buf)
+	up.Header.SetBytesV(fiber.HeaderXForwardedFor, buf)
+	x.buf = buf
+
+	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedProto)) == 0 {
+		if c.Context().IsTLS() {
+			up.Header.Set(fiber.HeaderXForwardedProto, "https")
+		} else {
+			up.Header.Set(fiber.HeaderXForwardedProto, "http")
+		}
+	}
+	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedHost)) == 0 {
+		up.Header.SetBytesV(fiber.HeaderXForwardedHost, req.Header.Host())
+	}
+}
+
+func (p *Proxy) isTrusted(a netip.Addr) bool {
+	for _, pfx := range p.trusted {
+		if pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseTrusted(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if strings.Contains(s, "/") {
+			pfx, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, errors.New("proxy: TrustedProxies: " + err.Error())
+			}
+			out = append(out, pfx.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, errors.New("proxy: TrustedProxies: " + err.Error())
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// outcome is how forwarding ended.
+type outcome struct {
+	// answered: c.Response() holds an upstream answer to pass on.
+	answered bool
+	// exhausted: that answer is a retryable status whose retries ran out,
+	// so a configured fallback replaces it.
+	exhausted bool
+	// When not answered: the error to send (unless a fallback is served).
+	status        int
+	code, message string
+}
+
+// forward sends the request to a chosen upstream, retrying per the route's
+// retry block: on connection errors, timeouts and the listed statuses, for
+// idempotent methods (or any, with retryNonIdempotent), only with a
+// replayable body, within maxRetries and the route's retry budget, each retry
+// preferring an upstream not yet tried.
+func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome {
+	route := x.route
+	rc := retryOf(route)
+	if rc != nil && p.budgets != nil {
+		p.budgets.Request(route.ID)
+	}
+	if x.bodyErr != nil {
+		if x.bodyTooLarge() {
+			return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
+		}
+		return outcome{status: fiber.StatusBadRequest, code: "bad_request", message: "could not read the request body"}
+	}
+	canRetry := x.mayRetry && x.replayable
+	timeout := timeoutOf(route, x.method)
+
+	var tried balance.Skip
+	var last outcome
+	for attempt := 0; ; attempt++ {
+		i, why := p.choose(x, tried)
+		if i < 0 {
+			if attempt == 0 {
+				return why
+			}
+			return last
+		}
+		tried = tried.With(i)
+		if attempt > 0 && x.replayable {
+			up.SetBodyRaw(x.body)
+		}
+		err := p.attempt(c, x, up, i, timeout)
+		retryable := false
+		switch {
+		case err != nil:
+			last = p.failure(x, err)
+			retryable = true
+		default:
+			status := c.Response().StatusCode()
+			retryable = rc != nil && retry.StatusRetryable(status, *rc)
+			last = outcome{answered: true, exhausted: retryable && canRetry}
+		}
+		if !retryable || !canRetry || attempt >= rc.MaxRetries {
+			return last
+		}
+		if p.budgets != nil && !p.budgets.AllowRetry(route.ID) {
+			return last
+		}
+		p.metrics.retry(x)
+		time.Sleep(retry.Backoff(attempt, time.Duration(rc.BaseDelayMs)*time.Millisecond, time.Duration(rc.MaxDelayMs)*time.Millisecond))
+	}
+}
+
+// choose picks an upstream: healthy ones only, load balanced, untried ones
+// first, and only where the circuit breaker admits the request. With none
+// left it says why: circuit_open when an open breaker is part of the reason.
+func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
+	r := x.route
+	n := len(r.Upstreams)
+	picker := p.balancers.Picker(r.ID, r.LoadBalancing, r.Upstreams)
+	down := p.unhealthy(x)
+	var refused balance.Skip
+	cb := breakerOf(r)
+	for {
+		skip := down | refused
+		i := picker.Pick(n, skip|tried)
+		if i < 0 && tried != 0 {
+			i = picker.Pick(n, skip) // a tried upstream beats none
+		}
+		if i < 0 {
+			if refused != 0 {
+				return -1, outcome{status: fiber.StatusServiceUnavailable, code: "circuit_open", message: "circuit breaker open for every upstream"}
+			}
+			return -1, outcome{status: fiber.StatusServiceUnavailable, code: "no_healthy_upstream", message: "no healthy upstream"}
+		}
+		if cb != nil && p.breakers != nil && !p.breakers.Allow(x.key(i), *cb) {
+			refused = refused.With(i)
+			continue
+		}
+		return i, outcome{}
+	}
+}
+
+func (p *Proxy) unhealthy(x *exchange) balance.Skip {
+	if p.health == nil || !healthCheckOf(x.route) {
+		return 0
+	}
+	var down balance.Skip
+	for i := range x.route.Upstreams {
+		if !p.health.Healthy(x.key(i)) {
+			down = down.With(i)
+		}
+	}
+	return down
+}
+
+// attempt sends up to upstream i and leaves the answer in c.Response().
+func (p *Proxy) attempt(c *fiber.Ctx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
+	u := x.route.Upstreams[i]
+	x.upstream = u.URL
+	x.attempts++
+	t, err := p.pool.target(u.URL)
+	if err != nil {
+		return err
+	}
+	uri := up.URI()
+	uri.SetScheme(t.scheme)
+	uri.SetHost(t.host)
+	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
+	uri.SetPathBytes(x.buf)
+
+	resp := c.Response()
+	err = t.client.DoTimeout(up, resp, timeout)
+	if cb := breakerOf(x.route); cb != nil && p.breakers != nil {
+		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
+	}
+	if err != nil {
+		return err
+	}
+	stripHopByHop(&resp.Header)
+	resp.Header.SetNoDefaultContentType(true)
+	return nil
+}
+
+// failure maps a transport error to the contract's error.
+func (p *Proxy) failure(x *exchange, err error) outcome {
+	var ne net.Error
+	switch {
+	case x.bodyTooLarge():
+		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		p.metrics.upstreamError(x, "connect")
+		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "could not connect to the upstream"}
+	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &ne) && ne.Timeout():
+		p.metrics.upstreamError(x, "timeout")
+		return outcome{status: fiber.StatusGatewayTimeout, code: "upstream_timeout", message: "the upstream did not answer in time"}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p.metrics.upstreamError(x, "response_too_large")
+		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "the upstream response is too large"}
+	default:
+		p.metrics.upstreamError(x, "connect")
+		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "the upstream is unavailable"}
+	}
+}
+
+// upstreamPool keeps one fasthttp.HostClient per scheme+host for the life of
+// the process, so a snapshot swap neither drops nor re-dials connections.
+type upstreamPool struct {
+	cfg     Config
+	targets sync.Map // upstream URL as configured -> *target
+	clients sync.Map // scheme://host -> *fasthttp.HostClient
+}
+
+// target is an upstream URL parsed once.
+type target struct {
+	scheme, host, base string
+	client             *fasthttp.HostClient
+}
+
+func newUpstreamPool(cfg Config) *upstreamPool { return &upstreamPool{cfg: cfg} }
+
+func (p *upstreamPool) target(raw string) (*target, error) {
+	if v, ok := p.targets.Load(raw); ok {
+		return v.(*target), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("proxy: invalid upstream URL")
+	}
+	tls := u.Scheme == "https"
+	key := u.Scheme + "://" + u.Host
+	hc, ok := p.clients.Load(key)
+	if !ok {
+		hc, _ = p.clients.LoadOrStore(key, &fasthttp.HostClient{
+			Addr:                     fasthttp.AddMissingPort(u.Host, tls),
+			IsTLS:                    tls,
+			MaxConns:                 p.cfg.MaxConnsPerUpstream,
+			MaxResponseBodySize:      int(p.cfg.MaxResponseBytes),
+			MaxIdleConnDuration:      90 * time.Second,
+			NoDefaultUserAgentHeader: true,
+			ReadBufferSize:           p.cfg.MaxHeaderBytes + headerSlack,
+			// Our own retries decide; fasthttp's would replay non-idempotent
+			// requests on a reused connection behind our back.
+			RetryIf: func(*fasthttp.Request) bool { return false },
+		})
+	}
+	t := &target{scheme: u.Scheme, host: u.Host, base: u.Path, client: hc.(*fasthttp.HostClient)}
+	v, _ := p.targets.LoadOrStore(raw, t)
+	return v.(*target), nil
+}
+
+// prune drops targets no route uses any more, and clients no target uses.
+func (p *upstreamPool) prune(live func(url string) bool) {
+	used := make(map[string]bool)
+	p.targets.Range(func(k, v any) bool {
+		if !live(k.(string)) {
+			p.targets.Delete(k)
+			return true
+		}
+		t := v.(*target)
+		used[t.scheme+"://"+t.host] = true
+		return true
+	})
+	p.clients.Range(func(k, v any) bool {
+		if !used[k.(string)] {
+			p.clients.Delete(k)
+			v.(*fasthttp.HostClient).CloseIdleConnections()
+		}
+		return true
+	})
+}
+
+// limitedBody streams the client's body upstream, failing once it grows past
+// the limit (only a chunked body can: a too large Content-Length is refused
+// before forwarding). It has no Close, so fasthttp never releases the
+// server's stream it wraps.
+type limitedBody struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+}
+
+var errBodyTooLarge = errors.New("proxy: request body too large")
+
+func (l *limitedBody) reset(r io.Reader, limit int64) { *l = limitedBody{r: r, left: limit} }
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		n, err := l.r.Read(one[:])
+		if n > 0 {
+			l.exceeded = true
+			return 0, errBodyTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the data plane's Prometheus series. Labels are ids and
+// classes, never raw paths or keys, so their number stays bounded by the
+// configuration. A nil *metrics records nothing.
+type metrics struct {
+	requests  *prometheus.CounterVec   // tenant, route, class
+	latency   *prometheus.HistogramVec // tenant, route
+	upErrors  *prometheus.CounterVec   // tenant, route, kind
+	retries   *prometheus.CounterVec   // tenant, route
+	fallbacks *prometheus.CounterVec   // tenant, route
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "requests_total",
+			Help: "Proxied requests by tenant, route and status class (2xx..5xx).",
+		}, []string{"tenant", "route", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "request_duration_seconds",
+			Help:    "Time from receiving a request to having its response ready, retries included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"tenant", "route"}),
+		upErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "upstream_errors_total",
+			Help: "Upstream attempts that got no answer, by kind (connect, timeout, response_too_large).",
+		}, []string{"tenant", "route", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "retries_total",
+			Help: "Upstream retries.",
+		}, []string{"tenant", "route"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "fallbacks_total",
+			Help: "Responses served from a route's fallback.",
+		}, []string{"tenant", "route"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+			return nil, errors.New("proxy: metrics already registered (one Proxy per registry)")
+		}
+	}
+	return m, nil
+}
+
+var classes = [...]string{"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func statusClass(s int) string {
+	if s < 100 || s > 599 {
+		return "5xx"
+	}
+	return classes[s/100]
+}
+
+func (m *metrics) retry(x *exchange) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(tenantID(x), routeID(x)).Inc()
+}
+
+func (m *metrics) upstreamError(x *exchange, kind string) {
+	if m == nil {
+		return
+	}
+	m.upErrors.WithLabelValues(tenantID(x), routeID(x), kind).Inc()
+}
+
+func tenantID(x *exchange) string {
+	if x.tenant == nil {
+		return ""
+	}
+	return x.tenant.ID
+}
+
+func routeID(x *exchange) string {
+	if x.route == nil {
+		return ""
+	}
+	return x.route.ID
+}
+
+// observe records the finished request: metrics and one access-log line
+// (request id, tenant, route, upstream, status, duration; never a key).
+func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
+	if x.status == 0 {
+		x.status = c.Response().StatusCode()
+	}
+	d := time.Since(x.start)
+	tenant, route := tenantID(x), routeID(x)
+	if m := p.metrics; m != nil {
+		m.requests.WithLabelValues(tenant, route, statusClass(x.status)).Inc()
+		m.latency.WithLabelValues(tenant, route).Observe(d.Seconds())
+		if x.code == "fallback" {
+			m.fallbacks.WithLabelValues(tenant, route).Inc()
+		}
+	}
+	if !p.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	attrs := [...]slog.Attr{
+		slog.String("request_id", string(x.requestID)),
+		slog.String("method", x.method),
+		slog.String("tenant", tenant),
+		slog.String("route", route),
+		slog.String("upstream", x.upstream),
+		slog.Int("attempts", x.attempts),
+		slog.Int("status", x.status),
+		slog.String("code", x.code),
+		slog.Duration("duration", d),
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "proxy", attrs[:]...)
+}

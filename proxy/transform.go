@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// headerSet is what applyHeaderOps needs of a request or response header.
+type headerSet interface {
+	Del(key string)
+	SetBytesV(key string, value []byte)
+	AddBytesV(key string, value []byte)
+}
+
+type requestHeaders struct{ *fasthttp.RequestHeader }
+type responseHeaders struct{ *fasthttp.ResponseHeader }
+
+// applyHeaderOps applies a transform in the contract's order: remove, then
+// set (replace), then add (append). Values expand ${tenant.id},
+// ${tenant.name}, ${route.id} and ${request.id}. buf is scratch space,
+// returned for reuse.
+func applyHeaderOps(h headerSet, ops *events.HeaderOps, x *exchange, buf []byte) []byte {
+	for _, name := range ops.Remove {
+		h.Del(name)
+	}
+	for name, v := range ops.Set {
+		buf = expand(buf[:0], v, x)
+		h.SetBytesV(name, buf)
+	}
+	for name, v := range ops.Add {
+		buf = expand(buf[:0], v, x)
+		h.AddBytesV(name, buf)
+	}
+	return buf
+}
+
+// expand appends v to dst with its placeholders replaced. Unknown
+// placeholders are kept verbatim.
+func expand(dst []byte, v string, x *exchange) []byte {
+	for {
+		i := strings.Index(v, "${")
+		if i < 0 {
+			return append(dst, v...)
+		}
+		dst = append(dst, v[:i]...)
+		v = v[i:]
+		j := strings.IndexByte(v, '}')
+		if j < 0 {
+			return append(dst, v...)
+		}
+		switch v[2:j] {
+		case "tenant.id":
+			dst = append(dst, x.tenant.ID...)
+		case "tenant.name":
+			dst = append(dst, x.tenant.Name...)
+		case "route.id":
+			dst = append(dst, x.route.ID...)
+		case "request.id":
+			dst = append(dst, x.requestID...)
+		default:
+			dst = append(dst, v[:j+1]...)
+		}
+		v = v[j+1:]
+	}
+}
+
+// rewritePath is the route's RE2 replace on the request path (never the
+// query). A result without a leading slash gets one.
+func rewritePath(re *regexp.Regexp, replacement, path string) string {
+	out := re.ReplaceAllString(path, replacement)
+	if !strings.HasPrefix(out, "/") {
+		out = "/" + out
+	}
+	return out
+}
+
+// joinPath appends base + path to dst, joined with exactly one slash: the
+// upstream URL's path is a base the request path goes under. The result
+// always starts with a slash.
+func joinPath(dst []byte, base, path string) []byte {
+	base = strings.TrimRight(base, "/")
+	path = strings.TrimLeft(path, "/")
+	dst = append(dst, base...)
+	dst = append(dst, '/')
+	return append(dst, path...)
+}
+
+// transformResponse applies the route's response header transform.
+func (p *Proxy) transformResponse(x *exchange, resp *fasthttp.Response) {
+	if t := x.route.Transform; t != nil && t.Response != nil && t.Response.Headers != nil {
+		x.buf = applyHeaderOps(responseHeaders{&resp.Header}, t.Response.Headers, x, x.buf)
+	}
+}
