@@ -1,44 +1,169 @@
 package projections
 
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"slices"
+	"strings"
+	"sync"
+)
+
 // Snapshot is one immutable version of the gateway's state, valid right after
 // event Seq(). Readers Load it once per request and never see it change.
+//
+// Its maps are persistent (see pmap): the next snapshot shares every part that
+// an event did not touch, so an update costs about the same at any size.
 type Snapshot struct {
-	seq int64
+	seq     int64
+	tenants *strMap[tenantEntry] // by id
+	byKey   *digestMap[*Tenant]
+	byName  *strMap[*Tenant]
+	routes  *strMap[routeEntry] // by id
+	tables  *strMap[*table]     // by tenant id
+	// sum is the XOR of the digests of every tenant and route; StateHash
+	// adds seq. XOR is order-free, so it can be kept current per event.
+	sum [32]byte
+
+	cache *snapCache // lazily built sorted lists; nil on a zero Snapshot
+}
+
+type tenantEntry struct {
+	t      *Tenant
+	digest [32]byte
+}
+
+type routeEntry struct {
+	r      *Route
+	digest [32]byte
+}
+
+type snapCache struct {
+	tenantsOnce sync.Once
+	tenants     []*Tenant
+	routesOnce  sync.Once
+	routes      []*Route
 }
 
 // Empty is the state before any event (seq 0).
-func Empty() *Snapshot { return &Snapshot{} }
+func Empty() *Snapshot { return &Snapshot{cache: &snapCache{}} }
+
+// next returns a new, unpublished snapshot sharing all of s's state.
+func (s *Snapshot) next() *Snapshot {
+	return &Snapshot{
+		seq: s.seq, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
+		routes: s.routes, tables: s.tables, sum: s.sum, cache: &snapCache{},
+	}
+}
 
 // Seq is the seq of the last event applied.
 func (s *Snapshot) Seq() int64 { return s.seq }
 
 // Authenticate finds the tenant holding the key with this digest, whatever its
 // status. The caller checks Status.
-func (s *Snapshot) Authenticate(keyHash [32]byte) (*Tenant, bool) { panic("TODO") }
+func (s *Snapshot) Authenticate(keyHash [32]byte) (*Tenant, bool) {
+	return s.byKey.get(keyHash)
+}
 
 // Match finds the route of tenant t for a request. Only t's routes are ever
-// considered.
-func (s *Snapshot) Match(t *Tenant, method, path string) (*Route, bool) { panic("TODO") }
+// considered. It matches against this snapshot's routes of the tenant with
+// t's id (so a t taken from an older snapshot is still safe). The rules are
+// documented on table; exact and prefix matching do not allocate.
+func (s *Snapshot) Match(t *Tenant, method, path string) (*Route, bool) {
+	if t == nil {
+		return nil, false
+	}
+	tb, ok := s.tables.get(t.ID)
+	if !ok {
+		return nil, false
+	}
+	r := tb.match(method, path)
+	return r, r != nil
+}
 
 // Tenant returns a live tenant by id.
-func (s *Snapshot) Tenant(id string) (*Tenant, bool) { panic("TODO") }
+func (s *Snapshot) Tenant(id string) (*Tenant, bool) {
+	e, ok := s.tenants.get(id)
+	return e.t, ok
+}
 
 // TenantByName returns the live tenant with this name.
-func (s *Snapshot) TenantByName(name string) (*Tenant, bool) { panic("TODO") }
+func (s *Snapshot) TenantByName(name string) (*Tenant, bool) {
+	return s.byName.get(name)
+}
 
 // Tenants returns every live tenant ordered by id (ids are UUIDv7, so this is
-// creation order).
-func (s *Snapshot) Tenants() []*Tenant { panic("TODO") }
+// creation order). The slice is the caller's; the tenants are shared and must
+// not be modified.
+func (s *Snapshot) Tenants() []*Tenant {
+	build := func() []*Tenant {
+		out := make([]*Tenant, 0, s.tenants.len())
+		s.tenants.all(func(_ string, e tenantEntry) bool {
+			out = append(out, e.t)
+			return true
+		})
+		slices.SortFunc(out, func(a, b *Tenant) int { return strings.Compare(a.ID, b.ID) })
+		return out
+	}
+	if s.cache == nil {
+		return build()
+	}
+	s.cache.tenantsOnce.Do(func() { s.cache.tenants = build() })
+	return slices.Clone(s.cache.tenants)
+}
 
 // Route returns a live route by id.
-func (s *Snapshot) Route(id string) (*Route, bool) { panic("TODO") }
+func (s *Snapshot) Route(id string) (*Route, bool) {
+	e, ok := s.routes.get(id)
+	return e.r, ok
+}
 
-// Routes returns every live route ordered by id.
-func (s *Snapshot) Routes() []*Route { panic("TODO") }
+// Routes returns every live route ordered by id. The slice is the caller's;
+// the routes are shared and must not be modified.
+func (s *Snapshot) Routes() []*Route {
+	build := func() []*Route {
+		out := make([]*Route, 0, s.routes.len())
+		s.routes.all(func(_ string, e routeEntry) bool {
+			out = append(out, e.r)
+			return true
+		})
+		sortRoutes(out)
+		return out
+	}
+	if s.cache == nil {
+		return build()
+	}
+	s.cache.routesOnce.Do(func() { s.cache.routes = build() })
+	return slices.Clone(s.cache.routes)
+}
 
 // TenantRoutes returns a tenant's routes ordered by id.
-func (s *Snapshot) TenantRoutes(tenantID string) []*Route { panic("TODO") }
+func (s *Snapshot) TenantRoutes(tenantID string) []*Route {
+	tb, ok := s.tables.get(tenantID)
+	if !ok {
+		return nil
+	}
+	out := make([]*Route, 0, tb.routes.len())
+	tb.routes.all(func(_ string, r *Route) bool {
+		out = append(out, r)
+		return true
+	})
+	sortRoutes(out)
+	return out
+}
+
+func sortRoutes(rs []*Route) {
+	slices.SortFunc(rs, func(a, b *Route) int { return strings.Compare(a.ID, b.ID) })
+}
 
 // StateHash is a digest of the whole state, equal on every instance at the
-// same seq.
-func (s *Snapshot) StateHash() string { panic("TODO") }
+// same seq: SHA-256 over seq and the XOR of a SHA-256 per tenant and per
+// route (of its canonical JSON with every field, the key digest included).
+// It does not depend on map order or on how the snapshot was built.
+func (s *Snapshot) StateHash() string {
+	var buf [8 + 32]byte
+	binary.BigEndian.PutUint64(buf[:8], uint64(s.seq))
+	copy(buf[8:], s.sum[:])
+	h := sha256.Sum256(buf[:])
+	return hex.EncodeToString(h[:])
+}

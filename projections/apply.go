@@ -1,0 +1,417 @@
+package projections
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// ErrOutOfOrder is returned (wrapped) when an event's seq is not the next one.
+// The state is then unchanged and Apply returns a nil snapshot.
+var ErrOutOfOrder = errors.New("projections: event out of order")
+
+// SkippedError describes an event that advanced seq but changed nothing else
+// because it could not be applied meaningfully.
+type SkippedError struct {
+	Seq  int64
+	Type events.Type
+	Err  error
+}
+
+func (e *SkippedError) Error() string {
+	return fmt.Sprintf("projections: event %d (%s) skipped: %v", e.Seq, e.Type, e.Err)
+}
+
+func (e *SkippedError) Unwrap() error { return e.Err }
+
+// Apply returns the state right after ev. It is pure and deterministic and
+// never changes s, which readers may be using.
+//
+//   - ev.Seq must be s.Seq()+1; otherwise Apply returns nil and an error
+//     wrapping ErrOutOfOrder.
+//   - An event that cannot be applied meaningfully (unknown type, malformed
+//     data, a missing or already existing aggregate, such as a route of a
+//     deleted tenant) still advances seq: Apply returns s with only seq
+//     advanced and a *SkippedError, so a projector logs it and keeps going,
+//     and every instance stays at the same seq with the same state.
+//
+// An aggregate's version is the event's AggregateVersion, its createdAt the
+// OccurredAt of its create event, its updatedAt that of its latest event;
+// times are kept in UTC at microsecond precision (what PostgreSQL stores), so
+// instances agree whether they read an event from the store or the bus.
+// A route whose regex path or rewrite pattern does not compile (the admin API
+// rejects those) is kept but never matches.
+func Apply(s *Snapshot, ev events.Envelope) (*Snapshot, error) {
+	b := edit{tok: new(token), s: s.next()}
+	if err := b.apply(ev); err != nil {
+		if errors.Is(err, ErrOutOfOrder) {
+			return nil, err
+		}
+		return b.s, err
+	}
+	return b.s, nil
+}
+
+// ApplyBatch applies evs in order, exactly like calling Apply for each, but
+// copies each changed part of the state at most once for the whole batch, so
+// catching up and replaying are fast. skipped, if not nil, is called with
+// each event Apply would have answered with a *SkippedError. On an event out
+// of order it stops and returns the state before that event with the error.
+func ApplyBatch(s *Snapshot, evs []events.Envelope, skipped func(events.Envelope, error)) (*Snapshot, error) {
+	b := edit{tok: new(token), s: s.next()}
+	for _, ev := range evs {
+		if err := b.apply(ev); err != nil {
+			if errors.Is(err, ErrOutOfOrder) {
+				return b.s, err
+			}
+			if skipped != nil {
+				skipped(ev, err)
+			}
+		}
+	}
+	return b.s, nil
+}
+
+// Replay builds the state from an empty one and the log evs. The returned
+// snapshot holds every event up to the first one out of order (all of them
+// normally); the error joins the errors of events out of order or skipped.
+func Replay(evs []events.Envelope) (*Snapshot, error) {
+	var errs []error
+	s, err := ApplyBatch(Empty(), evs, func(_ events.Envelope, err error) { errs = append(errs, err) })
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return s, errors.Join(errs...)
+}
+
+// edit applies events to a snapshot no reader has seen yet, changing in
+// place the parts it owns (those tagged with tok).
+type edit struct {
+	tok *token
+	s   *Snapshot
+}
+
+// apply validates everything before it changes anything, so an event that is
+// skipped leaves the state as it was.
+func (b *edit) apply(ev events.Envelope) error {
+	if ev.Seq != b.s.seq+1 {
+		return fmt.Errorf("%w: got seq %d, want %d", ErrOutOfOrder, ev.Seq, b.s.seq+1)
+	}
+	b.s.seq = ev.Seq
+	if err := b.change(ev); err != nil {
+		return &SkippedError{Seq: ev.Seq, Type: ev.Type, Err: err}
+	}
+	return nil
+}
+
+func (b *edit) change(ev events.Envelope) error {
+	if err := checkTime(ev); err != nil {
+		return err
+	}
+	switch ev.Type {
+	case events.TenantCreated:
+		return b.tenantCreated(ev)
+	case events.TenantUpdated:
+		return b.tenantUpdated(ev)
+	case events.TenantAPIKeyRotated:
+		return b.tenantKeyRotated(ev)
+	case events.TenantDeleted:
+		return b.tenantDeleted(ev)
+	case events.RouteCreated:
+		return b.routeCreated(ev)
+	case events.RouteUpdated:
+		return b.routeUpdated(ev)
+	case events.RouteDeleted:
+		return b.routeDeleted(ev)
+	}
+	return errors.New("unknown event type")
+}
+
+func eventTime(ev events.Envelope) time.Time {
+	return ev.OccurredAt.UTC().Truncate(time.Microsecond)
+}
+
+// checkTime rejects times JSON cannot encode, which the state hash needs.
+func checkTime(ev events.Envelope) error {
+	if y := ev.OccurredAt.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("occurredAt year %d out of range", y)
+	}
+	return nil
+}
+
+func decode(ev events.Envelope, v any) error {
+	if len(ev.Data) == 0 {
+		return errors.New("no data")
+	}
+	if err := json.Unmarshal(ev.Data, v); err != nil {
+		return fmt.Errorf("malformed data: %w", err)
+	}
+	return nil
+}
+
+func decodeKeyHash(s string) ([32]byte, error) {
+	var h [32]byte
+	if hex.DecodedLen(len(s)) != len(h) {
+		return h, errors.New("apiKeyHash is not 64 hex digits")
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("apiKeyHash: %w", err)
+	}
+	return h, nil
+}
+
+func (b *edit) liveTenant(ev events.Envelope) (*Tenant, error) {
+	e, ok := b.s.tenants.get(ev.AggregateID)
+	if !ok {
+		return nil, fmt.Errorf("tenant %q does not exist", ev.AggregateID)
+	}
+	return e.t, nil
+}
+
+func (b *edit) tenantCreated(ev events.Envelope) error {
+	if ev.AggregateID == "" {
+		return errors.New("no aggregate id")
+	}
+	if _, ok := b.s.tenants.get(ev.AggregateID); ok {
+		return fmt.Errorf("tenant %q already exists", ev.AggregateID)
+	}
+	var d events.TenantCreatedData
+	if err := decode(ev, &d); err != nil {
+		return err
+	}
+	kh, err := decodeKeyHash(d.APIKeyHash)
+	if err != nil {
+		return err
+	}
+	at := eventTime(ev)
+	b.putTenant(nil, &Tenant{
+		ID: ev.AggregateID, Name: d.Name, Status: d.Status, RateLimit: d.RateLimit,
+		KeyPrefix: d.APIKeyPrefix, Version: ev.AggregateVersion,
+		CreatedAt: at, UpdatedAt: at, KeyHash: kh,
+	})
+	return nil
+}
+
+func (b *edit) tenantUpdated(ev events.Envelope) error {
+	old, err := b.liveTenant(ev)
+	if err != nil {
+		return err
+	}
+	var d events.TenantUpdatedData
+	if err := decode(ev, &d); err != nil {
+		return err
+	}
+	t := *old
+	if d.Name.Set {
+		t.Name = d.Name.Value
+	}
+	if d.Status.Set {
+		t.Status = d.Status.Value
+	}
+	if d.RateLimit.Set {
+		t.RateLimit = d.RateLimit.Value
+	}
+	t.Version, t.UpdatedAt = ev.AggregateVersion, eventTime(ev)
+	b.putTenant(old, &t)
+	return nil
+}
+
+func (b *edit) tenantKeyRotated(ev events.Envelope) error {
+	old, err := b.liveTenant(ev)
+	if err != nil {
+		return err
+	}
+	var d events.TenantAPIKeyRotatedData
+	if err := decode(ev, &d); err != nil {
+		return err
+	}
+	kh, err := decodeKeyHash(d.APIKeyHash)
+	if err != nil {
+		return err
+	}
+	t := *old
+	t.KeyHash, t.KeyPrefix = kh, d.APIKeyPrefix
+	t.Version, t.UpdatedAt = ev.AggregateVersion, eventTime(ev)
+	b.putTenant(old, &t)
+	return nil
+}
+
+func (b *edit) tenantDeleted(ev events.Envelope) error {
+	old, err := b.liveTenant(ev)
+	if err != nil {
+		return err
+	}
+	// Routes normally go first, each by its own RouteDeleted; drop any left.
+	if tb, ok := b.s.tables.get(old.ID); ok {
+		var left []string
+		tb.routes.all(func(id string, _ *Route) bool {
+			left = append(left, id)
+			return true
+		})
+		for _, id := range left {
+			e, _ := b.s.routes.get(id)
+			xor(&b.s.sum, &e.digest)
+			b.s.routes = b.s.routes.delete(b.tok, id)
+		}
+		b.s.tables = b.s.tables.delete(b.tok, old.ID)
+	}
+	b.putTenant(old, nil)
+	return nil
+}
+
+// putTenant replaces old with t; either may be nil (create, delete).
+func (b *edit) putTenant(old, t *Tenant) {
+	s, tok := b.s, b.tok
+	if old != nil {
+		e, _ := s.tenants.get(old.ID)
+		xor(&s.sum, &e.digest)
+		if cur, _ := s.byKey.get(old.KeyHash); cur == old {
+			s.byKey = s.byKey.delete(tok, old.KeyHash)
+		}
+		if cur, _ := s.byName.get(old.Name); cur == old {
+			s.byName = s.byName.delete(tok, old.Name)
+		}
+		if t == nil {
+			s.tenants = s.tenants.delete(tok, old.ID)
+		}
+	}
+	if t != nil {
+		e := tenantEntry{t: t, digest: tenantDigest(t)}
+		xor(&s.sum, &e.digest)
+		s.tenants = s.tenants.set(tok, t.ID, e)
+		s.byKey = s.byKey.set(tok, t.KeyHash, t)
+		s.byName = s.byName.set(tok, t.Name, t)
+	}
+}
+
+func (b *edit) routeCreated(ev events.Envelope) error {
+	if ev.AggregateID == "" {
+		return errors.New("no aggregate id")
+	}
+	if _, ok := b.s.routes.get(ev.AggregateID); ok {
+		return fmt.Errorf("route %q already exists", ev.AggregateID)
+	}
+	var spec events.RouteSpec
+	if err := decode(ev, &spec); err != nil {
+		return err
+	}
+	if spec.TenantID == "" {
+		spec.TenantID = ev.TenantID
+	}
+	if ev.TenantID != "" && ev.TenantID != spec.TenantID {
+		return fmt.Errorf("event tenant %q differs from route tenant %q", ev.TenantID, spec.TenantID)
+	}
+	if _, ok := b.s.tenants.get(spec.TenantID); !ok {
+		return fmt.Errorf("tenant %q of route does not exist", spec.TenantID)
+	}
+	at := eventTime(ev)
+	r := &Route{ID: ev.AggregateID, RouteSpec: spec, Version: ev.AggregateVersion, CreatedAt: at, UpdatedAt: at}
+	compile(r, nil)
+	b.putRoute(r)
+	return nil
+}
+
+func (b *edit) liveRoute(ev events.Envelope) (*Route, error) {
+	e, ok := b.s.routes.get(ev.AggregateID)
+	if !ok {
+		return nil, fmt.Errorf("route %q does not exist", ev.AggregateID)
+	}
+	return e.r, nil
+}
+
+func (b *edit) routeUpdated(ev events.Envelope) error {
+	old, err := b.liveRoute(ev)
+	if err != nil {
+		return err
+	}
+	var d events.RouteUpdatedData
+	if err := decode(ev, &d); err != nil {
+		return err
+	}
+	r := *old
+	if d.Method.Set {
+		r.Method = d.Method.Value
+	}
+	if d.Path.Set {
+		r.Path = d.Path.Value
+	}
+	if d.PathType.Set {
+		r.PathType = d.PathType.Value
+	}
+	if d.Upstreams.Set {
+		r.Upstreams = d.Upstreams.Value
+	}
+	if d.LoadBalancing.Set {
+		r.LoadBalancing = d.LoadBalancing.Value
+	}
+	if d.Resilience.Set {
+		r.Resilience = d.Resilience.Value
+	}
+	if d.Transform.Set {
+		r.Transform = d.Transform.Value
+	}
+	r.Version, r.UpdatedAt = ev.AggregateVersion, eventTime(ev)
+	compile(&r, old)
+	b.dropRoute(old)
+	b.putRoute(&r)
+	return nil
+}
+
+func (b *edit) routeDeleted(ev events.Envelope) error {
+	old, err := b.liveRoute(ev)
+	if err != nil {
+		return err
+	}
+	b.dropRoute(old)
+	return nil
+}
+
+// putRoute files r; its tenant exists.
+func (b *edit) putRoute(r *Route) {
+	s, tok := b.s, b.tok
+	e := routeEntry{r: r, digest: routeDigest(r)}
+	xor(&s.sum, &e.digest)
+	s.routes = s.routes.set(tok, r.ID, e)
+	tb, _ := s.tables.get(r.TenantID)
+	tb = tb.editable(tok)
+	tb.add(tok, r)
+	s.tables = s.tables.set(tok, r.TenantID, tb)
+}
+
+func (b *edit) dropRoute(r *Route) {
+	s, tok := b.s, b.tok
+	e, _ := s.routes.get(r.ID)
+	xor(&s.sum, &e.digest)
+	s.routes = s.routes.delete(tok, r.ID)
+	if tb, ok := s.tables.get(r.TenantID); ok {
+		tb = tb.editable(tok)
+		tb.remove(tok, r)
+		s.tables = s.tables.set(tok, r.TenantID, tb)
+	}
+}
+
+// compile sets r's compiled patterns, reusing prev's where the pattern is
+// unchanged. A pattern that does not compile leaves nil, so the route never
+// matches (see matchable).
+func compile(r, prev *Route) {
+	r.PathRegexp, r.Rewrite = nil, nil
+	if r.PathType == events.PathRegex {
+		if prev != nil && prev.PathRegexp != nil && prev.PathRegexp.String() == r.Path {
+			r.PathRegexp = prev.PathRegexp
+		} else if re, err := regexp.Compile(r.Path); err == nil {
+			r.PathRegexp = re
+		}
+	}
+	if rw := rewriteOf(r); rw != nil {
+		if prev != nil && prev.Rewrite != nil && prev.Rewrite.String() == rw.Pattern {
+			r.Rewrite = prev.Rewrite
+		} else if re, err := regexp.Compile(rw.Pattern); err == nil {
+			r.Rewrite = re
+		}
+	}
+}
