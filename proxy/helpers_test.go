@@ -141,8 +141,8 @@ func gateway(t testing.TB, cfg Config, deps Deps) (string, *Proxy) {
 // seen is what an upstream received.
 type seen struct {
 	Method, Path, RawQuery, Host string
-	Header                      http.Header
-	BodyLen                     int64
+	Header                       http.Header
+	BodyLen                      int64
 }
 
 // upstream is an httptest server that records every request and answers
@@ -240,3 +240,14 @@ func wantError(t testing.TB, r result, status int, code string) {
 		t.Fatalf("error Content-Type = %q, want application/json", ct)
 	}
 }
+
+func routeFor(res *events.Resilience) *projections.Route {
+	return &projections.Route{ID: "r", RouteSpec: events.RouteSpec{Resilience: res}}
+}
+
+func bytesReader(b []byte) io.Reader { return &onlyReader{r: strings.NewReader(string(b))} }
+
+// onlyReader hides the length, so the client sends the body chunked.
+type onlyReader struct{ r io.Reader }
+
+func (o *onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
