@@ -186,7 +186,7 @@ func (s *subscription) run(ctx context.Context) {
 	backoff := minBackoff
 	var failingSince, lastLog time.Time
 	for ctx.Err() == nil {
-		res, err := s.poll(ctx)
+		res, err := s.pollSafely(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -217,6 +217,17 @@ func (s *subscription) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// pollSafely is poll with a panic turned into an error (and a Resync once
+// Redis answers again), so a bug cannot end the subscription early.
+func (s *subscription) pollSafely(ctx context.Context) (msgs []redis.XMessage, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			msgs, err = nil, fmt.Errorf("events: subscription panic: %v", p)
+		}
+	}()
+	return s.poll(ctx)
 }
 
 // poll reads the next entries, or, when none came within Block, checks that

@@ -30,6 +30,8 @@ type Relay struct {
 	cfg    RelayConfig
 	log    *slog.Logger
 	notify chan struct{}
+	// aheadWarned: the bus-ahead-of-store warning was logged (once per episode).
+	aheadWarned bool
 }
 
 // NewRelay returns a relay from store to bus. Zero or negative config values
@@ -124,7 +126,19 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if head <= last {
+	if last > head {
+		// The stream holds seqs this store never wrote (another database, or
+		// a restored backup): new events would be skipped as "already
+		// published" until the store catches up. Consumers still catch up
+		// from the store on their own, but an operator should know.
+		if !r.aheadWarned {
+			r.aheadWarned = true
+			r.log.Warn("bus is ahead of the store; is the stream shared with another database?", "bus", last, "store", head)
+		}
+		return 0, nil
+	}
+	r.aheadWarned = false
+	if head == last {
 		return 0, nil
 	}
 	from := max(last, head-r.cfg.MaxBacklog)

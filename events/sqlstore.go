@@ -231,6 +231,7 @@ func (s *SQLStore) Append(ctx context.Context, req AppendRequest) ([]Envelope, e
 			return nil, fmt.Errorf("events: append: event %d (%s): data is not valid JSON", i, ev.ID)
 		}
 		ev.OccurredAt = NormalizeTime(ev.OccurredAt)
+		ev.Data = data
 		out[i] = ev
 		rows[i] = eventRow{
 			ID:               ev.ID,
