@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -143,4 +144,22 @@ func wantError(t *testing.T, r response, status int, code, field string) {
 		}
 	}
 	t.Fatalf("no detail for field %q in %s", field, r.raw)
+}
+
+func newAppFor(api *API) *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	api.Mount(app)
+	return app
+}
+
+// pollUntil waits for cond with a deadline instead of sleeping a fixed time.
+func pollUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

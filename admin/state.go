@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -56,7 +57,15 @@ func (a *API) replay(ctx context.Context, at int64) (*projections.Snapshot, erro
 	if err != nil {
 		return nil, err
 	}
-	return replayEvents(evs)
+	snap, err := projections.Replay(evs)
+	if errors.Is(err, projections.ErrOutOfOrder) {
+		return nil, err
+	}
+	if err != nil {
+		// Skipped events leave the state as every instance has it.
+		a.log.Warn("admin: replay skipped events", "at", at, "err", err)
+	}
+	return snap, nil
 }
 
 func (a *API) head(ctx context.Context) (int64, error) {
