@@ -252,17 +252,25 @@ func (s *subscription) poll(ctx context.Context) ([]redis.XMessage, error) {
 
 	pipe := s.bus.client.Pipeline()
 	exists := pipe.Exists(ctx, s.bus.cfg.Stream)
-	info := pipe.Info(ctx, "server")
+	// run_id identifies one Redis process; only a plain client talks to
+	// one server (a cluster client would ask a random node).
+	_, single := s.bus.client.(*redis.Client)
+	var info *redis.StringCmd
+	if single {
+		info = pipe.Info(ctx, "server")
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, err
 	}
-	runID := infoField(info.Val(), "run_id")
 	resync := false
-	if s.runID != "" && runID != s.runID {
-		s.bus.log.Warn("redis restarted, resyncing", "run_id", runID)
-		resync = true
+	if single {
+		runID := infoField(info.Val(), "run_id")
+		if s.runID != "" && runID != s.runID {
+			s.bus.log.Warn("redis restarted, resyncing", "run_id", runID)
+			resync = true
+		}
+		s.runID = runID
 	}
-	s.runID = runID
 	if exists.Val() == 0 && s.exists {
 		s.bus.log.Warn("stream deleted, resyncing")
 		resync = true
