@@ -70,3 +70,30 @@ func TestMigrateConcurrently(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateClearsStaleLockOnPostgres: a lock row left by a crashed run does
+// not block later runs on PostgreSQL, where the advisory lock proves nobody
+// else is migrating.
+func TestMigrateClearsStaleLockOnPostgres(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := events.OpenPostgres(ctx, testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := migrations.Migrate(ctx, s.DB()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, "INSERT INTO bun_migration_locks (table_name) VALUES ('bun_migrations')"); err != nil {
+		t.Fatalf("plant a stale lock: %v", err)
+	}
+	if err := migrations.Migrate(ctx, s.DB()); err != nil {
+		t.Fatalf("Migrate with a stale lock: %v", err)
+	}
+	var n int
+	if err := s.DB().NewRaw("SELECT count(*) FROM bun_migration_locks").Scan(ctx, &n); err != nil || n != 0 {
+		t.Fatalf("lock rows after Migrate = %d, %v; want 0", n, err)
+	}
+}
