@@ -51,7 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) events.Store) {
 }
 
 func ctxFor(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -375,11 +375,19 @@ func testConcurrentAppendsAndTail(t *testing.T, s events.Store) {
 	ctx := ctxFor(t)
 
 	tail := make(chan error, 1)
+	writersDone := make(chan struct{})
 	go func() {
 		var last int64
-		deadline := time.Now().Add(90 * time.Second)
+		var deadline time.Time // set once the writers are done
 		for last < total {
-			if time.Now().After(deadline) {
+			select {
+			case <-writersDone:
+				if deadline.IsZero() {
+					deadline = time.Now().Add(30 * time.Second)
+				}
+			default:
+			}
+			if !deadline.IsZero() && time.Now().After(deadline) {
 				tail <- fmt.Errorf("tail stopped at seq %d of %d", last, total)
 				return
 			}
@@ -416,6 +424,7 @@ func testConcurrentAppendsAndTail(t *testing.T, s events.Store) {
 		})
 	}
 	wg.Wait()
+	close(writersDone)
 	close(errs)
 	for err := range errs {
 		t.Fatalf("concurrent Append: %v", err)
