@@ -152,6 +152,9 @@ func TestRedisBusMalformedEntrySkipped(t *testing.T) {
 			t.Fatalf("%s: XADD: %v", e.name, err)
 		}
 	}
+	if last, err := b.LastSeq(ctx); err != nil || last != 5 {
+		t.Fatalf("LastSeq after a foreign entry 5-1 = %d, %v; want 5", last, err)
+	}
 	if err := b.Publish(ctx, bustest.Events(6, 8)...); err != nil {
 		t.Fatal(err)
 	}

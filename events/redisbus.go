@@ -136,9 +136,12 @@ func (b *RedisBus) LastSeq(ctx context.Context) (int64, error) {
 		}
 		return 0, fmt.Errorf("events: stream last seq: %w", err)
 	}
-	seq, ok := parseStreamID(info.LastGeneratedID)
-	if !ok {
-		return 0, fmt.Errorf("events: stream last ID %q is not a seq", info.LastGeneratedID)
+	// Only the first part counts: an entry "<n>-1" written by someone else
+	// still means the next publishable seq is n+1.
+	ms, _, _ := strings.Cut(info.LastGeneratedID, "-")
+	seq, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("events: stream last ID %q: %w", info.LastGeneratedID, err)
 	}
 	return seq, nil
 }
