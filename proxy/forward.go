@@ -335,6 +335,8 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 	switch {
 	case x.bodyTooLarge():
 		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
+	case x.stream.readErr != nil:
+		return outcome{status: fiber.StatusBadRequest, code: "bad_request", message: "malformed or incomplete request body"}
 	case errors.Is(err, fasthttp.ErrDialTimeout):
 		p.metrics.upstreamError(x, "connect")
 		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "could not connect to the upstream"}
@@ -425,6 +427,7 @@ type limitedBody struct {
 	r        io.Reader
 	left     int64
 	exceeded bool
+	readErr  error // the client's body was malformed or cut short
 }
 
 var errBodyTooLarge = errors.New("proxy: request body too large")
@@ -446,5 +449,8 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
+	if err != nil && err != io.EOF {
+		l.readErr = err
+	}
 	return n, err
 }

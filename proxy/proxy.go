@@ -290,8 +290,8 @@ func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 		p.transformResponse(x, c.Response())
 		p.decorate(c, x)
 		x.status = c.Response().StatusCode()
-	case x.bodyTooLarge():
-		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")
+	case x.bodyTooLarge() || x.stream.readErr != nil:
+		p.reject(c, x, out.status, out.code, out.message) // the client's fault: no fallback
 	case fallbackOf(route) != nil:
 		p.serveFallback(c, x, fallbackOf(route))
 	default:
