@@ -102,7 +102,8 @@ type API struct {
 	notify   func()
 	log      *slog.Logger
 	now      func() time.Time
-	lastHead atomic.Int64 // last store head seen, reported while the store is down
+	lastHead atomic.Int64  // last store head seen, reported while the store is down
+	writes   chan struct{} // a one-slot semaphore: this instance's commands run one at a time
 }
 
 // New builds the admin API.
@@ -144,6 +145,7 @@ func New(cfg Config, deps Deps) (*API, error) {
 		notify:  deps.Notify,
 		log:     deps.Log,
 		now:     deps.Now,
+		writes:  make(chan struct{}, 1),
 	}, nil
 }
 

@@ -34,7 +34,16 @@ type command func(snap *projections.Snapshot) (plan, *Error)
 // execute runs a command against the store's head: catch up, plan, append,
 // wake the relay, and wait until this instance has applied the new events
 // before returning the snapshot that includes them (read your writes).
+//
+// Commands of this instance run one at a time: optimistic retries alone
+// starve some of many writers racing on one aggregate, while queueing them
+// costs little at admin write rates. Retries then only happen against other
+// instances.
 func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, *Error) {
+	if err := a.lockWrites(ctx); err != nil {
+		return nil, a.storeError(err)
+	}
+	defer a.unlockWrites()
 	for attempt := 1; ; attempt++ {
 		if err := a.catchUp(ctx); err != nil {
 			return nil, a.storeError(err)
@@ -49,6 +58,7 @@ func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, 
 		}
 		appended, err := a.appendEvents(ctx, p)
 		if errors.Is(err, events.ErrVersionConflict) || errors.Is(err, events.ErrHeadMoved) {
+			a.log.Debug("admin: lost a race with another writer, re-running the command", "attempt", attempt, "err", err)
 			if attempt >= maxAttempts {
 				return nil, errConflict("the resource changed concurrently too often; try again")
 			}
@@ -72,6 +82,20 @@ func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, 
 	}
 }
 
+// lockWrites waits for this instance's turn to write, at most storeTimeout.
+func (a *API) lockWrites(ctx context.Context) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	select {
+	case a.writes <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *API) unlockWrites() { <-a.writes }
+
 func (a *API) catchUp(ctx context.Context) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -88,12 +112,11 @@ func (a *API) appendEvents(ctx context.Context, p plan) ([]events.Envelope, erro
 	return out, err
 }
 
-// pause waits a short, jittered, growing time before a retry, so that racing
-// writers spread out.
+// pause waits before a retry: exponential backoff (1, 2, 4 ... 64 ms) with
+// full jitter, so that racing writers spread out instead of colliding again.
 func pause(ctx context.Context, attempt int) error {
-	d := time.Duration(attempt) * time.Millisecond
-	d += rand.N(d + time.Millisecond)
-	t := time.NewTimer(d)
+	ceiling := time.Millisecond << min(attempt, 6)
+	t := time.NewTimer(time.Millisecond + rand.N(ceiling))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

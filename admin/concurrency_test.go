@@ -10,17 +10,20 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gofiber/fiber/v2"
+
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 	"github.com/tenantgate/gateway/projections"
 )
 
 // TestConcurrentPatchesWithIfMatch: of 100 PATCHes racing with the same
-// If-Match, exactly one wins and every other gets 412.
+// If-Match on two instances, exactly one wins and every other gets 412.
 func TestConcurrentPatchesWithIfMatch(t *testing.T) {
 	t.Parallel()
 	e := newPostgresEnv(t)
 	tn := e.createTenant(t, `{"name":"race"}`)
+	apps := []*fiber.App{e.app, e.secondInstance(t)}
 	const n = 100
 	statuses := make([]int, n)
 	var wg sync.WaitGroup
@@ -28,7 +31,7 @@ func TestConcurrentPatchesWithIfMatch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := do(t, e.app, http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"name":"race-%d"}`, i), header{"If-Match", `"1"`})
+			r := do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"name":"race-%d"}`, i), header{"If-Match", `"1"`})
 			statuses[i] = r.status
 		}()
 	}
@@ -39,6 +42,9 @@ func TestConcurrentPatchesWithIfMatch(t *testing.T) {
 	}
 	if count[200] != 1 || count[412] != n-1 {
 		t.Fatalf("statuses = %v, want one 200 and %d 412", count, n-1)
+	}
+	if err := e.proj.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	got, _ := e.proj.Snapshot().Tenant(tn.ID)
 	if got.Version != 2 || len(e.allEvents(t)) != 2 {
@@ -51,6 +57,7 @@ func TestConcurrentPatchesWithIfMatch(t *testing.T) {
 func TestConcurrentCreatesKeepNamesUnique(t *testing.T) {
 	t.Parallel()
 	e := newPostgresEnv(t)
+	apps := []*fiber.App{e.app, e.secondInstance(t)}
 	const n = 20
 	statuses := make([]int, n)
 	var wg sync.WaitGroup
@@ -58,13 +65,16 @@ func TestConcurrentCreatesKeepNamesUnique(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses[i] = do(t, e.app, http.MethodPost, "/admin/tenants", `{"name":"same"}`).status
+			statuses[i] = do(t, apps[i%2], http.MethodPost, "/admin/tenants", `{"name":"same"}`).status
 		}()
 	}
 	wg.Wait()
 	count := map[int]int{}
 	for _, s := range statuses {
 		count[s]++
+	}
+	if err := e.proj.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	if count[201] != 1 || count[409] != n-1 || len(e.proj.Snapshot().Tenants()) != 1 {
 		t.Fatalf("statuses = %v", count)
@@ -274,5 +284,39 @@ func TestNoPlaintextKey(t *testing.T) {
 		if strings.Contains(all, k) || strings.Contains(all, k[7:]) {
 			t.Fatalf("an issued key appears in the store, Redis, events or logs")
 		}
+	}
+}
+
+// TestConcurrentPatchesWithoutIfMatch: unconditional PATCHes racing on one
+// tenant from two instances are all applied, one after another, none lost.
+func TestConcurrentPatchesWithoutIfMatch(t *testing.T) {
+	t.Parallel()
+	e := newPostgresEnv(t)
+	tn := e.createTenant(t, `{"name":"busy"}`)
+	apps := []*fiber.App{e.app, e.secondInstance(t)}
+	const n = 100
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"rateLimit":{"limit":%d,"windowMs":1000}}`, i+1)).status
+		}()
+	}
+	wg.Wait()
+	for i, s := range statuses {
+		if s != 200 {
+			t.Fatalf("PATCH %d answered %d", i, s)
+		}
+	}
+	t.Logf("races lost and re-run: %d", strings.Count(e.logs.String(), "re-running the command"))
+	// The other instance's writes reach this one's projection by catching up.
+	if err := e.proj.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.proj.Snapshot().Tenant(tn.ID)
+	if got.Version != n+1 || len(e.allEvents(t)) != n+1 {
+		t.Fatalf("version %d, want %d: a write was lost", got.Version, n+1)
 	}
 }

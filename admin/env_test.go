@@ -164,3 +164,16 @@ type eventPage struct {
 func testLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// secondInstance is another gateway instance's admin API over the same
+// store, with its own projection: its writes race with e's across instances.
+func (e *env) secondInstance(t *testing.T) *fiber.App {
+	t.Helper()
+	api, err := New(Config{AdminKey: testAdminKey, InstanceID: "it2"}, Deps{
+		Store: e.store, Projector: newTestProjector(e.store), BusKind: "memory", Log: testLogger(e.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newAppFor(api)
+}
