@@ -36,8 +36,11 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -220,8 +223,11 @@ func actor(c *fiber.Ctx) (string, *Error) {
 	if v == "" {
 		return "admin", nil
 	}
-	if len([]rune(v)) > maxActorChars {
+	if utf8.RuneCountInString(v) > maxActorChars {
 		return "", errValidation(Detail{Field: "X-Actor", Message: "must be at most " + strconv.Itoa(maxActorChars) + " characters"})
+	}
+	if !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		return "", errValidation(Detail{Field: "X-Actor", Message: "must be UTF-8 text without control characters"})
 	}
 	return string([]byte(v)), nil // copied: Fiber reuses its buffers
 }

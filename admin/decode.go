@@ -103,6 +103,11 @@ func bindValue(v any, dst reflect.Value, path string, details *[]Detail) {
 			fail("must be a string")
 			return
 		}
+		if strings.IndexByte(s, 0) >= 0 {
+			// PostgreSQL's jsonb cannot store \u0000, and no field needs it.
+			fail("must not contain NUL characters")
+			return
+		}
 		dst.SetString(s)
 	case reflect.Bool:
 		b, ok := v.(bool)

@@ -75,6 +75,8 @@ func TestActorHeader(t *testing.T) {
 	app := newStubApp(t, stubProjector{})
 	r := do(t, app, http.MethodPost, "/admin/tenants", `{"name":"a"}`, header{"X-Actor", strings.Repeat("a", 201)})
 	wantError(t, r, 400, "validation_failed", "X-Actor")
+	r = do(t, app, http.MethodPost, "/admin/tenants", `{"name":"a"}`, header{"X-Actor", "a\tb"})
+	wantError(t, r, 400, "validation_failed", "X-Actor")
 	// 200 characters are fine (the request then fails at the stub store).
 	r = do(t, app, http.MethodPost, "/admin/tenants", `{"name":"a"}`, header{"X-Actor", strings.Repeat("é", 200)})
 	wantError(t, r, 503, "store_unavailable", "-")

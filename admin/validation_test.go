@@ -49,6 +49,7 @@ func TestCreateTenantValidation(t *testing.T) {
 		{name: "window too short", body: `{"name":"a","rateLimit":{"limit":1,"windowMs":99}}`, status: 400, code: "validation_failed", field: "rateLimit.windowMs"},
 		{name: "window too long", body: `{"name":"a","rateLimit":{"limit":1,"windowMs":86400001}}`, status: 400, code: "validation_failed", field: "rateLimit.windowMs"},
 		{name: "rateLimit not an object", body: `{"name":"a","rateLimit":[1]}`, status: 400, code: "validation_failed", field: "rateLimit"},
+		{name: "NUL in name", body: `{"name":"a\u0000b"}`, status: 400, code: "validation_failed", field: "name"},
 		{name: "oversize body", body: `{"name":"` + strings.Repeat("a", 1<<20) + `"}`, status: 413, code: "payload_too_large", field: "-"},
 	}
 	for _, tt := range tests {
