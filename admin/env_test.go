@@ -42,7 +42,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func newSQLiteEnv(t *testing.T) *env {
+func newSQLiteEnv(t testing.TB) *env {
 	t.Helper()
 	store, err := events.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "events.db"))
 	if err != nil {
@@ -51,7 +51,7 @@ func newSQLiteEnv(t *testing.T) *env {
 	return newEnv(t, store, events.NewMemoryBus(), &syncBuffer{})
 }
 
-func newPostgresEnv(t *testing.T) *env {
+func newPostgresEnv(t testing.TB) *env {
 	t.Helper()
 	store, err := events.OpenPostgres(context.Background(), testenv.Postgres(t))
 	if err != nil {
@@ -60,7 +60,7 @@ func newPostgresEnv(t *testing.T) *env {
 	return newEnv(t, store, events.NewMemoryBus(), &syncBuffer{})
 }
 
-func newEnv(t *testing.T, store *events.SQLStore, bus events.Bus, logs *syncBuffer) *env {
+func newEnv(t testing.TB, store *events.SQLStore, bus events.Bus, logs *syncBuffer) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := testLogger(logs)
@@ -91,7 +91,7 @@ func newEnv(t *testing.T, store *events.SQLStore, bus events.Bus, logs *syncBuff
 }
 
 // allEvents reads the whole log.
-func (e *env) allEvents(t *testing.T) []events.Envelope {
+func (e *env) allEvents(t testing.TB) []events.Envelope {
 	t.Helper()
 	evs, err := e.store.Read(context.Background(), events.Query{})
 	if err != nil {
@@ -120,7 +120,7 @@ type routeJSON struct {
 	Version int64 `json:"version"`
 }
 
-func (e *env) createTenant(t *testing.T, body string) tenantJSON {
+func (e *env) createTenant(t testing.TB, body string) tenantJSON {
 	t.Helper()
 	r := do(t, e.app, "POST", "/admin/tenants", body)
 	if r.status != 201 {
@@ -131,7 +131,7 @@ func (e *env) createTenant(t *testing.T, body string) tenantJSON {
 	return out
 }
 
-func (e *env) createRoute(t *testing.T, body string) routeJSON {
+func (e *env) createRoute(t testing.TB, body string) routeJSON {
 	t.Helper()
 	r := do(t, e.app, "POST", "/admin/routes", body)
 	if r.status != 201 {
@@ -167,7 +167,7 @@ func testLogger(w *syncBuffer) *slog.Logger {
 
 // secondInstance is another gateway instance's admin API over the same
 // store, with its own projection: its writes race with e's across instances.
-func (e *env) secondInstance(t *testing.T) *fiber.App {
+func (e *env) secondInstance(t testing.TB) *fiber.App {
 	t.Helper()
 	api, err := New(Config{AdminKey: testAdminKey, InstanceID: "it2"}, Deps{
 		Store: e.store, Projector: newTestProjector(e.store), BusKind: "memory", Log: testLogger(e.logs),

@@ -71,7 +71,7 @@ type response struct {
 	raw    []byte
 }
 
-func (r response) errorBody(t *testing.T) Error {
+func (r response) errorBody(t testing.TB) Error {
 	t.Helper()
 	var body struct {
 		Error *Error `json:"error"`
@@ -85,7 +85,7 @@ func (r response) errorBody(t *testing.T) Error {
 	return *body.Error
 }
 
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.raw, v); err != nil {
 		t.Fatalf("status %d: decode %s: %v", r.status, r.raw, err)
@@ -94,7 +94,7 @@ func (r response) decode(t *testing.T, v any) {
 
 type header struct{ k, v string }
 
-func do(t *testing.T, app *fiber.App, method, path, body string, headers ...header) response {
+func do(t testing.TB, app *fiber.App, method, path, body string, headers ...header) response {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -153,7 +153,7 @@ func newAppFor(api *API) *fiber.App {
 }
 
 // pollUntil waits for cond with a deadline instead of sleeping a fixed time.
-func pollUntil(t *testing.T, cond func() bool) {
+func pollUntil(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
