@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -38,11 +39,13 @@ type apiKey struct {
 	prefix string // "gw_" and 4 characters, to recognise a key
 }
 
-// String keeps the key out of logs and fmt output.
+// String, GoString and LogValue keep the key out of fmt and slog output,
+// should an apiKey ever be logged by mistake.
 func (k apiKey) String() string { return k.prefix + "…" }
 
-// LogValue keeps the key out of slog output.
-func (k apiKey) LogValue() any { return k.prefix + "…" }
+func (k apiKey) GoString() string { return k.String() }
+
+func (k apiKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // newAPIKey issues a key: "gw_" and 256 random bits, base64url without padding.
 func newAPIKey() apiKey {
