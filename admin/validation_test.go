@@ -25,6 +25,10 @@ func TestCreateTenantValidation(t *testing.T) {
 		field  string
 	}{
 		{name: "valid body reaches the store", body: `{"name":"acme"}`, status: 503, code: "store_unavailable", field: "-"},
+		{name: "valid boundaries", body: `{"name":"` + strings.Repeat("é", 100) + `","status":"suspended","rateLimit":{"limit":1000000,"windowMs":86400000}}`, status: 503, code: "store_unavailable", field: "-"},
+		{name: "valid lower boundaries", body: `{"name":"a","rateLimit":{"limit":1,"windowMs":100}}`, status: 503, code: "store_unavailable", field: "-"},
+		{name: "null rateLimit is unlimited", body: `{"name":"a","rateLimit":null}`, status: 503, code: "store_unavailable", field: "-"},
+		{name: "integral float", body: `{"name":"a","rateLimit":{"limit":1e3,"windowMs":1000.0}}`, status: 503, code: "store_unavailable", field: "-"},
 		{name: "malformed JSON", body: `{"name":`, status: 400, code: "invalid_json", field: "-"},
 		{name: "trailing data", body: `{"name":"a"} {}`, status: 400, code: "invalid_json", field: "-"},
 		{name: "not JSON", body: `name=acme`, status: 400, code: "invalid_json", field: "-"},
@@ -72,6 +76,9 @@ func TestCreateRouteValidation(t *testing.T) {
 	}{
 		{name: "valid body reaches the store", body: route(""), status: 503, code: "store_unavailable", field: "-"},
 		{name: "valid full body reaches the store", body: fullRouteBody, status: 503, code: "store_unavailable", field: "-"},
+		{name: "valid boundaries", body: route(`,"method":"*","path":"/` + strings.Repeat("a", 2047) + `","upstreams":[` + strings.Repeat(`{"url":"https://u:1/base","weight":1000},`, 63) + `{"url":"http://[::1]:8080","weight":1}]`), status: 503, code: "store_unavailable", field: "-"},
+		{name: "valid regex", body: route(`,"pathType":"regex","path":"/u/[0-9]+$"`), status: 503, code: "store_unavailable", field: "-"},
+		{name: "valid resilience boundaries", body: resilience(`"circuitBreaker":{"failureThreshold":1000,"successThreshold":1,"timeout":3600000},"retry":{"maxRetries":0,"baseDelayMs":60000,"maxDelayMs":300000,"retryableStatusCodes":[100,599]},"timeout":{"default":1,"byMethod":{"CONNECT":3600000}},"healthCheck":{"endpoint":"/","intervalMs":100,"timeoutMs":100,"healthyThreshold":100,"unhealthyThreshold":1},"fallback":{"statusCode":599,"body":""}`), status: 503, code: "store_unavailable", field: "-"},
 		{name: "malformed JSON", body: `{"tenantId":"t1",`, status: 400, code: "invalid_json", field: "-"},
 		{name: "missing tenantId", body: `{"path":"/a","upstreams":[{"url":"http://u:1"}]}`, status: 400, code: "validation_failed", field: "tenantId"},
 		{name: "missing path", body: `{"tenantId":"t","upstreams":[{"url":"http://u:1"}]}`, status: 400, code: "validation_failed", field: "path"},
