@@ -47,12 +47,13 @@ func TestStreamedBody(t *testing.T) {
 	var gotSum string
 	var gotLen int64
 	done := make(chan struct{}, 1)
-	up := newUpstream(t, "sink", func(rw http.ResponseWriter, r *http.Request) {})
-	up.Config.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, _ := io.Copy(h, r.Body)
-		gotLen, gotSum = n, hex.EncodeToString(h.Sum(nil))
-		done <- struct{}{}
+	up := newUpstreamWith(t, "sink", nil, func(s *http.Server) {
+		s.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			h := sha256.New()
+			n, _ := io.Copy(h, r.Body)
+			gotLen, gotSum = n, hex.EncodeToString(h.Sum(nil))
+			done <- struct{}{}
+		})
 	})
 	ten, key := w.tenant("acme")
 	w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(up.URL)})

@@ -156,8 +156,13 @@ type upstream struct {
 }
 
 func newUpstream(t testing.TB, name string, handler http.HandlerFunc) *upstream {
+	return newUpstreamWith(t, name, handler, nil)
+}
+
+// newUpstreamWith is newUpstream with configure applied before the server starts.
+func newUpstreamWith(t testing.TB, name string, handler http.HandlerFunc, configure func(*http.Server)) *upstream {
 	u := &upstream{name: name}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		u.mu.Lock()
 		u.got = append(u.got, seen{Method: r.Method, Path: r.URL.EscapedPath(), RawQuery: r.URL.RawQuery, Host: r.Host, Header: r.Header.Clone(), BodyLen: n})
@@ -170,6 +175,10 @@ func newUpstream(t testing.TB, name string, handler http.HandlerFunc) *upstream 
 		w.Header().Set("X-Upstream", name)
 		_, _ = io.WriteString(w, name+" "+r.URL.EscapedPath())
 	}))
+	if configure != nil {
+		configure(u.Config)
+	}
+	u.Start()
 	t.Cleanup(u.Close)
 	return u
 }

@@ -19,13 +19,13 @@ func TestConfigChangeUnderLoad(t *testing.T) {
 	w := newWorld(t)
 	var dials atomic.Int64
 	mk := func(name string) *upstream {
-		u := newUpstream(t, name, nil)
-		u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				dials.Add(1)
+		return newUpstreamWith(t, name, nil, func(s *http.Server) {
+			s.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					dials.Add(1)
+				}
 			}
-		}
-		return u
+		})
 	}
 	a, b := mk("a"), mk("b")
 	ten, key := w.tenant("acme")
