@@ -43,7 +43,6 @@ func fullTenant() *Tenant {
 	}
 }
 
-
 // mutations calls visit once per way to change one field of v: every leaf
 // value, every pointer set to nil, every map and slice given another entry.
 // visit(n) gets a fresh copy's mutation n applied by mutate.
