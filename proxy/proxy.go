@@ -94,7 +94,7 @@ func (c Config) withDefaults() Config {
 		c.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if c.MaxReplayBytes == 0 {
-		c.MaxReplayBytes = DefaultMaxReplayBytes
+		c.MaxReplayBytes = min(DefaultMaxReplayBytes, c.MaxBodyBytes)
 	}
 	if c.ReadTimeout == 0 {
 		c.ReadTimeout = DefaultReadTimeout

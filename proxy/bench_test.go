@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/resilience/ratelimit"
+)
+
+// BenchmarkRequestPath runs the whole request path in process: Fiber's
+// handler on a prepared RequestCtx (no client socket), then auth, match,
+// weighted balancing, a header transform and the forward to a fasthttp
+// upstream on loopback.
+func BenchmarkRequestPath(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	upURL := "http://" + ln.Addr().String()
+
+	for _, bc := range []struct {
+		name    string
+		limited bool
+	}{
+		{name: "plain"},
+		{name: "rate-limited"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			w := newWorld(b)
+			var rl *events.RateLimit
+			if bc.limited {
+				rl = &events.RateLimit{Limit: 1 << 30, WindowMs: 1000}
+			}
+			ten, key := w.tenantWith("bench", events.TenantActive, rl)
+			for i := range 20 { // a few other routes to match past
+				w.route(events.RouteSpec{TenantID: ten, Path: "/other/" + string(rune('a'+i)), Upstreams: ups(upURL)})
+			}
+			w.route(events.RouteSpec{TenantID: ten, Path: "/api/users", LoadBalancing: events.BalanceWeighted,
+				Upstreams: []events.Upstream{{URL: upURL + "/a", Weight: 3}, {URL: upURL + "/b", Weight: 1}},
+				Transform: &events.Transform{Request: &events.RequestTransform{Headers: &events.HeaderOps{
+					Set: map[string]string{"X-Tenant": "${tenant.id}"}, Remove: []string{"Cookie"}}}}})
+			p, err := New(Config{Log: slog.New(slog.DiscardHandler)}, Deps{Snapshots: w, Limiter: ratelimit.NewLocal()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			app := fiber.New(p.FiberConfig())
+			app.Use(p.Handler)
+			h := app.Handler()
+			remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var req fasthttp.Request
+				req.SetRequestURI("/api/users/7?x=1")
+				req.Header.SetHost("gateway.test")
+				req.Header.Set(HeaderAPIKey, key)
+				req.Header.Set("User-Agent", "bench")
+				var ctx fasthttp.RequestCtx
+				for pb.Next() {
+					ctx.Init(&req, remote, nil)
+					h(&ctx)
+					if ctx.Response.StatusCode() != 200 {
+						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tenantgate/gateway/projections"
+)
+
+func TestJoinPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, base, path, want string
+	}{
+		{name: "no base", base: "", path: "/a/b", want: "/a/b"},
+		{name: "slash base", base: "/", path: "/a", want: "/a"},
+		{name: "base", base: "/base", path: "/api/users/7", want: "/base/api/users/7"},
+		{name: "base with slash", base: "/base/", path: "/x", want: "/base/x"},
+		{name: "root request", base: "/base", path: "/", want: "/base/"},
+		{name: "empty request", base: "", path: "", want: "/"},
+		{name: "many slashes", base: "/b//", path: "//x", want: "/b/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := string(joinPath(nil, tc.base, tc.path)); got != tc.want {
+				t.Fatalf("joinPath(%q, %q) = %q, want %q", tc.base, tc.path, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestExpand(t *testing.T) {
+	t.Parallel()
+	x := &exchange{
+		tenant:    &projections.Tenant{ID: "t1", Name: "acme"},
+		route:     &projections.Route{ID: "r1"},
+		requestID: []byte("req-9"),
+	}
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{name: "plain", in: "prod", want: "prod"},
+		{name: "all", in: "${tenant.id}|${tenant.name}|${route.id}|${request.id}", want: "t1|acme|r1|req-9"},
+		{name: "unknown kept", in: "a${nope}b", want: "a${nope}b"},
+		{name: "unterminated", in: "a${tenant.id", want: "a${tenant.id"},
+		{name: "adjacent", in: "${route.id}${route.id}", want: "r1r1"},
+		{name: "dollar alone", in: "$5 ${", want: "$5 ${"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := string(expand(nil, tc.in, x)); got != tc.want {
+				t.Fatalf("expand(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRewritePath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, pattern, repl, path, want string
+	}{
+		{name: "contract example", pattern: "^/api/users(.*)$", repl: "/v2/users$1", path: "/api/users/7", want: "/v2/users/7"},
+		{name: "no match leaves path", pattern: "^/nope", repl: "/x", path: "/api", want: "/api"},
+		{name: "leading slash restored", pattern: "^/api/", repl: "", path: "/api/x", want: "/x"},
+		{name: "named group", pattern: "^/(?P<v>v[0-9])/(.*)$", repl: "/${2}/${v}", path: "/v1/items", want: "/items/v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := rewritePath(regexp.MustCompile(tc.pattern), tc.repl, tc.path); got != tc.want {
+				t.Fatalf("rewrite %q = %q, want %q", tc.path, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzRewrite drives the path rewrite and the base-path join with arbitrary
+// patterns, replacements and paths: no panic, and the result always starts
+// with the base and exactly one slash.
+func FuzzRewrite(f *testing.F) {
+	f.Add("^/api/users(.*)$", "/v2/users$1", "/base", "/api/users/7")
+	f.Add("(a*)*", "$1$1$1", "", "/aaaa")
+	f.Add(".*", "${tenant.id}", "/b/", "//x//y")
+	f.Add("^$", "", "/", "")
+	f.Fuzz(func(t *testing.T, pattern, repl, base, path string) {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return
+		}
+		out := rewritePath(re, repl, path)
+		if !strings.HasPrefix(out, "/") {
+			t.Fatalf("rewrite result %q has no leading slash", out)
+		}
+		joined := string(joinPath(nil, base, out))
+		head := strings.TrimRight(base, "/") + "/"
+		if !strings.HasPrefix(joined, head) || strings.HasPrefix(joined[len(head):], "/") {
+			t.Fatalf("join(%q, %q) = %q: not base + exactly one slash", base, out, joined)
+		}
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{name: "defaults", ok: true},
+		{name: "trusted CIDR and IP", cfg: Config{TrustedProxies: []string{"10.0.0.0/8", "::1", " 192.168.1.1 "}}, ok: true},
+		{name: "bad trusted", cfg: Config{TrustedProxies: []string{"not-an-ip"}}},
+		{name: "bad CIDR", cfg: Config{TrustedProxies: []string{"10.0.0.0/99"}}},
+		{name: "tiny header limit", cfg: Config{MaxHeaderBytes: 10}},
+		{name: "negative body", cfg: Config{MaxBodyBytes: -1}},
+		{name: "replay over body limit", cfg: Config{MaxBodyBytes: 1 << 10, MaxReplayBytes: 1 << 20}},
+		{name: "small body limit clamps the replay default", cfg: Config{MaxBodyBytes: 1 << 10}, ok: true},
+		{name: "negative timeout", cfg: Config{ReadTimeout: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := New(tc.cfg, Deps{Snapshots: newWorld(t)})
+			if (err == nil) != tc.ok {
+				t.Fatalf("New err = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+	if _, err := New(Config{}, Deps{}); err == nil {
+		t.Fatal("New without Snapshots succeeded")
+	}
+}
