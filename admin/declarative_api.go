@@ -1,0 +1,215 @@
+package admin
+
+import (
+	"context"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/tenantgate/gateway/admin/declarative"
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// Declarative config and history (API.md, "Audit history and replay"):
+//
+//	GET  /admin/diff?from=A&to=B   field by field changes between the states after A and after B
+//	POST /admin/apply              make the state equal a document; dryRun only lists the changes
+//	POST /admin/rollback           make the state equal the state after toSeq (API keys excepted)
+//
+// apply and rollback plan against this instance's state caught up with the
+// store, append one event per change in one append at that head (re-planned
+// when another writer moved the head), wait until this instance has applied
+// them, and answer {"changes", "appliedSeq", "apiKeys"}: apiKeys holds the
+// keys of the tenants created (re-created by a rollback included), shown
+// only this once. appliedSeq is null when nothing was appended.
+
+// mountDeclarative registers the routes of this file; Mount calls it.
+func (a *API) mountDeclarative(r fiber.Router, h func(fiber.Handler) []fiber.Handler) {
+	r.Get("/admin/diff", h(a.declDiff)...)
+	r.Post("/admin/apply", h(a.declApply)...)
+	r.Post("/admin/rollback", h(a.declRollback)...)
+	r.Get("/admin/openapi.json", h(a.openAPI)...)
+}
+
+// MountDeclarative registers diff, apply, rollback and openapi.json with
+// the same middleware as the rest of the API, for apps that mount them
+// apart from Mount. Register them before Mount's /admin/* catch-all.
+func (a *API) MountDeclarative(r fiber.Router) {
+	a.mountDeclarative(r, func(handler fiber.Handler) []fiber.Handler {
+		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, handler}
+	})
+}
+
+// applyResult is the answer of apply and rollback.
+type applyResult struct {
+	Changes    []declarative.Change    `json:"changes"`
+	AppliedSeq *int64                  `json:"appliedSeq"`
+	APIKeys    []declarative.IssuedKey `json:"apiKeys"`
+}
+
+// declDiff handles GET /admin/diff?from=A&to=B.
+func (a *API) declDiff(c *fiber.Ctx) error {
+	var details []Detail
+	for _, name := range []string{"from", "to"} {
+		if c.Query(name) == "" {
+			details = append(details, Detail{Field: name, Message: "is required"})
+		}
+	}
+	if len(details) > 0 {
+		return fail(c, errValidation(details...))
+	}
+	from, err := intQuery(c, "from", 0, 0, 1<<62)
+	if err != nil {
+		return fail(c, err)
+	}
+	to, err := intQuery(c, "to", 0, 0, 1<<62)
+	if err != nil {
+		return fail(c, err)
+	}
+	ctx := c.UserContext()
+	head, herr := a.head(ctx)
+	if herr != nil {
+		return fail(c, a.storeError(herr))
+	}
+	for _, q := range []struct {
+		name string
+		seq  int64
+	}{{"from", from}, {"to", to}} {
+		if q.seq > head {
+			details = append(details, Detail{Field: q.name, Message: "is beyond the store's head"})
+		}
+	}
+	if len(details) > 0 {
+		return fail(c, errValidation(details...))
+	}
+	fromSnap, rerr := a.replay(ctx, from)
+	if rerr != nil {
+		return fail(c, a.storeError(rerr))
+	}
+	toSnap, rerr := a.replay(ctx, to)
+	if rerr != nil {
+		return fail(c, a.storeError(rerr))
+	}
+	return c.JSON(fiber.Map{"from": from, "to": to, "changes": declarative.Diff(fromSnap, toSnap)})
+}
+
+// declApply handles POST /admin/apply.
+func (a *API) declApply(c *fiber.Ctx) error {
+	who, err := actor(c)
+	if err != nil {
+		return fail(c, err)
+	}
+	body, err := parseJSON(c.Request().Body())
+	if err != nil {
+		return fail(c, err)
+	}
+	doc, dryRun, err := decodeDocument(body, true)
+	if err != nil {
+		return fail(c, err)
+	}
+	res, err := a.applyDocument(c.UserContext(), who, doc, dryRun)
+	if err != nil {
+		return fail(c, err)
+	}
+	return c.JSON(res)
+}
+
+// declRollback handles POST /admin/rollback {"toSeq": N}.
+func (a *API) declRollback(c *fiber.Ctx) error {
+	who, err := actor(c)
+	if err != nil {
+		return fail(c, err)
+	}
+	body, err := parseJSON(c.Request().Body())
+	if err != nil {
+		return fail(c, err)
+	}
+	var req struct {
+		ToSeq *int64 `json:"toSeq"`
+	}
+	if err := bind(body, &req); err != nil {
+		return fail(c, err)
+	}
+	if req.ToSeq == nil || *req.ToSeq < 0 {
+		return fail(c, errValidation(Detail{Field: "toSeq", Message: "is required and must be a seq >= 0"}))
+	}
+	toSeq := *req.ToSeq
+	ctx := c.UserContext()
+	// The target state is fixed history: replay it once, outside the retries.
+	head, herr := a.head(ctx)
+	if herr != nil {
+		return fail(c, a.storeError(herr))
+	}
+	if toSeq > head {
+		return fail(c, errValidation(Detail{Field: "toSeq", Message: "is beyond the store's head"}))
+	}
+	target, rerr := a.replay(ctx, toSeq)
+	if rerr != nil {
+		return fail(c, a.storeError(rerr))
+	}
+	doc := declarative.Export(target)
+	res, err := a.applyDocument(ctx, who, doc, false)
+	if err != nil {
+		return fail(c, err)
+	}
+	return c.JSON(res)
+}
+
+// applyDocument plans the document against the current state and, unless
+// dryRun, appends the events at the head it planned against.
+func (a *API) applyDocument(ctx context.Context, who string, desired declarative.Document, dryRun bool) (applyResult, *Error) {
+	var res applyResult
+	var head int64
+	var appended int
+	_, err := a.execute(ctx, func(snap *projections.Snapshot) (plan, *Error) {
+		res, head, appended = applyResult{}, snap.Seq(), 0
+		changes, perr := declarative.Plan(snap, desired)
+		if perr != nil {
+			return plan{}, invalidDocument(perr)
+		}
+		res.Changes = changes
+		if dryRun || len(changes) == 0 {
+			return plan{}, nil
+		}
+		past, rerr := a.pastVersions(ctx, declarative.Recreated(changes))
+		if rerr != nil {
+			return plan{}, a.storeError(rerr)
+		}
+		batch, berr := declarative.Events(snap, changes, who, a.now(), past)
+		if berr != nil {
+			a.log.Error("admin: apply could not build its events", "err", berr)
+			return plan{}, errInternal
+		}
+		res.APIKeys, appended = batch.Keys, len(batch.Events)
+		return plan{head: snap.Seq(), events: batch.Events}, nil
+	})
+	if err != nil {
+		return applyResult{}, err
+	}
+	if appended > 0 {
+		// The append succeeded at ExpectedHead head, so its events are
+		// head+1 .. head+appended.
+		seq := head + int64(appended)
+		res.AppliedSeq = &seq
+	}
+	res.Changes = nonNil(res.Changes)
+	res.APIKeys = nonNil(res.APIKeys)
+	return res, nil
+}
+
+// pastVersions looks up the last version of each id that is about to be
+// created, in case it existed before (a rollback re-creating it): the store
+// keeps (aggregateId, version) unique.
+func (a *API) pastVersions(ctx context.Context, ids []string) (map[string]int64, error) {
+	past := map[string]int64{}
+	for _, id := range ids {
+		evs, err := a.read(ctx, events.Query{AggregateID: id})
+		if err != nil {
+			return nil, err
+		}
+		for id, v := range declarative.LastVersions(evs) {
+			past[id] = v
+		}
+	}
+	return past, nil
+}

@@ -1,0 +1,156 @@
+package admin
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/google/uuid"
+
+	"github.com/tenantgate/gateway/admin/declarative"
+)
+
+// DecodeDocument parses and validates a declarative document (the JSON of
+// gateway export: {"tenants":[...],"routes":[...]}) with exactly the rules
+// of POST /admin/tenants and POST /admin/routes, plus a required UUID id on
+// each, and returns it normalized (defaults filled). Unknown fields are
+// rejected at every level. Errors are *Error (invalid_json or
+// validation_failed, with details at JSON paths such as
+// "routes[2].upstreams[0].url"). Whole-document consistency (unique ids and
+// names, routes of tenants in the document) is checked by declarative.Plan.
+func DecodeDocument(body []byte) (declarative.Document, error) {
+	v, perr := parseJSON(body)
+	if perr != nil {
+		return declarative.Document{}, perr
+	}
+	doc, _, err := decodeDocument(v, false)
+	if err != nil {
+		return declarative.Document{}, err
+	}
+	return doc, nil
+}
+
+// decodeDocument decodes a parsed document; withDryRun accepts the dryRun
+// flag of POST /admin/apply.
+func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error) {
+	obj, isObj := v.(map[string]any)
+	if !isObj {
+		return declarative.Document{}, false, errValidation(Detail{Field: "", Message: "must be an object with tenants and routes"})
+	}
+	var details []Detail
+	doc := declarative.Document{Tenants: []declarative.TenantConfig{}, Routes: []declarative.RouteConfig{}}
+	dryRun := false
+	for key, val := range obj {
+		switch {
+		case key == "tenants":
+			items, d := declItems(val, key)
+			details = append(details, d...)
+			for i, item := range items {
+				path := key + "[" + strconv.Itoa(i) + "]"
+				id, rest, d := declID(item, path)
+				details = append(details, d...)
+				if rest == nil {
+					continue
+				}
+				f, err := decodeTenant(rest)
+				if err != nil {
+					details = append(details, prefixDetails(path, err)...)
+					continue
+				}
+				doc.Tenants = append(doc.Tenants, declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit})
+			}
+		case key == "routes":
+			items, d := declItems(val, key)
+			details = append(details, d...)
+			for i, item := range items {
+				path := key + "[" + strconv.Itoa(i) + "]"
+				id, rest, d := declID(item, path)
+				details = append(details, d...)
+				if rest == nil {
+					continue
+				}
+				spec, err := decodeRoute(rest)
+				if err != nil {
+					details = append(details, prefixDetails(path, err)...)
+					continue
+				}
+				doc.Routes = append(doc.Routes, declarative.RouteConfig{ID: id, RouteSpec: spec})
+			}
+		case key == "dryRun" && withDryRun:
+			b, isBool := val.(bool)
+			if !isBool && val != nil {
+				details = append(details, Detail{Field: key, Message: "must be a boolean"})
+			}
+			dryRun = b
+		default:
+			details = append(details, Detail{Field: key, Message: "unknown field"})
+		}
+	}
+	if len(details) > 0 {
+		return declarative.Document{}, false, errValidation(details...)
+	}
+	return doc, dryRun, nil
+}
+
+// declItems reads an array of objects; null or absent is empty.
+func declItems(v any, path string) ([]any, []Detail) {
+	if v == nil {
+		return nil, nil
+	}
+	arr, isArr := v.([]any)
+	if !isArr {
+		return nil, []Detail{{Field: path, Message: "must be an array"}}
+	}
+	return arr, nil
+}
+
+// declID splits an item into its id (a UUID, returned in canonical form)
+// and the rest, which is a create body. rest is nil when the item is not an
+// object.
+func declID(item any, path string) (string, map[string]any, []Detail) {
+	obj, isObj := item.(map[string]any)
+	if !isObj {
+		return "", nil, []Detail{{Field: path, Message: "must be an object"}}
+	}
+	rest := make(map[string]any, len(obj))
+	for k, v := range obj {
+		if k != "id" {
+			rest[k] = v
+		}
+	}
+	s, isStr := obj["id"].(string)
+	if !isStr || s == "" {
+		return "", rest, []Detail{{Field: path + ".id", Message: "is required and must be a UUID"}}
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return "", rest, []Detail{{Field: path + ".id", Message: "must be a UUID (8-4-4-4-12 hex digits)"}}
+	}
+	return id.String(), rest, nil
+}
+
+func prefixDetails(prefix string, e *Error) []Detail {
+	if e.Code != "validation_failed" {
+		return []Detail{{Field: prefix, Message: e.Message}}
+	}
+	out := make([]Detail, len(e.Details))
+	for i, d := range e.Details {
+		out[i] = Detail{Field: joinPath(prefix, d.Field), Message: d.Message}
+		if d.Field == "" {
+			out[i].Field = prefix
+		}
+	}
+	return out
+}
+
+// invalidDocument maps declarative.Check's problems to a validation error.
+func invalidDocument(err error) *Error {
+	var inv *declarative.InvalidError
+	if !errors.As(err, &inv) {
+		return errInternal
+	}
+	details := make([]Detail, len(inv.Problems))
+	for i, p := range inv.Problems {
+		details[i] = Detail{Field: p.Field, Message: p.Message}
+	}
+	return errValidation(details...)
+}
