@@ -190,7 +190,7 @@ func randomLog(tb testing.TB, r *rand.Rand, n int) *logBuilder {
 			l.add(events.Type("Bogus"), l.newID("x"), "", nil)
 		case op < 37:
 			typ := []events.Type{events.TenantCreated, events.RouteCreated, events.TenantUpdated}[r.IntN(3)]
-			l.add(typ, pick(tenants), "", json.RawMessage(`{"name": 7, "path": [`))
+			l.add(typ, pick(tenants), "", json.RawMessage(`{"name": 7, "path": {}, "apiKeyHash": 1}`))
 		default:
 			// Updates and deletes of aggregates that are gone.
 			typ := []events.Type{events.RouteUpdated, events.RouteDeleted, events.TenantUpdated, events.TenantDeleted}[r.IntN(4)]

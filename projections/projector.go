@@ -1,0 +1,430 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// ProjectorConfig configures a Projector. Zero values take the defaults.
+type ProjectorConfig struct {
+	// HeadCheckInterval: when the bus was quiet this long, the store's head
+	// is checked and, if it moved, the projector catches up (this finds an
+	// event that was committed but never published). Default 1s.
+	HeadCheckInterval time.Duration
+	// BatchSize is how many events one store read carries. Default 1000.
+	BatchSize int
+	// OnApplied, if set, is called for each applied event (skipped ones
+	// included) in seq order, right after the snapshot holding it was
+	// published, by the projector's single writer; it must be quick.
+	OnApplied func(ev events.Envelope, appliedAt time.Time)
+}
+
+// Projector keeps this instance's Snapshot current: it catches up from the
+// store, then tails the bus, and goes back to the store whenever the bus may
+// have lost something (a gap, a Resync, a quiet bus while the head moved).
+//
+// One writer at a time applies events (a lock that readers never take);
+// readers only Load the published snapshot.
+type Projector struct {
+	cfg   ProjectorConfig
+	store events.Store
+	bus   events.Bus
+	log   *slog.Logger
+
+	snap    atomic.Pointer[Snapshot]
+	ready   atomic.Bool
+	running atomic.Bool
+	// changed is closed and replaced whenever a snapshot is published.
+	changed atomic.Pointer[chan struct{}]
+	// writer is the writer lock: a channel so that waiting for it can end
+	// with a context.
+	writer chan struct{}
+}
+
+// Retry bounds while the store or the bus fail.
+const (
+	minRetry    = 100 * time.Millisecond
+	maxRetry    = 5 * time.Second
+	errLogEvery = 30 * time.Second
+)
+
+// NewProjector returns a projector reading store and bus; log may be nil.
+func NewProjector(cfg ProjectorConfig, store events.Store, bus events.Bus, log *slog.Logger) (*Projector, error) {
+	if cfg.HeadCheckInterval == 0 {
+		cfg.HeadCheckInterval = time.Second
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 1000
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if cfg.HeadCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("projections: HeadCheckInterval %v must be positive", cfg.HeadCheckInterval))
+	}
+	if cfg.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("projections: BatchSize %d must be positive", cfg.BatchSize))
+	}
+	if store == nil {
+		errs = append(errs, errors.New("projections: nil store"))
+	}
+	if bus == nil {
+		errs = append(errs, errors.New("projections: nil bus"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	p := &Projector{cfg: cfg, store: store, bus: bus, log: log.With("component", "projector"), writer: make(chan struct{}, 1)}
+	p.snap.Store(Empty())
+	ch := make(chan struct{})
+	p.changed.Store(&ch)
+	return p, nil
+}
+
+// Snapshot returns the current snapshot; never nil (Empty before any event).
+func (p *Projector) Snapshot() *Snapshot { return p.snap.Load() }
+
+// AppliedSeq is the seq of the current snapshot.
+func (p *Projector) AppliedSeq() int64 { return p.snap.Load().Seq() }
+
+// Ready reports whether the start-up catch-up from the store has finished.
+func (p *Projector) Ready() bool { return p.ready.Load() }
+
+func (p *Projector) lock(ctx context.Context) error {
+	select {
+	case p.writer <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Projector) unlock() { <-p.writer }
+
+// publish makes s current and wakes WaitFor; the writer lock is held.
+func (p *Projector) publish(s *Snapshot, evs []events.Envelope) {
+	p.snap.Store(s)
+	ch := make(chan struct{})
+	close(*p.changed.Swap(&ch))
+	if p.cfg.OnApplied != nil {
+		now := time.Now()
+		for _, ev := range evs {
+			p.cfg.OnApplied(ev, now)
+		}
+	}
+}
+
+// applyLocked applies evs, which follow the current snapshot, and publishes
+// the result; the writer lock is held.
+func (p *Projector) applyLocked(evs []events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	next, err := ApplyBatch(p.snap.Load(), evs, func(ev events.Envelope, err error) {
+		p.log.Warn("event skipped", "seq", ev.Seq, "type", ev.Type, "aggregateId", ev.AggregateID, "err", err)
+	})
+	applied := evs[:next.Seq()-p.snap.Load().Seq()]
+	p.publish(next, applied)
+	return err
+}
+
+// CatchUp reads the store after the applied seq up to its head and applies
+// what it finds.
+func (p *Projector) CatchUp(ctx context.Context) error {
+	if err := p.lock(ctx); err != nil {
+		return err
+	}
+	defer p.unlock()
+	return p.catchUpLocked(ctx, 0)
+}
+
+// catchUpLocked reads until the store has nothing more or, if until > 0,
+// until that seq is applied.
+func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
+	for until <= 0 || p.AppliedSeq() < until {
+		from := p.AppliedSeq()
+		evs, err := p.store.Read(ctx, events.Query{After: from, Limit: p.cfg.BatchSize})
+		if err != nil {
+			return fmt.Errorf("projections: catch up after seq %d: %w", from, err)
+		}
+		if err := p.applyLocked(evs); err != nil {
+			return fmt.Errorf("projections: catch up after seq %d: %w", from, err)
+		}
+		if len(evs) < p.cfg.BatchSize {
+			return nil
+		}
+	}
+	return nil
+}
+
+// WaitFor returns once the applied seq is at least seq. If it is not yet,
+// it catches up from the store itself rather than wait for the bus, so the
+// instance that accepted a write reads it right after (read your writes).
+func (p *Projector) WaitFor(ctx context.Context, seq int64) error {
+	retry := 10 * time.Millisecond
+	for {
+		changed := *p.changed.Load()
+		if p.AppliedSeq() >= seq {
+			return nil
+		}
+		err := p.lock(ctx)
+		if err == nil {
+			err = p.catchUpLocked(ctx, seq)
+			p.unlock()
+		}
+		if p.AppliedSeq() >= seq {
+			return nil
+		}
+		// The store failed or does not have seq yet: try again soon, or as
+		// soon as another writer publishes.
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err != nil && !errors.Is(err, ctx.Err()) {
+				return fmt.Errorf("projections: wait for seq %d: %w (last error: %w)", seq, ctx.Err(), err)
+			}
+			return fmt.Errorf("projections: wait for seq %d (applied %d): %w", seq, p.AppliedSeq(), ctx.Err())
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		retry = min(2*retry, 500*time.Millisecond)
+	}
+}
+
+// Run catches up from the store (retrying while it is down), marks the
+// projector ready, then tails the bus until ctx ends. It returns nil when ctx
+// ends; failures are logged and retried, and a panic restarts the loop.
+func (p *Projector) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("projections: projector already running")
+	}
+	defer p.running.Store(false)
+	retry := minRetry
+	for ctx.Err() == nil {
+		if p.runSafely(ctx) {
+			retry = minRetry
+			continue
+		}
+		if !sleep(ctx, retry) {
+			break
+		}
+		retry = min(2*retry, maxRetry)
+	}
+	return nil
+}
+
+// runSafely runs the loop once, turning a panic into a log line. It reports
+// whether the loop ended normally (ctx ended, or a resubscription is due).
+func (p *Projector) runSafely(ctx context.Context) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error("projector panic, restarting", "panic", v, "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	if !p.Ready() {
+		if !p.startUp(ctx) {
+			return true
+		}
+	}
+	return p.tail(ctx)
+}
+
+// startUp catches up until it succeeds once; false if ctx ended first.
+func (p *Projector) startUp(ctx context.Context) bool {
+	fails := failureLog{log: p.log, what: "start-up catch-up from the store"}
+	retry := minRetry
+	for {
+		err := p.CatchUp(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		fails.failed(err)
+		if !sleep(ctx, retry) {
+			return false
+		}
+		retry = min(2*retry, maxRetry)
+	}
+	fails.recovered()
+	p.ready.Store(true)
+	p.log.Info("projector ready", "seq", p.AppliedSeq())
+	return true
+}
+
+// tail follows one subscription until ctx ends (true) or the subscription
+// channel closes (true: resubscribe) or fails to start (false: back off).
+func (p *Projector) tail(ctx context.Context) bool {
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := p.bus.Subscribe(subCtx, p.AppliedSeq())
+	if err != nil {
+		p.log.Warn("bus subscribe failed, retrying", "err", err)
+		p.tryCatchUp(ctx, nil) // stay current from the store meanwhile
+		return false
+	}
+	ticker := time.NewTicker(p.cfg.HeadCheckInterval)
+	defer ticker.Stop()
+	heads := failureLog{log: p.log, what: "store head check"}
+	lastDelivery := time.Now()
+	stale := false // a catch-up failed; retry it at the next tick
+	batch := make([]events.Delivery, 0, 64)
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case d, ok := <-ch:
+			if !ok {
+				if ctx.Err() == nil {
+					p.log.Warn("bus subscription closed, resubscribing")
+				}
+				return true
+			}
+			lastDelivery = time.Now()
+			batch = append(batch[:0], d)
+			// Take whatever else is already waiting, up to one batch.
+		drain:
+			for len(batch) < p.cfg.BatchSize {
+				select {
+				case d, ok := <-ch:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, d)
+				default:
+					break drain
+				}
+			}
+			if !p.deliver(ctx, batch) {
+				stale = true
+			}
+		case <-ticker.C:
+			if !stale && time.Since(lastDelivery) < p.cfg.HeadCheckInterval {
+				continue
+			}
+			head, err := p.store.Head(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					heads.failed(err)
+				}
+				continue
+			}
+			heads.recovered()
+			if stale || head > p.AppliedSeq() {
+				if head > p.AppliedSeq() {
+					p.log.Info("store ahead of bus, catching up", "applied", p.AppliedSeq(), "head", head)
+				}
+				stale = !p.tryCatchUp(ctx, &heads)
+			}
+		}
+	}
+}
+
+// deliver applies the deliveries' events that follow the applied seq in
+// order, skipping older ones; after a gap or a Resync it catches up from the
+// store. It reports false if that catch-up failed.
+func (p *Projector) deliver(ctx context.Context, ds []events.Delivery) bool {
+	if err := p.lock(ctx); err != nil {
+		return true // ctx ended
+	}
+	defer p.unlock()
+	next := p.AppliedSeq() + 1
+	evs := make([]events.Envelope, 0, len(ds))
+	catchUp := false
+	for _, d := range ds {
+		switch {
+		case d.Resync:
+			catchUp = true
+		case d.Event.Seq < next:
+			// Already applied (from the store, or a duplicate).
+		case d.Event.Seq == next:
+			evs = append(evs, d.Event)
+			next++
+		default:
+			catchUp = true // a gap: the store has what is missing
+		}
+	}
+	if err := p.applyLocked(evs); err != nil {
+		p.log.Error("applying bus events", "err", err)
+		catchUp = true
+	}
+	if !catchUp {
+		return true
+	}
+	if err := p.catchUpLocked(ctx, 0); err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("catch-up after a bus gap failed; retrying at the next head check", "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// tryCatchUp catches up and logs a failure; it reports success.
+func (p *Projector) tryCatchUp(ctx context.Context, fails *failureLog) bool {
+	err := p.CatchUp(ctx)
+	switch {
+	case err == nil:
+		if fails != nil {
+			fails.recovered()
+		}
+		return true
+	case ctx.Err() != nil:
+	case fails != nil:
+		fails.failed(err)
+	default:
+		p.log.Warn("catch-up from the store failed", "err", err)
+	}
+	return false
+}
+
+// failureLog logs the first failure of an episode, then at most every
+// errLogEvery, and the recovery.
+type failureLog struct {
+	log     *slog.Logger
+	what    string
+	since   time.Time
+	lastLog time.Time
+}
+
+func (f *failureLog) failed(err error) {
+	now := time.Now()
+	switch {
+	case f.since.IsZero():
+		f.since, f.lastLog = now, now
+		f.log.Warn(f.what+" failing, retrying", "err", err)
+	case now.Sub(f.lastLog) >= errLogEvery:
+		f.lastLog = now
+		f.log.Warn(f.what+" still failing", "err", err, "since", f.since)
+	}
+}
+
+func (f *failureLog) recovered() {
+	if !f.since.IsZero() {
+		f.log.Info(f.what+" recovered", "down", time.Since(f.since).Round(time.Millisecond))
+		f.since = time.Time{}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
