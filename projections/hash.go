@@ -6,6 +6,7 @@ import (
 	"hash"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tenantgate/gateway/events"
@@ -25,8 +26,13 @@ type digester struct {
 	buf []byte
 }
 
+// digesters are reused: a replay computes one digest per event.
+var digesters = sync.Pool{New: func() any { return &digester{h: sha256.New(), buf: make([]byte, 0, 512)} }}
+
 func newDigester(tag string) *digester {
-	d := &digester{h: sha256.New(), buf: make([]byte, 0, 512)}
+	d := digesters.Get().(*digester)
+	d.h.Reset()
+	d.buf = d.buf[:0]
 	d.str(tag)
 	return d
 }
@@ -38,10 +44,12 @@ func (d *digester) flush() {
 	}
 }
 
+// sum returns the digest and gives d back to the pool.
 func (d *digester) sum() [32]byte {
 	d.flush()
 	var out [32]byte
 	d.h.Sum(out[:0])
+	digesters.Put(d)
 	return out
 }
 
