@@ -25,10 +25,100 @@ var hopByHop = []string{
 	"Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate",
 }
 
-// framing headers a Connection token must not remove: dropping them would
-// change how the body is delimited or where the request goes.
+// dropped reports whether a header (name in fasthttp's normalized form) is
+// never forwarded upstream: hop-by-hop, the two key headers, and Expect
+// (the gateway answered 100-continue itself).
+func dropped(name []byte, request bool) bool {
+	switch string(name) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "Proxy-Authorization", "Proxy-Authenticate":
+		return true
+	case "X-Api-Key", "X-Admin-Key", "Expect":
+		return request
+	}
+	return false
+}
+
+// protected are framing headers a Connection token must not remove: dropping
+// them would change how the body is delimited or where the request goes.
 func protected(name []byte) bool {
 	return bytes.EqualFold(name, []byte("Content-Length")) || bytes.EqualFold(name, []byte("Host"))
+}
+
+// stripRequest removes from up (a copy of orig) every header that must not
+// go upstream. It scans the client's raw headers once and deletes only what
+// is there, instead of a dozen lookups per request.
+func stripRequest(orig, up *fasthttp.RequestHeader) {
+	if len(orig.RawHeaders()) == 0 { // not parsed from the wire: delete by name
+		stripHopByHop(up)
+		up.Del(HeaderAPIKey)
+		up.Del(HeaderAdminKey)
+		up.Del(fiber.HeaderExpect)
+		return
+	}
+	for k, v := range orig.AllInOrder() {
+		if !dropped(k, true) {
+			continue
+		}
+		up.DelBytes(k)
+		if string(k) == fiber.HeaderConnection {
+			delConnectionTokens(up, v)
+		}
+	}
+	up.ResetConnectionClose()
+}
+
+// stripResponse removes the hop-by-hop headers of an upstream answer.
+func stripResponse(h *fasthttp.ResponseHeader) {
+	var found uint32
+	for k := range h.All() {
+		if !dropped(k, false) {
+			continue
+		}
+		for i, name := range hopByHop {
+			if len(name) == len(k) && bytes.EqualFold([]byte(name), k) {
+				found |= 1 << i
+			}
+		}
+	}
+	if found == 0 {
+		return
+	}
+	if found&1 != 0 { // Connection: its tokens first
+		for _, v := range h.PeekAll(fiber.HeaderConnection) {
+			delConnectionTokens(h, v)
+		}
+	}
+	for i, name := range hopByHop {
+		if found&(1<<i) != 0 {
+			h.Del(name)
+		}
+	}
+}
+
+type deleter interface{ DelBytes([]byte) }
+
+func delConnectionTokens(h deleter, v []byte) {
+	for tok := range bytes.SplitSeq(v, []byte{','}) {
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 && !protected(tok) {
+			h.DelBytes(tok)
+		}
+	}
+}
+
+// stripHopByHop deletes every hop-by-hop header by name.
+func stripHopByHop(h interface {
+	PeekAll(string) [][]byte
+	Del(string)
+	DelBytes([]byte)
+}) {
+	for _, v := range h.PeekAll(fiber.HeaderConnection) {
+		delConnectionTokens(h, v)
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
 }
 
 // prepare builds the upstream request from the client's: headers minus
@@ -38,10 +128,7 @@ func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	req := c.Request()
 	req.Header.CopyTo(&up.Header)
 	up.Header.SetNoDefaultContentType(true)
-	stripHopByHop(&up.Header)
-	up.Header.Del(HeaderAPIKey)
-	up.Header.Del(HeaderAdminKey)
-	up.Header.Del(fiber.HeaderExpect) // 100-continue was answered by the gateway
+	stripRequest(&req.Header, &up.Header)
 	p.setForwarded(c, x, up)
 	up.Header.SetBytesV(fiber.HeaderXRequestID, x.requestID)
 
@@ -99,24 +186,6 @@ func appendAll(dst []byte, r io.Reader) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-	}
-}
-
-func stripHopByHop(h interface {
-	PeekAll(string) [][]byte
-	Del(string)
-	DelBytes([]byte)
-}) {
-	for _, v := range h.PeekAll(fiber.HeaderConnection) {
-		for tok := range bytes.SplitSeq(v, []byte{','}) {
-			tok = bytes.TrimSpace(tok)
-			if len(tok) > 0 && !protected(tok) {
-				h.DelBytes(tok)
-			}
-		}
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
 	}
 }
 
@@ -324,7 +393,7 @@ func (p *Proxy) attempt(c *fiber.Ctx, x *exchange, up *fasthttp.Request, i int, 
 	if err != nil {
 		return err
 	}
-	stripHopByHop(&resp.Header)
+	stripResponse(&resp.Header)
 	resp.Header.SetNoDefaultContentType(true)
 	return nil
 }

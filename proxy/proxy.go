@@ -223,7 +223,10 @@ func (p *Proxy) Handler(c *fiber.Ctx) error {
 // serve is the request path. Every branch ends in exactly one response.
 func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 	req := c.Request()
-	x.start = time.Now()
+	x.start = c.Context().Time() // taken by the server as the request arrived
+	if x.start.IsZero() {
+		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
+	}
 	x.method = methodString(req.Header.Method())
 	x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
 

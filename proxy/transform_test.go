@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/tenantgate/gateway/projections"
 )
@@ -127,5 +130,48 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}, Deps{}); err == nil {
 		t.Fatal("New without Snapshots succeeded")
+	}
+}
+
+func TestStripRequest(t *testing.T) {
+	t.Parallel()
+	const raw = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close, X-Private\r\nX-Private: 1\r\nKeep-Alive: 5\r\n" +
+		"TE: trailers\r\nUpgrade: ws\r\nProxy-Authorization: b\r\nX-API-Key: k\r\nX-Admin-Key: a\r\nExpect: 100-continue\r\n" +
+		"Content-Length: 0\r\nX-Keep: yes\r\n\r\n"
+	for _, tc := range []struct {
+		name   string
+		parsed bool // from the wire (raw headers kept) or built in code
+	}{
+		{name: "parsed from the wire", parsed: true},
+		{name: "built in code"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var orig fasthttp.RequestHeader
+			if tc.parsed {
+				if err := orig.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				for _, kv := range [][2]string{{"Connection", "X-Private"}, {"X-Private", "1"}, {"Keep-Alive", "5"}, {"TE", "trailers"},
+					{"Upgrade", "ws"}, {"Proxy-Authorization", "b"}, {"X-API-Key", "k"}, {"X-Admin-Key", "a"}, {"Expect", "100-continue"}, {"X-Keep", "yes"}} {
+					orig.Set(kv[0], kv[1])
+				}
+			}
+			var up fasthttp.RequestHeader
+			orig.CopyTo(&up)
+			stripRequest(&orig, &up)
+			for _, h := range []string{"Connection", "X-Private", "Keep-Alive", "TE", "Upgrade", "Proxy-Authorization", "X-API-Key", "X-Admin-Key", "Expect"} {
+				if v := up.Peek(h); len(v) > 0 {
+					t.Errorf("%s survived: %q", h, v)
+				}
+			}
+			if up.ConnectionClose() {
+				t.Error("Connection: close would be sent upstream")
+			}
+			if string(up.Peek("X-Keep")) != "yes" {
+				t.Error("X-Keep lost")
+			}
+		})
 	}
 }
