@@ -1,0 +1,242 @@
+package breaker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// SharedConfig configures NewShared. Zero fields take their defaults.
+type SharedConfig struct {
+	// Prefix is put before every key and the channel:
+	// <Prefix>cb:<tenantId>:<routeId>:<urlHash> and <Prefix>cb-events. Default "".
+	Prefix string
+	// InstanceID tells this instance's announcements from others'. Default: random.
+	InstanceID string
+	// Timeout bounds one write or announcement. Default 500ms.
+	Timeout time.Duration
+	// Registerer receives the breaker metrics. Nil: none.
+	Registerer prometheus.Registerer
+}
+
+// Shared is a Local whose openings and closings are shared through Redis.
+//
+// Failures are counted per instance; when one instance opens a breaker it
+// writes the key (with the opening time, expiring a minute after the
+// timeout) and publishes the change on <Prefix>cb-events, in one pipelined
+// round trip off the request path. Every instance applies announcements to
+// its local copy, and on (re)subscribing reads the keys, so an instance that
+// starts or reconnects learns the breakers opened meanwhile. Half-open probes
+// are admitted per instance (successThreshold at a time on each); the
+// instance whose probes succeed announces the closing.
+//
+// While Redis is away each instance keeps working on its own breakers.
+type Shared struct {
+	*Local
+	client     redis.UniversalClient
+	cfg        SharedConfig
+	log        *slog.Logger
+	channel    string
+	subscribed atomic.Bool
+	lastLog    atomic.Int64
+}
+
+// NewShared returns shared breakers; call Run to receive announcements.
+func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger) (*Shared, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 500 * time.Millisecond
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = randomID()
+	}
+	if cfg.Timeout < 0 {
+		return nil, errors.New("breaker: Timeout must be positive")
+	}
+	if client == nil {
+		return nil, errors.New("breaker: nil Redis client")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	local, err := NewLocalWith(LocalConfig{Registerer: cfg.Registerer})
+	if err != nil {
+		return nil, err
+	}
+	s := &Shared{Local: local, client: client, cfg: cfg, log: log.With("component", "breaker"),
+		channel: cfg.Prefix + "cb-events"}
+	local.notify = s.announce
+	return s, nil
+}
+
+// RedisKey is the key holding k's shared state.
+func (s *Shared) RedisKey(k Key) string {
+	return s.cfg.Prefix + "cb:" + k.TenantID + ":" + k.RouteID + ":" + URLHash(k.Upstream)
+}
+
+// URLHash is the upstream's part of a Redis key: short, and free of the
+// characters a URL may hold.
+func URLHash(upstream string) string {
+	sum := sha256.Sum256([]byte(upstream))
+	return hex.EncodeToString(sum[:8])
+}
+
+// announcement is both the message on the channel and the value of the key.
+type announcement struct {
+	TenantID  string `json:"t"`
+	RouteID   string `json:"r"`
+	Upstream  string `json:"u"`
+	State     string `json:"s"`            // "open" or "closed"
+	OpenedAt  int64  `json:"at,omitempty"` // Unix ms, for open
+	TimeoutMs int    `json:"to,omitempty"`
+	Instance  string `json:"i"`
+}
+
+// announce shares a local opening or closing, in the background so the
+// failing request does not wait for Redis.
+func (s *Shared) announce(k Key, cfg events.CircuitBreaker, tr transition) {
+	if tr.to == HalfOpen {
+		return // every instance goes half-open on its own clock
+	}
+	a := announcement{TenantID: k.TenantID, RouteID: k.RouteID, Upstream: k.Upstream, Instance: s.cfg.InstanceID}
+	_, _, timeout := normalize(cfg)
+	if tr.to == Open {
+		a.State, a.OpenedAt, a.TimeoutMs = "open", time.Now().UnixMilli(), int(timeout.Milliseconds())
+	} else {
+		a.State = "closed"
+	}
+	go func() {
+		body, _ := json.Marshal(a)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+		defer cancel()
+		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if a.State == "open" {
+				p.Set(ctx, s.RedisKey(k), body, timeout+time.Minute)
+			} else {
+				p.Del(ctx, s.RedisKey(k))
+			}
+			p.Publish(ctx, s.channel, body)
+			return nil
+		})
+		if err != nil {
+			s.redisFailed("announce breaker change", err)
+		}
+	}()
+}
+
+// Run receives announcements until ctx ends. It resubscribes after Redis
+// failures and reloads the shared state each time it (re)subscribes.
+func (s *Shared) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := s.listen(ctx)
+		s.subscribed.Store(false)
+		if ctx.Err() != nil {
+			break
+		}
+		s.redisFailed("breaker subscription", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (s *Shared) listen(ctx context.Context) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("breaker: panic: %v", p)
+		}
+	}()
+	ps := s.client.Subscribe(ctx, s.channel)
+	// Receive does not always return on ctx's end (go-redis only honours
+	// deadlines with ContextTimeoutEnabled); closing the PubSub unblocks it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer func() {
+		stop()
+		_ = ps.Close()
+	}()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				// Subscribed first, then read: nothing opened in between is missed.
+				if err := s.resync(ctx); err != nil {
+					return err
+				}
+				s.subscribed.Store(true)
+			}
+		case *redis.Message:
+			s.apply([]byte(m.Payload), false)
+		}
+	}
+}
+
+// resync applies every breaker opened in the cluster.
+func (s *Shared) resync(ctx context.Context) error {
+	iter := s.client.Scan(ctx, 0, s.cfg.Prefix+"cb:*", 500).Iterator()
+	for iter.Next(ctx) {
+		v, err := s.client.Get(ctx, iter.Val()).Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.apply(v, true)
+	}
+	return iter.Err()
+}
+
+func (s *Shared) apply(body []byte, fromKey bool) {
+	var a announcement
+	if err := json.Unmarshal(body, &a); err != nil {
+		s.log.Warn("ignoring malformed breaker announcement", "err", err)
+		return
+	}
+	if a.Instance == s.cfg.InstanceID && !fromKey {
+		return // our own change, applied already
+	}
+	k := Key{TenantID: a.TenantID, RouteID: a.RouteID, Upstream: a.Upstream}
+	switch a.State {
+	case "open":
+		// Opened `age` ago on the other instance's clock; count the timeout
+		// from there, on our monotonic clock.
+		age := min(max(time.Since(time.UnixMilli(a.OpenedAt)), 0), time.Duration(a.TimeoutMs)*time.Millisecond)
+		s.force(k, Open, s.now().Add(-age))
+	case "closed":
+		s.force(k, Closed, time.Time{})
+	}
+}
+
+// redisFailed logs at most once every 30 s and counts every failure.
+func (s *Shared) redisFailed(what string, err error) {
+	s.m.redisError()
+	now := time.Now().UnixNano()
+	last := s.lastLog.Load()
+	if now-last < int64(30*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("redis unavailable, circuit breakers work locally", "op", what, "err", err)
+}
+
+func randomID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,184 @@
+package breaker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// instances starts n Shared breakers on their own clients, running until the
+// test ends, and waits until each has subscribed.
+func instances(t *testing.T, n int) []*Shared {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	out := make([]*Shared, n)
+	for i := range out {
+		out[i] = startShared(t, url, prefix)
+	}
+	return out
+}
+
+func startShared(t *testing.T, url, prefix string) *Shared {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	s, err := NewShared(c, SharedConfig{Prefix: prefix}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		_ = c.Close()
+	})
+	waitFor(t, "subscribed", 5*time.Second, s.subscribed.Load)
+	return s
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestSharedOpeningReachesOtherInstances(t *testing.T) {
+	t.Parallel()
+	ins := instances(t, 3)
+	a, b, c := ins[0], ins[1], ins[2]
+	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 3, SuccessThreshold: 1, Timeout: 60_000}
+	for range 3 {
+		if !a.Allow(key, cfg) {
+			t.Fatal("refused before opening")
+		}
+		a.Report(key, cfg, false)
+	}
+	if a.Allow(key, cfg) {
+		t.Fatal("the instance that saw the failures still allows")
+	}
+	start := time.Now()
+	waitFor(t, "other instances refuse", 200*time.Millisecond, func() bool { return !b.Allow(key, cfg) && !c.Allow(key, cfg) })
+	t.Logf("opening reached the other instances in %v", time.Since(start))
+	other := key
+	other.RouteID = "r2"
+	if !b.Allow(other, cfg) {
+		t.Fatal("another route's breaker opened too")
+	}
+}
+
+func TestSharedClosingAndLateJoiner(t *testing.T) {
+	t.Parallel()
+	url, prefix := testenv.Redis(t)
+	a, b := startShared(t, url, prefix), startShared(t, url, prefix)
+	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 300}
+	a.Report(key, cfg, false)
+	waitFor(t, "b opens", time.Second, func() bool { return b.State(key) == Open })
+
+	// An instance started now reads the breakers opened before it.
+	late := startShared(t, url, prefix)
+	if late.State(key) != Open || late.Allow(key, cfg) {
+		t.Fatalf("late instance: state %v, want open and refusing", late.State(key))
+	}
+
+	// After the timeout a probes and succeeds: everyone closes.
+	waitFor(t, "a half-open", 2*time.Second, func() bool { return a.Allow(key, cfg) })
+	a.Report(key, cfg, true)
+	if a.State(key) != Closed {
+		t.Fatalf("a: %v after a good probe, want closed", a.State(key))
+	}
+	waitFor(t, "b and the late instance close", time.Second, func() bool {
+		return b.State(key) == Closed && late.State(key) == Closed
+	})
+}
+
+func TestSharedWorksLocallyWithoutRedis(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 50 * time.Millisecond})
+	t.Cleanup(func() { _ = client.Close() })
+	s, err := NewShared(client, SharedConfig{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 2, SuccessThreshold: 1, Timeout: 50}
+	s.Report(key, cfg, false)
+	s.Report(key, cfg, false)
+	if s.Allow(key, cfg) {
+		t.Fatal("allowed after the failures with Redis down")
+	}
+	waitFor(t, "half-open", time.Second, func() bool { return s.Allow(key, cfg) })
+	s.Report(key, cfg, true)
+	if s.State(key) != Closed {
+		t.Fatalf("state %v, want closed", s.State(key))
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not stop on cancel")
+	}
+}
+
+func TestRedisKey(t *testing.T) {
+	t.Parallel()
+	s, err := NewShared(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), SharedConfig{Prefix: "p:"}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.RedisKey(key)
+	want := "p:cb:t1:r1:" + URLHash(key.Upstream)
+	if got != want || len(URLHash(key.Upstream)) != 16 {
+		t.Fatalf("RedisKey = %q, want %q", got, want)
+	}
+}
+
+func BenchmarkSharedSuccessPath(b *testing.B) {
+	client, prefix := testenv.RedisClient(b)
+	s, err := NewShared(client, SharedConfig{Prefix: prefix}, quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Report(key, cb, false)
+	s.Report(key, cb, true)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if s.Allow(key, cb) {
+				s.Report(key, cb, true)
+			}
+		}
+	})
+}
