@@ -6,7 +6,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tenantgate/gateway/admin/declarative"
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
 
@@ -38,13 +37,6 @@ func (a *API) MountDeclarative(r fiber.Router) {
 	a.mountDeclarative(r, func(handler fiber.Handler) []fiber.Handler {
 		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, handler}
 	})
-}
-
-// applyResult is the answer of apply and rollback.
-type applyResult struct {
-	Changes    []declarative.Change    `json:"changes"`
-	AppliedSeq *int64                  `json:"appliedSeq"`
-	APIKeys    []declarative.IssuedKey `json:"apiKeys"`
 }
 
 // declDiff handles GET /admin/diff?from=A&to=B.
@@ -157,12 +149,12 @@ func (a *API) declRollback(c *fiber.Ctx) error {
 
 // applyDocument plans the document against the current state and, unless
 // dryRun, appends the events at the head it planned against.
-func (a *API) applyDocument(ctx context.Context, who string, desired declarative.Document, dryRun bool) (applyResult, *Error) {
-	var res applyResult
+func (a *API) applyDocument(ctx context.Context, who string, desired declarative.Document, dryRun bool) (declarative.Result, *Error) {
+	var res declarative.Result
 	var head int64
 	var appended int
 	_, err := a.execute(ctx, func(snap *projections.Snapshot) (plan, *Error) {
-		res, head, appended = applyResult{}, snap.Seq(), 0
+		res, head, appended = declarative.Result{}, snap.Seq(), 0
 		changes, perr := declarative.Plan(snap, desired)
 		if perr != nil {
 			return plan{}, invalidDocument(perr)
@@ -171,7 +163,7 @@ func (a *API) applyDocument(ctx context.Context, who string, desired declarative
 		if dryRun || len(changes) == 0 {
 			return plan{}, nil
 		}
-		past, rerr := a.pastVersions(ctx, declarative.Recreated(changes))
+		past, rerr := a.pastVersions(ctx, changes)
 		if rerr != nil {
 			return plan{}, a.storeError(rerr)
 		}
@@ -184,7 +176,7 @@ func (a *API) applyDocument(ctx context.Context, who string, desired declarative
 		return plan{head: snap.Seq(), events: batch.Events}, nil
 	})
 	if err != nil {
-		return applyResult{}, err
+		return declarative.Result{}, err
 	}
 	if appended > 0 {
 		// The append succeeded at ExpectedHead head, so its events are
@@ -197,19 +189,11 @@ func (a *API) applyDocument(ctx context.Context, who string, desired declarative
 	return res, nil
 }
 
-// pastVersions looks up the last version of each id that is about to be
-// created, in case it existed before (a rollback re-creating it): the store
+// pastVersions looks up the last version of each aggregate the changes
+// create, in case it existed before (a rollback re-creating it): the store
 // keeps (aggregateId, version) unique.
-func (a *API) pastVersions(ctx context.Context, ids []string) (map[string]int64, error) {
-	past := map[string]int64{}
-	for _, id := range ids {
-		evs, err := a.read(ctx, events.Query{AggregateID: id})
-		if err != nil {
-			return nil, err
-		}
-		for id, v := range declarative.LastVersions(evs) {
-			past[id] = v
-		}
-	}
-	return past, nil
+func (a *API) pastVersions(ctx context.Context, changes []declarative.Change) (map[string]int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	return declarative.PastVersions(ctx, a.store, declarative.Recreated(changes))
 }

@@ -1,0 +1,139 @@
+package declarative
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// maxAttempts bounds how often ApplyToStore re-plans after another writer
+// moved the store's head.
+const maxAttempts = 20
+
+// Result is what applying a document did: the changes, the seq of the last
+// event appended (nil when nothing was appended or on a dry run) and the keys
+// of the tenants created, shown this once. It is the JSON of POST
+// /admin/apply and of gateway apply.
+type Result struct {
+	Changes    []Change    `json:"changes"`
+	AppliedSeq *int64      `json:"appliedSeq"`
+	APIKeys    []IssuedKey `json:"apiKeys"`
+}
+
+// ApplyOptions configure ApplyToStore.
+type ApplyOptions struct {
+	// Actor is recorded on every event. Required.
+	Actor string
+	// DryRun plans without appending.
+	DryRun bool
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Replay returns the state right after event at, read from store; at < 0
+// means the store's head.
+func Replay(ctx context.Context, store events.Store, at int64) (*projections.Snapshot, error) {
+	if at == 0 {
+		return projections.Empty(), nil
+	}
+	until := max(at, 0)
+	snap, err := catchUp(ctx, store, projections.Empty(), until)
+	if err != nil {
+		return nil, err
+	}
+	if at > 0 && snap.Seq() < at {
+		return nil, fmt.Errorf("declarative: seq %d is beyond the store's head %d", at, snap.Seq())
+	}
+	return snap, nil
+}
+
+// catchUp applies the store's events after snap's seq, up to until (0: all).
+// Events that cannot be applied advance seq, as on every instance.
+func catchUp(ctx context.Context, store events.Store, snap *projections.Snapshot, until int64) (*projections.Snapshot, error) {
+	for {
+		evs, err := store.Read(ctx, events.Query{After: snap.Seq(), Until: until, Limit: 5000})
+		if err != nil {
+			return nil, fmt.Errorf("declarative: read events: %w", err)
+		}
+		if len(evs) == 0 {
+			return snap, nil
+		}
+		snap, err = projections.ApplyBatch(snap, evs, nil)
+		if err != nil {
+			return nil, fmt.Errorf("declarative: apply events: %w", err)
+		}
+	}
+}
+
+// PastVersions returns the last version of each of ids that has events in
+// store (see Events).
+func PastVersions(ctx context.Context, store events.Store, ids []string) (map[string]int64, error) {
+	past := map[string]int64{}
+	for _, id := range ids {
+		evs, err := store.Read(ctx, events.Query{AggregateID: id})
+		if err != nil {
+			return nil, fmt.Errorf("declarative: read events: %w", err)
+		}
+		for id, v := range LastVersions(evs) {
+			past[id] = v
+		}
+	}
+	return past, nil
+}
+
+// ApplyToStore makes the store's state equal desired, writing to the store
+// directly (the command line's apply): it plans against the state at the
+// head, appends one event per change in one append at that head, and plans
+// again when another writer moved the head meanwhile. desired must be
+// normalized (admin.DecodeDocument). Running gateway instances pick the
+// events up at their next head check.
+func ApplyToStore(ctx context.Context, store events.Store, desired Document, opts ApplyOptions) (Result, error) {
+	if opts.Actor == "" {
+		return Result{}, errors.New("declarative: ApplyOptions.Actor is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	snap, err := catchUp(ctx, store, projections.Empty(), 0)
+	if err != nil {
+		return Result{}, err
+	}
+	for attempt := 1; ; attempt++ {
+		changes, err := Plan(snap, desired)
+		if err != nil {
+			return Result{}, err
+		}
+		res := Result{Changes: changes, APIKeys: []IssuedKey{}}
+		if opts.DryRun || len(changes) == 0 {
+			return res, nil
+		}
+		past, err := PastVersions(ctx, store, Recreated(changes))
+		if err != nil {
+			return Result{}, err
+		}
+		batch, err := Events(snap, changes, opts.Actor, opts.Now(), past)
+		if err != nil {
+			return Result{}, err
+		}
+		appended, err := store.Append(ctx, events.AppendRequest{ExpectedHead: snap.Seq(), Events: batch.Events})
+		if (errors.Is(err, events.ErrHeadMoved) || errors.Is(err, events.ErrVersionConflict)) && attempt < maxAttempts {
+			if snap, err = catchUp(ctx, store, snap, 0); err != nil {
+				return Result{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("declarative: append: %w", err)
+		}
+		if len(appended) == 0 {
+			return Result{}, errors.New("declarative: the store appended no events")
+		}
+		seq := appended[len(appended)-1].Seq
+		res.AppliedSeq, res.APIKeys = &seq, batch.Keys
+		return res, nil
+	}
+}
