@@ -7,6 +7,7 @@ package breaker
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,9 @@ type transition struct {
 
 // breaker is the state of one key, behind its own lock.
 type breaker struct {
+	// clean is true while the breaker is closed with no failures counted:
+	// the success path reads it and takes no lock.
+	clean     atomic.Bool
 	mu        sync.Mutex
 	state     State
 	failures  int       // consecutive failures while closed
@@ -149,6 +153,9 @@ func (b *breaker) report(cfg events.CircuitBreaker, success bool, now time.Time)
 	return transition{}
 }
 
+// sync refreshes clean; called with mu held after every change.
+func (b *breaker) sync() { b.clean.Store(b.state == Closed && b.failures == 0) }
+
 func (b *breaker) open(now time.Time) transition {
 	from := b.state
 	b.state, b.openedAt, b.failures, b.successes, b.probes = Open, now, 0, 0, 0
@@ -195,8 +202,12 @@ func (l *Local) Allow(k Key, cfg events.CircuitBreaker) bool {
 		return true // never failed: closed
 	}
 	b := v.(*breaker)
+	if b.clean.Load() {
+		return true
+	}
 	b.mu.Lock()
 	ok, tr := b.allow(cfg, l.now())
+	b.sync()
 	b.mu.Unlock()
 	l.changed(k, cfg, tr)
 	return ok
@@ -216,8 +227,12 @@ func (l *Local) Report(k Key, cfg events.CircuitBreaker, success bool) {
 		v, _ := l.breakers.LoadOrStore(k, &breaker{})
 		b = v.(*breaker)
 	}
+	if success && b.clean.Load() {
+		return
+	}
 	b.mu.Lock()
 	tr := b.report(cfg, success, l.now())
+	b.sync()
 	b.mu.Unlock()
 	l.changed(k, cfg, tr)
 }
@@ -261,6 +276,7 @@ func (l *Local) force(k Key, to State, at time.Time) {
 	case Closed:
 		b.state, b.failures, b.successes, b.probes = Closed, 0, 0, 0
 	}
+	b.sync()
 	b.mu.Unlock()
 	if from != b.state {
 		l.m.moved(from, to)
