@@ -1,8 +1,11 @@
 package projections
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tenantgate/gateway/events"
@@ -255,4 +258,76 @@ func FuzzMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestMatchDoesNotAllocate(t *testing.T) {
+	l := newLog(t)
+	tid, _ := l.tenant("acme")
+	for i := range 200 {
+		l.route(tid, "GET", "exact", fmt.Sprintf("/svc%d/items", i))
+		l.route(tid, "*", "prefix", fmt.Sprintf("/svc%d/v1", i))
+	}
+	s := l.replay()
+	ten, _ := s.Tenant(tid)
+	tests := []struct{ name, path string }{
+		{"exact", "/svc17/items"},
+		{"prefix", "/svc42/v1/a/b/c/d"},
+		{"miss", "/none/of/these"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(100, func() { s.Match(ten, "GET", tc.path) }); n != 0 {
+				t.Errorf("Match(%s) allocates %v times", tc.path, n)
+			}
+		})
+	}
+}
+
+// TestSnapshotConcurrentReaders reads published snapshots from several
+// goroutines while a writer applies events one by one and in batches; the
+// race detector finds any write to a node a reader can see.
+func TestSnapshotConcurrentReaders(t *testing.T) {
+	t.Parallel()
+	l := randomLog(t, rand.New(rand.NewPCG(8, 9)), 600)
+	var cur atomic.Pointer[Snapshot]
+	cur.Store(Empty())
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(i), 0))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				s := cur.Load()
+				for _, ten := range s.Tenants() {
+					s.Authenticate(ten.KeyHash)
+					s.TenantByName(ten.Name)
+					s.Match(ten, "GET", randomSegments(r))
+					s.TenantRoutes(ten.ID)
+				}
+				s.Routes()
+				s.StateHash()
+			}
+		}()
+	}
+	s := Empty()
+	for i := 0; i < len(l.evs); {
+		n := 1 + i%5 // batches of 1 to 5 events
+		n = min(n, len(l.evs)-i)
+		var err error
+		if s, err = ApplyBatch(s, l.evs[i:i+n], nil); err != nil {
+			t.Fatal(err)
+		}
+		cur.Store(s)
+		i += n
+	}
+	close(done)
+	wg.Wait()
+	assertSameState(t, s, applyLive(t, l.evs))
 }
