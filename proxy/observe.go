@@ -112,10 +112,14 @@ func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
 			m.fallbacks.WithLabelValues(tenant, route).Inc()
 		}
 	}
-	if !p.log.Enabled(context.Background(), slog.LevelInfo) {
+	h := p.log.Handler()
+	if !h.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	attrs := [...]slog.Attr{
+	// Straight to the handler: Logger.LogAttrs would walk the stack for a
+	// source position on every request.
+	r := slog.NewRecord(x.start.Add(d), slog.LevelInfo, "proxy", 0)
+	r.AddAttrs(
 		slog.String("request_id", string(x.requestID)),
 		slog.String("method", x.method),
 		slog.String("tenant", tenant),
@@ -125,6 +129,6 @@ func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
 		slog.Int("status", x.status),
 		slog.String("code", x.code),
 		slog.Duration("duration", d),
-	}
-	p.log.LogAttrs(context.Background(), slog.LevelInfo, "proxy", attrs[:]...)
+	)
+	_ = h.Handle(context.Background(), r)
 }
