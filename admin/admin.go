@@ -80,6 +80,8 @@ type Projector interface {
 	WaitFor(ctx context.Context, seq int64) error
 }
 
+var _ Projector = (*projections.Projector)(nil)
+
 // Deps are the admin API's collaborators.
 type Deps struct {
 	Store     events.Store
@@ -178,6 +180,8 @@ func (a *API) Mount(r fiber.Router) {
 	r.Get("/admin/events", h(a.listEvents)...)
 	r.Get("/admin/state", h(a.state)...)
 	r.Get("/admin/status", h(a.status)...)
+
+	a.mountDeclarative(r, h)
 
 	// Everything else under /admin, other methods included, is a 404 here
 	// rather than proxy traffic.

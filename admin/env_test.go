@@ -14,13 +14,15 @@ import (
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 	"github.com/tenantgate/gateway/migrations"
+	"github.com/tenantgate/gateway/projections"
 )
 
 // env is the admin API over a real store, bus, relay and projector.
 type env struct {
 	app   *fiber.App
 	store *events.SQLStore
-	proj  Projector
+	bus   events.Bus
+	proj  *projections.Projector
 	logs  *syncBuffer
 }
 
@@ -67,10 +69,14 @@ func newEnv(t testing.TB, store *events.SQLStore, bus events.Bus, logs *syncBuff
 	if err := migrations.Migrate(ctx, store.DB()); err != nil {
 		t.Fatal(err)
 	}
-	proj := newTestProjector(store)
+	proj, err := projections.NewProjector(projections.ProjectorConfig{}, store, bus, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	relay := events.NewRelay(store, bus, events.RelayConfig{}, log)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = proj.Run(ctx) }()
 	go func() { defer wg.Done(); _ = relay.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -87,7 +93,7 @@ func newEnv(t testing.TB, store *events.SQLStore, bus events.Bus, logs *syncBuff
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	api.Mount(app)
 	pollUntil(t, proj.Ready)
-	return &env{app: app, store: store, proj: proj, logs: logs}
+	return &env{app: app, store: store, bus: bus, proj: proj, logs: logs}
 }
 
 // allEvents reads the whole log.
@@ -166,14 +172,24 @@ func testLogger(w *syncBuffer) *slog.Logger {
 }
 
 // secondInstance is another gateway instance's admin API over the same
-// store, with its own projection: its writes race with e's across instances.
+// store and bus, with its own projector: its writes race with e's.
 func (e *env) secondInstance(t testing.TB) *fiber.App {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := testLogger(e.logs)
+	proj, err := projections.NewProjector(projections.ProjectorConfig{}, e.store, e.bus, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = proj.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	api, err := New(Config{AdminKey: testAdminKey, InstanceID: "it2"}, Deps{
-		Store: e.store, Projector: newTestProjector(e.store), BusKind: "memory", Log: testLogger(e.logs),
+		Store: e.store, Projector: proj, BusKind: e.bus.Kind(), Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	pollUntil(t, proj.Ready)
 	return newAppFor(api)
 }
