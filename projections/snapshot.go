@@ -48,8 +48,12 @@ type snapCache struct {
 // Empty is the state before any event (seq 0).
 func Empty() *Snapshot { return &Snapshot{cache: &snapCache{}} }
 
-// next returns a new, unpublished snapshot sharing all of s's state.
+// next returns a new, unpublished snapshot sharing all of s's state. A nil s
+// is the empty state.
 func (s *Snapshot) next() *Snapshot {
+	if s == nil {
+		return Empty()
+	}
 	return &Snapshot{
 		seq: s.seq, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
 		routes: s.routes, tables: s.tables, sum: s.sum, cache: &snapCache{},
