@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tenantgate/gateway/resilience/balance"
+	"github.com/tenantgate/gateway/resilience/health"
 	"github.com/tenantgate/gateway/resilience/retry"
 )
 
@@ -363,7 +364,7 @@ func (p *Proxy) unhealthy(x *exchange) balance.Skip {
 	}
 	var down balance.Skip
 	for i := range x.route.Upstreams {
-		if !p.health.Healthy(x.key(i)) {
+		if !p.health.Healthy(health.Key(x.key(i))) {
 			down = down.With(i)
 		}
 	}

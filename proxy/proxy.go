@@ -27,6 +27,7 @@ import (
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/breaker"
+	"github.com/tenantgate/gateway/resilience/health"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 	"github.com/tenantgate/gateway/resilience/retry"
 )
@@ -149,7 +150,7 @@ type Deps struct {
 	Snapshots Snapshots
 	Limiter   ratelimit.Limiter     // nil: no rate limiting
 	Breakers  breaker.Breakers      // nil: no circuit breakers
-	Health    HealthChecker         // nil: every upstream healthy
+	Health    health.Checker        // nil: every upstream healthy
 	Budgets   *retry.Budgets        // nil: retries limited only by maxRetries
 	Metrics   prometheus.Registerer // nil: no metrics
 }
@@ -160,7 +161,7 @@ type Proxy struct {
 	snapshots Snapshots
 	limiter   ratelimit.Limiter
 	breakers  breaker.Breakers
-	health    HealthChecker
+	health    health.Checker
 	budgets   *retry.Budgets
 	trusted   []netip.Prefix
 	balancers *balance.Registry

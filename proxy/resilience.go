@@ -3,10 +3,5 @@ package proxy
 import "github.com/tenantgate/gateway/resilience/breaker"
 
 // UpstreamKey identifies the runtime state of one upstream of one route. It
-// is breaker.Key (health.Key has the same fields).
+// is breaker.Key; health.Key has the same fields and converts to it.
 type UpstreamKey = breaker.Key
-
-// HealthChecker reports active health-check results, without I/O.
-type HealthChecker interface {
-	Healthy(k UpstreamKey) bool
-}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/breaker"
+	"github.com/tenantgate/gateway/resilience/health"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 	"github.com/tenantgate/gateway/resilience/retry"
 )
@@ -206,7 +207,7 @@ func TestFallback(t *testing.T) {
 // stubHealth marks upstream URLs unhealthy.
 type stubHealth map[string]bool
 
-func (s stubHealth) Healthy(k UpstreamKey) bool { return !s[k.Upstream] }
+func (s stubHealth) Healthy(k health.Key) bool { return !s[k.Upstream] }
 
 func TestUpstreamAvailability(t *testing.T) {
 	t.Parallel()
@@ -222,8 +223,8 @@ func TestUpstreamAvailability(t *testing.T) {
 	w.route(events.RouteSpec{TenantID: ten, Path: "/down", Upstreams: ups(a.URL + "/down"), Resilience: &events.Resilience{HealthCheck: hc}})
 	w.route(events.RouteSpec{TenantID: ten, Path: "/downfb", Upstreams: ups(a.URL + "/down"), Resilience: &events.Resilience{HealthCheck: hc,
 		Fallback: &events.Fallback{Enabled: true, StatusCode: 200, ContentType: "text/plain", Body: "cached"}}})
-	health := stubHealth{a.URL + "/hc": true, a.URL + "/down": true}
-	gw, _ := gateway(t, Config{}, Deps{Snapshots: w, Breakers: breaker.NewLocal(), Health: health})
+	down := stubHealth{a.URL + "/hc": true, a.URL + "/down": true}
+	gw, _ := gateway(t, Config{}, Deps{Snapshots: w, Breakers: breaker.NewLocal(), Health: down})
 
 	// Unhealthy upstreams get no traffic.
 	for range 4 {
