@@ -289,6 +289,7 @@ func (p *Projector) tail(ctx context.Context) bool {
 			if !ok {
 				if ctx.Err() == nil {
 					p.log.Warn("bus subscription closed, resubscribing")
+					sleep(ctx, minRetry) // no hot loop if it keeps closing
 				}
 				return true
 			}

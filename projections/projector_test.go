@@ -455,3 +455,35 @@ func TestProjectorsConverge(t *testing.T) {
 		waitConverged(t, store, a, b)
 	})
 }
+
+// closingBus closes its first subscription at once, as a bus may when its
+// connection drops.
+type closingBus struct {
+	events.Bus
+	subs atomic.Int64
+}
+
+func (c *closingBus) Subscribe(ctx context.Context, after int64) (<-chan events.Delivery, error) {
+	if c.subs.Add(1) == 1 {
+		ch := make(chan events.Delivery)
+		close(ch)
+		return ch, nil
+	}
+	return c.Bus.Subscribe(ctx, after)
+}
+
+func TestProjectorResubscribes(t *testing.T) {
+	t.Parallel()
+	store, mem := openSQLite(t), events.NewMemoryBus()
+	bus := &closingBus{Bus: mem}
+	f := &feeder{t: t, store: store, evs: randomLog(t, rand.New(rand.NewPCG(7, 8)), 20).evs}
+	// Only the bus can bring new events: the head check never comes.
+	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: time.Hour}, store, bus)
+	startProjector(t, p)
+	eventually(t, "ready", p.Ready)
+	f.publish(mem, f.append(20))
+	waitConverged(t, store, p)
+	if n := bus.subs.Load(); n < 2 {
+		t.Errorf("%d subscriptions, want a second one after the first closed", n)
+	}
+}
