@@ -129,7 +129,7 @@ type routeJSON struct {
 func (e *env) createTenant(t testing.TB, body string) tenantJSON {
 	t.Helper()
 	r := do(t, e.app, "POST", "/admin/tenants", body)
-	if r.status != 201 {
+	if r.status != 201 || r.header.Get("ETag") != `"1"` {
 		t.Fatalf("create tenant: %d %s", r.status, r.raw)
 	}
 	var out tenantJSON
@@ -140,7 +140,7 @@ func (e *env) createTenant(t testing.TB, body string) tenantJSON {
 func (e *env) createRoute(t testing.TB, body string) routeJSON {
 	t.Helper()
 	r := do(t, e.app, "POST", "/admin/routes", body)
-	if r.status != 201 {
+	if r.status != 201 || r.header.Get("ETag") != `"1"` {
 		t.Fatalf("create route: %d %s", r.status, r.raw)
 	}
 	var out routeJSON
