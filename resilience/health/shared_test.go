@@ -1,0 +1,108 @@
+package health
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+func sharedCluster(t *testing.T, n int, targets Targets) []*Shared {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	out := make([]*Shared, n)
+	for i := range out {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(opts)
+		t.Cleanup(func() { _ = c.Close() })
+		s, err := NewShared(c, SharedConfig{Prefix: prefix}, targets, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = s
+	}
+	for _, s := range out {
+		run(t, s)
+	}
+	for _, s := range out {
+		within(t, "subscribed", 5*time.Second, s.subscribed.Load)
+	}
+	return out
+}
+
+func TestSharedProbesOncePerInterval(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	hc := events.HealthCheck{Enabled: true, Endpoint: "/health", IntervalMs: 100, TimeoutMs: 100, HealthyThreshold: 2, UnhealthyThreshold: 2}
+	tg := up.target(t, "r1", hc)
+	targets := &fixedTargets{}
+	targets.set(tg)
+	sharedCluster(t, 3, targets.get)
+	within(t, "first probe", 2*time.Second, func() bool { return up.probes.Load() > 0 })
+	start, before := time.Now(), up.probes.Load()
+	time.Sleep(time.Second) // the measurement period itself, not a wait for an outcome
+	got := up.probes.Load() - before
+	intervals := time.Since(start) / (100 * time.Millisecond)
+	t.Logf("%d probes in %d intervals by 3 instances", got, intervals)
+	if got > int64(intervals)+2 || got < int64(intervals)/2 {
+		t.Fatalf("%d probes in %d intervals by 3 instances, want about one per interval", got, intervals)
+	}
+}
+
+func TestSharedFlipReachesEveryInstance(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	tg := up.target(t, "r1", fast)
+	targets := &fixedTargets{}
+	targets.set(tg)
+	ins := sharedCluster(t, 3, targets.get)
+	within(t, "first probe", 2*time.Second, func() bool { return up.probes.Load() > 0 })
+	allHealthy := func(want bool) func() bool {
+		return func() bool {
+			for _, s := range ins {
+				if s.Healthy(tg.Key) != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	up.down.Store(true)
+	limit := time.Duration(fast.IntervalMs*(fast.UnhealthyThreshold+1)+fast.TimeoutMs+150) * time.Millisecond
+	t.Logf("unhealthy everywhere after %v", within(t, "unhealthy everywhere", limit, allHealthy(false)))
+	up.down.Store(false)
+	limit = time.Duration(fast.IntervalMs*(fast.HealthyThreshold+1)+fast.TimeoutMs+150) * time.Millisecond
+	t.Logf("healthy everywhere after %v", within(t, "healthy everywhere", limit, allHealthy(true)))
+}
+
+func TestSharedProbesLocallyWithoutRedis(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 20 * time.Millisecond})
+	t.Cleanup(func() { _ = client.Close() })
+	up := newUpstream(t)
+	tg := up.target(t, "r1", fast)
+	targets := &fixedTargets{}
+	targets.set(tg)
+	s, err := NewShared(client, SharedConfig{}, targets.get, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	up.down.Store(true)
+	within(t, "unhealthy through local probes", 2*time.Second, func() bool { return !s.Healthy(tg.Key) })
+	up.down.Store(false)
+	within(t, "healthy again", 2*time.Second, func() bool { return s.Healthy(tg.Key) })
+}
