@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,6 +20,54 @@ type metrics struct {
 	upErrors  *prometheus.CounterVec   // tenant, route, kind
 	retries   *prometheus.CounterVec   // tenant, route
 	fallbacks *prometheus.CounterVec   // tenant, route
+
+	// children caches each (tenant, route)'s series: a lock-free read
+	// instead of the vectors' shared RWMutex and label hashing per request.
+	children sync.Map // seriesKey -> *series
+}
+
+type seriesKey struct{ tenant, route string }
+
+type series struct {
+	requests  [len(classes)]prometheus.Counter
+	latency   prometheus.Observer
+	fallbacks prometheus.Counter
+}
+
+func (m *metrics) series(tenant, route string) *series {
+	k := seriesKey{tenant, route}
+	if v, ok := m.children.Load(k); ok {
+		return v.(*series)
+	}
+	s := &series{
+		latency:   m.latency.WithLabelValues(tenant, route),
+		fallbacks: m.fallbacks.WithLabelValues(tenant, route),
+	}
+	for i, c := range classes {
+		s.requests[i] = m.requests.WithLabelValues(tenant, route, c)
+	}
+	v, _ := m.children.LoadOrStore(k, s)
+	return v.(*series)
+}
+
+// forget drops the series of routes that no longer exist, so the number of
+// series follows the configuration instead of growing forever.
+func (m *metrics) forget(live func(routeID string) bool) {
+	if m == nil {
+		return
+	}
+	m.children.Range(func(k, _ any) bool {
+		sk := k.(seriesKey)
+		if sk.route != "" && !live(sk.route) {
+			m.children.Delete(k)
+			for _, v := range []interface {
+				DeletePartialMatch(prometheus.Labels) int
+			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks} {
+				v.DeletePartialMatch(prometheus.Labels{"route": sk.route})
+			}
+		}
+		return true
+	})
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,13 +109,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-var classes = [...]string{"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
-func statusClass(s int) string {
+// classOf is the index in classes of a status (out of range counts as 5xx).
+func classOf(s int) int {
 	if s < 100 || s > 599 {
-		return "5xx"
+		return 4
 	}
-	return classes[s/100]
+	return s/100 - 1
 }
 
 func (m *metrics) retry(x *exchange) {
@@ -106,10 +156,11 @@ func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
 	d := time.Since(x.start)
 	tenant, route := tenantID(x), routeID(x)
 	if m := p.metrics; m != nil {
-		m.requests.WithLabelValues(tenant, route, statusClass(x.status)).Inc()
-		m.latency.WithLabelValues(tenant, route).Observe(d.Seconds())
+		s := m.series(tenant, route)
+		s.requests[classOf(x.status)].Inc()
+		s.latency.Observe(d.Seconds())
 		if x.code == "fallback" {
-			m.fallbacks.WithLabelValues(tenant, route).Inc()
+			s.fallbacks.Inc()
 		}
 	}
 	h := p.log.Handler()

@@ -333,6 +333,7 @@ func (p *Proxy) pruneOnChange(snap *projections.Snapshot) {
 			}
 		}
 		p.balancers.Prune(func(id string) bool { return live[id] })
+		p.metrics.forget(func(id string) bool { return live[id] })
 		p.pool.prune(func(url string) bool { return hosts[url] })
 	}()
 }
