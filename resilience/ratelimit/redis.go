@@ -22,9 +22,9 @@ import (
 type RedisConfig struct {
 	// Prefix is put before every key: <Prefix>ratelimit:<tenantId>. Default "".
 	Prefix string
-	// Timeout bounds one Redis call. Default 100ms. Note that go-redis only
-	// honours context deadlines on the socket when the client was built with
-	// ContextTimeoutEnabled; otherwise its own ReadTimeout applies.
+	// Timeout bounds how long a request waits for Redis. Default 100ms. It
+	// holds whatever the client's own timeouts are (go-redis honours context
+	// deadlines on the socket only with ContextTimeoutEnabled).
 	Timeout time.Duration
 	// ProbeInterval is how often a Redis known to be down is pinged in the
 	// background. Default 1s.
@@ -248,8 +248,8 @@ func (r *Redis) call(ctx context.Context, s *leaseState, rl events.RateLimit, se
 	}
 	relMember, relCount := s.relMember, s.relCount
 	s.relMember, s.relCount = "", 0 // given back now, or lost with a failed call (then it merely expires)
-	res, err := script.Run(ctx, r.client, []string{r.cfg.Prefix + "ratelimit:" + s.tenant},
-		rl.Limit, rl.WindowMs, want, lease.Milliseconds(), id, relMember, relCount).Int64Slice()
+	res, err := r.run(ctx, []string{r.cfg.Prefix + "ratelimit:" + s.tenant},
+		rl.Limit, rl.WindowMs, want, lease.Milliseconds(), id, relMember, relCount)
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: redis script: %w", err)
 	}
@@ -276,6 +276,28 @@ func (r *Redis) call(ctx context.Context, s *leaseState, rl events.RateLimit, se
 	d.Allowed = true
 	d.Remaining = remaining + s.left
 	return d, nil
+}
+
+// run runs the script, giving up when ctx ends even if the client would wait
+// longer (a hung Redis must not hold the tenant's requests for the client's
+// ReadTimeout). A reply that comes too late is dropped: a lease it granted
+// stays counted until it leaves the window, which errs on the safe side.
+func (r *Redis) run(ctx context.Context, keys []string, args ...any) ([]int64, error) {
+	type reply struct {
+		vals []int64
+		err  error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		v, err := script.Run(ctx, r.client, keys, args...).Int64Slice()
+		ch <- reply{v, err}
+	}()
+	select {
+	case rep := <-ch:
+		return rep.vals, rep.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (r *Redis) state(tenantID string) *leaseState {

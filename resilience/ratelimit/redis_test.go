@@ -403,3 +403,75 @@ func BenchmarkRedisAllowPerRequest(b *testing.B) {
 		l.Allow(ctx, "tenant", rl)
 	}
 }
+
+// A Redis that accepts connections and never answers: requests are still
+// decided within Timeout, then at once through the fallback.
+func TestRedisHungDecidesFast(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	// The client's own timeouts are long: only the limiter's Timeout helps.
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { _ = client.Close() })
+	l, err := NewRedis(client, RedisConfig{Timeout: 50 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	rl := events.RateLimit{Limit: 10, WindowMs: 60_000}
+	start := time.Now()
+	if d := l.Allow(context.Background(), "t", rl); !d.Allowed {
+		t.Fatalf("first request: %+v, want allowed by the fallback", d)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Fatalf("first request took %v, want about the 50ms Timeout", el)
+	}
+	start = time.Now()
+	for range 50 {
+		l.Allow(context.Background(), "t", rl)
+	}
+	if el := time.Since(start); el > 50*time.Millisecond {
+		t.Fatalf("50 requests took %v once Redis was known down", el)
+	}
+}
+
+func TestRedisKeyLayout(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.RedisClient(t)
+	l, err := NewRedis(client, RedisConfig{Prefix: prefix}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	l.Allow(context.Background(), "tenant-7", events.RateLimit{Limit: 5, WindowMs: 2000})
+	ttl, err := client.PTTL(context.Background(), prefix+"ratelimit:tenant-7").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl <= 0 || ttl > 2000*time.Millisecond+time.Second {
+		t.Fatalf("key %sratelimit:tenant-7 has TTL %v, want it to expire after about a window", prefix, ttl)
+	}
+}
