@@ -114,11 +114,22 @@ func (p *Projector) publish(s *Snapshot, evs []events.Envelope) {
 	p.snap.Store(s)
 	ch := make(chan struct{})
 	close(*p.changed.Swap(&ch))
-	if p.cfg.OnApplied != nil {
-		now := time.Now()
-		for _, ev := range evs {
-			p.cfg.OnApplied(ev, now)
+	if p.cfg.OnApplied != nil && len(evs) > 0 {
+		p.notifyApplied(evs)
+	}
+}
+
+// notifyApplied calls OnApplied; a panic in it is logged, not spread to
+// whoever is writing (Run, or an admin request in WaitFor).
+func (p *Projector) notifyApplied(evs []events.Envelope) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.log.Error("OnApplied panicked", "panic", v, "stack", string(debug.Stack()))
 		}
+	}()
+	now := time.Now()
+	for _, ev := range evs {
+		p.cfg.OnApplied(ev, now)
 	}
 }
 
@@ -131,8 +142,9 @@ func (p *Projector) applyLocked(evs []events.Envelope) error {
 	next, err := ApplyBatch(p.snap.Load(), evs, func(ev events.Envelope, err error) {
 		p.log.Warn("event skipped", "seq", ev.Seq, "type", ev.Type, "aggregateId", ev.AggregateID, "err", err)
 	})
-	applied := evs[:next.Seq()-p.snap.Load().Seq()]
-	p.publish(next, applied)
+	if applied := evs[:next.Seq()-p.snap.Load().Seq()]; len(applied) > 0 {
+		p.publish(next, applied)
+	}
 	return err
 }
 
@@ -144,6 +156,15 @@ func (p *Projector) CatchUp(ctx context.Context) error {
 	}
 	defer p.unlock()
 	return p.catchUpLocked(ctx, 0)
+}
+
+// catchUpTo catches up until seq is applied or the store has no more.
+func (p *Projector) catchUpTo(ctx context.Context, seq int64) error {
+	if err := p.lock(ctx); err != nil {
+		return err
+	}
+	defer p.unlock()
+	return p.catchUpLocked(ctx, seq)
 }
 
 // catchUpLocked reads until the store has nothing more or, if until > 0,
@@ -175,11 +196,7 @@ func (p *Projector) WaitFor(ctx context.Context, seq int64) error {
 		if p.AppliedSeq() >= seq {
 			return nil
 		}
-		err := p.lock(ctx)
-		if err == nil {
-			err = p.catchUpLocked(ctx, seq)
-			p.unlock()
-		}
+		err := p.catchUpTo(ctx, seq)
 		if p.AppliedSeq() >= seq {
 			return nil
 		}

@@ -309,18 +309,32 @@ func TestProjectorStoreDownAtStart(t *testing.T) {
 	waitConverged(t, store, p)
 }
 
-// TestProjectorRecoversFromPanic: a panic in the writer (here in OnApplied)
-// does not stop the projector.
+// panickyStore panics in one Read, like a bug in the writer would.
+type panickyStore struct {
+	events.Store
+	armed atomic.Bool
+}
+
+func (s *panickyStore) Read(ctx context.Context, q events.Query) ([]events.Envelope, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		panic("boom")
+	}
+	return s.Store.Read(ctx, q)
+}
+
+// TestProjectorRecoversFromPanic: a panic in the writer does not stop the
+// projector, and a panicking OnApplied changes nothing but its own calls.
 func TestProjectorRecoversFromPanic(t *testing.T) {
 	t.Parallel()
-	store, bus := openSQLite(t), events.NewMemoryBus()
-	f := &feeder{t: t, store: store, evs: randomLog(t, rand.New(rand.NewPCG(5, 6)), 20).evs}
+	inner, bus := openSQLite(t), events.NewMemoryBus()
+	store := &panickyStore{Store: inner}
+	f := &feeder{t: t, store: inner, evs: randomLog(t, rand.New(rand.NewPCG(5, 6)), 30).evs}
 	var panicked atomic.Bool
 	p := newTestProjector(t, ProjectorConfig{
-		HeadCheckInterval: 50 * time.Millisecond,
+		HeadCheckInterval: 20 * time.Millisecond,
 		OnApplied: func(ev events.Envelope, _ time.Time) {
 			if ev.Seq == 12 && panicked.CompareAndSwap(false, true) {
-				panic("boom")
+				panic("boom in OnApplied")
 			}
 		},
 	}, store, bus)
@@ -328,8 +342,13 @@ func TestProjectorRecoversFromPanic(t *testing.T) {
 	startProjector(t, p)
 	waitConverged(t, store, p)
 	f.publish(bus, f.append(5))
-	eventually(t, "the panic", panicked.Load)
-	f.publish(bus, f.append(5))
+	eventually(t, "the OnApplied panic", panicked.Load)
+	waitConverged(t, store, p)
+
+	store.armed.Store(true)
+	f.append(5) // unpublished: the head check's catch-up reads, and panics
+	eventually(t, "the Read panic", func() bool { return !store.armed.Load() })
+	f.publish(bus, f.append(10))
 	waitConverged(t, store, p)
 }
 
