@@ -372,22 +372,14 @@ func (p *Proxy) unhealthy(x *exchange) balance.Skip {
 }
 
 // attempt sends up to upstream i and leaves the answer in c.Response().
+// Every attempt the breaker admitted is reported, so a half-open probe slot
+// is always given back.
 func (p *Proxy) attempt(c *fiber.Ctx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
 	u := x.route.Upstreams[i]
 	x.upstream = u.URL
 	x.attempts++
-	t, err := p.pool.target(u.URL)
-	if err != nil {
-		return err
-	}
-	uri := up.URI()
-	uri.SetScheme(t.scheme)
-	uri.SetHost(t.host)
-	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
-	uri.SetPathBytes(x.buf)
-
 	resp := c.Response()
-	err = t.client.DoTimeout(up, resp, timeout)
+	err := p.send(x, up, resp, u.URL, timeout)
 	if cb := breakerOf(x.route); cb != nil && p.breakers != nil {
 		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
 	}
@@ -397,6 +389,19 @@ func (p *Proxy) attempt(c *fiber.Ctx, x *exchange, up *fasthttp.Request, i int, 
 	stripResponse(&resp.Header)
 	resp.Header.SetNoDefaultContentType(true)
 	return nil
+}
+
+func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, upstreamURL string, timeout time.Duration) error {
+	t, err := p.pool.target(upstreamURL)
+	if err != nil {
+		return err
+	}
+	uri := up.URI()
+	uri.SetScheme(t.scheme)
+	uri.SetHost(t.host)
+	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
+	uri.SetPathBytes(x.buf)
+	return t.client.DoTimeout(up, resp, timeout)
 }
 
 // failure maps a transport error to the contract's error.

@@ -320,3 +320,28 @@ func TestTransforms(t *testing.T) {
 		t.Errorf("response X-Keep = %q, want both values", got)
 	}
 }
+
+func TestMethodsPassThrough(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	up := newUpstream(t, "u", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("X-Method", r.Method)
+		if r.Method != http.MethodHead {
+			_, _ = rw.Write([]byte("body"))
+		}
+	})
+	ten, key := w.tenant("acme")
+	w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(up.URL)})
+	gw, _ := gateway(t, Config{}, Deps{Snapshots: w})
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		t.Run(m, func(t *testing.T) {
+			r := do(t, m, gw+"/x", key, nil, strings.NewReader(""))
+			if r.status != 200 || r.header.Get("X-Method") != m {
+				t.Fatalf("%s: %d, upstream saw %q", m, r.status, r.header.Get("X-Method"))
+			}
+			if want := map[bool]string{true: "", false: "body"}[m == "HEAD"]; r.body != want {
+				t.Fatalf("%s body %q, want %q", m, r.body, want)
+			}
+		})
+	}
+}
