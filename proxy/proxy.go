@@ -7,6 +7,26 @@
 // The request path reads only memory: the snapshot is loaded once per
 // request, the rate limiter is the only component allowed one Redis round
 // trip, and no lock is shared by all requests.
+//
+// Choices where the contract is silent:
+//   - Routes match the normalized path (percent-decoding, "." and ".."
+//     segments and repeated slashes resolved), and that same path is what
+//     goes upstream, re-escaped: what is matched is what is forwarded.
+//   - The upstream sees its own host in Host (as nginx's proxy_pass does);
+//     the client's Host travels in X-Forwarded-Host.
+//   - Request bodies stream to the upstream and are never retried, except
+//     bodies with a Content-Length up to MaxReplayBytes (64 KiB) on routes
+//     whose retry block applies: those are buffered so they can be replayed.
+//     Empty bodies are always replayable.
+//   - Responses are buffered up to MaxResponseBytes (a larger one is a 502).
+//   - Protocol upgrades (WebSocket) are not proxied: Upgrade is hop-by-hop.
+//   - Gateway errors outside the contract's list use the codes
+//     headers_too_large (431), bad_request (400, also for a malformed or cut
+//     short request body), request_timeout (408) and internal_error (500).
+//   - A client X-Request-Id is kept when it is 1..128 visible ASCII
+//     characters; otherwise the gateway makes one.
+//   - A malformed client body is the client's 400, never the route's
+//     fallback; an oversized one is 413.
 package proxy
 
 import (
