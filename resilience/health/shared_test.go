@@ -1,7 +1,9 @@
 package health
 
 import (
+	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,4 +107,63 @@ func TestSharedProbesLocallyWithoutRedis(t *testing.T) {
 	within(t, "unhealthy through local probes", 2*time.Second, func() bool { return !s.Healthy(tg.Key) })
 	up.down.Store(false)
 	within(t, "healthy again", 2*time.Second, func() bool { return s.Healthy(tg.Key) })
+}
+
+// The instance holding an upstream's lease dies: another takes the probing
+// over once the lease expires (two intervals plus the timeout).
+func TestSharedLeaseMovesWhenHolderDies(t *testing.T) {
+	t.Parallel()
+	url, prefix := testenv.Redis(t)
+	up := newUpstream(t)
+	hc := events.HealthCheck{Enabled: true, Endpoint: "/health", IntervalMs: 50, TimeoutMs: 50, HealthyThreshold: 1, UnhealthyThreshold: 1}
+	tg := up.target(t, "r1", hc)
+	targets := &fixedTargets{}
+	targets.set(tg)
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ins []*Shared
+	var stops []context.CancelFunc
+	for range 2 {
+		c := redis.NewClient(opts)
+		t.Cleanup(func() { _ = c.Close() })
+		s, err := NewShared(c, SharedConfig{Prefix: prefix}, targets.get, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		stop := sync.OnceFunc(func() { cancel(); <-done })
+		t.Cleanup(stop)
+		ins = append(ins, s)
+		stops = append(stops, stop)
+	}
+	check, _ := redis.ParseURL(url)
+	rc := redis.NewClient(check)
+	t.Cleanup(func() { _ = rc.Close() })
+	leaseKey := ins[0].RedisKey(tg.Key) + ":lease"
+	var holder string
+	within(t, "a lease holder", 2*time.Second, func() bool {
+		holder, _ = rc.Get(context.Background(), leaseKey).Result()
+		return holder != ""
+	})
+	survivor := -1
+	for i, s := range ins {
+		if s.scfg.InstanceID == holder {
+			stops[i]()
+		} else {
+			survivor = i
+		}
+	}
+	if survivor < 0 {
+		t.Fatalf("lease held by %q, not one of the instances", holder)
+	}
+	within(t, "the survivor holds the lease", time.Second, func() bool {
+		v, _ := rc.Get(context.Background(), leaseKey).Result()
+		return v == ins[survivor].scfg.InstanceID
+	})
+	up.down.Store(true)
+	within(t, "the survivor sees the upstream fail", time.Second, func() bool { return !ins[survivor].Healthy(tg.Key) })
 }
