@@ -130,6 +130,11 @@ func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	req.Header.CopyTo(&up.Header)
 	up.Header.SetNoDefaultContentType(true)
 	stripRequest(&req.Header, &up.Header)
+	// The URI is built from parts (scheme, host, path per attempt); only the
+	// raw query comes from the client, so the copied request line is not
+	// parsed again.
+	up.Header.SetRequestURIBytes(nil)
+	up.URI().SetQueryStringBytes(req.URI().QueryString())
 	p.setForwarded(c, x, up)
 	up.Header.SetBytesV(fiber.HeaderXRequestID, x.requestID)
 

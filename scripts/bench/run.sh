@@ -8,13 +8,15 @@
 # for each, the gateway's throughput as a ratio of the bare proxy's, and the
 # median latency the gateway adds.
 #
-# Usage: scripts/bench/run.sh        (env: DURATION=10s CONNS=32 PROCS=1 ACCESS_LOG=0)
+# Usage: scripts/bench/run.sh        (env: DURATION=10s CONNS=32 PROCS=1 ACCESS_LOG=1)
+# ACCESS_LOG=1 (default) has the gateway write its JSON access log (to
+# /dev/null); ACCESS_LOG=0 drops the lines unformatted.
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 PROCS=${PROCS:-1}          # GOMAXPROCS of each server process
-ACCESS_LOG=${ACCESS_LOG:-0}
+ACCESS_LOG=${ACCESS_LOG:-1}
 KEY=gw_benchmark_key_0123456789abcdef
 UP=127.0.0.1:18081 BARE=127.0.0.1:18082 GW=127.0.0.1:18083
 
@@ -33,8 +35,8 @@ trap cleanup EXIT
 echo "building..." >&2
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 
-logflag=()
-[ "$ACCESS_LOG" = 1 ] && logflag=(-access-log)
+logflag=(-access-log=true)
+[ "$ACCESS_LOG" = 1 ] || logflag=(-access-log=false)
 GOMAXPROCS=$PROCS "$bin/upstream" -addr "$UP" & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/bareproxy" -addr "$BARE" -upstream "$UP" & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/gateway" -addr "$GW" -upstream "http://$UP" -key "$KEY" "${logflag[@]}" 2>/dev/null & pids+=($!)

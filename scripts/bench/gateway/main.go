@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net/http"
@@ -34,7 +33,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:18083", "listen address")
 	upstream := flag.String("upstream", "http://127.0.0.1:18081", "upstream URL")
 	key := flag.String("key", "gw_benchmark_key_0123456789abcdef", "the tenant's API key")
-	accessLog := flag.Bool("access-log", false, "write the access log (JSON) to stderr")
+	accessLog := flag.Bool("access-log", true, "write the access log (JSON) to stderr; false drops it unformatted")
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	flag.Parse()
@@ -46,15 +45,15 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	var out io.Writer = io.Discard
+	handler := slog.Handler(slog.DiscardHandler)
 	if *accessLog {
-		out = os.Stderr
+		handler = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	deps := proxy.Deps{Snapshots: static{snap}}
 	if *rateLimit {
 		deps.Limiter = ratelimit.NewLocal()
 	}
-	p, err := proxy.New(proxy.Config{Log: slog.New(slog.NewJSONHandler(out, nil))}, deps)
+	p, err := proxy.New(proxy.Config{Log: slog.New(handler)}, deps)
 	if err != nil {
 		log.Fatal(err)
 	}
