@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -264,12 +265,15 @@ func fieldChanges(from, to []field) map[string]FieldChange {
 	return out
 }
 
-// nilIfEmpty turns typed nil pointers into an untyped nil, so a FieldChange
-// compares and prints as JSON null.
+// nilIfEmpty turns typed nil pointers and slices into an untyped nil, so a
+// FieldChange compares and prints as JSON null.
 func nilIfEmpty(v any) any {
-	b, err := json.Marshal(v)
-	if err != nil || string(b) == "null" {
-		return nil
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Map:
+		if rv.IsNil() {
+			return nil
+		}
 	}
 	return v
 }
@@ -307,6 +311,9 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string) []Ch
 				Fields: fieldChanges(nil, tenantFields(t, toPrefixes)), tenant: &want})
 			continue
 		}
+		if fromPrefixes[t.ID] == toPrefixes[t.ID] && sameJSON(old, t) {
+			continue
+		}
 		if fc := fieldChanges(tenantFields(old, fromPrefixes), tenantFields(t, toPrefixes)); len(fc) > 0 {
 			tenantWrites = append(tenantWrites, Change{AggregateType: events.AggregateTenant, AggregateID: t.ID, Change: Updated,
 				Fields: fc, tenant: &want})
@@ -319,6 +326,9 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string) []Ch
 			routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: r.ID, Change: Created,
 				Fields: fieldChanges(nil, routeFields(r)), route: &want})
 			continue
+		}
+		if sameJSON(old, r) {
+			continue // the common case, compared in one go
 		}
 		if fc := fieldChanges(routeFields(old), routeFields(r)); len(fc) > 0 {
 			routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: r.ID, Change: Updated,
