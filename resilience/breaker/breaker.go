@@ -91,11 +91,12 @@ type breaker struct {
 	clean     atomic.Bool
 	mu        sync.Mutex
 	state     State
-	failures  int       // consecutive failures while closed
-	openedAt  time.Time // monotonic
-	probes    int       // half-open probes admitted and not yet reported
-	probeAt   time.Time // when the last probe was admitted
-	successes int       // half-open successes so far
+	failures  int           // consecutive failures while closed
+	openedAt  time.Time     // monotonic
+	timeout   time.Duration // the open timeout it was opened with (for re-announcing)
+	probes    int           // half-open probes admitted and not yet reported
+	probeAt   time.Time     // when the last probe was admitted
+	successes int           // half-open successes so far
 }
 
 func (b *breaker) allow(cfg events.CircuitBreaker, now time.Time) (bool, transition) {
@@ -133,14 +134,14 @@ func (b *breaker) report(cfg events.CircuitBreaker, success bool, now time.Time)
 		}
 		b.failures++
 		if b.failures >= maxFailures {
-			return b.open(now)
+			return b.open(now, cfg)
 		}
 	case HalfOpen:
 		if b.probes > 0 {
 			b.probes--
 		}
 		if !success {
-			return b.open(now)
+			return b.open(now, cfg)
 		}
 		b.successes++
 		if b.successes >= needSuccesses {
@@ -156,7 +157,8 @@ func (b *breaker) report(cfg events.CircuitBreaker, success bool, now time.Time)
 // sync refreshes clean; called with mu held after every change.
 func (b *breaker) sync() { b.clean.Store(b.state == Closed && b.failures == 0) }
 
-func (b *breaker) open(now time.Time) transition {
+func (b *breaker) open(now time.Time, cfg events.CircuitBreaker) transition {
+	_, _, b.timeout = normalize(cfg)
 	from := b.state
 	b.state, b.openedAt, b.failures, b.successes, b.probes = Open, now, 0, 0, 0
 	return transition{from: from, to: Open, at: now}
@@ -262,7 +264,7 @@ func (l *Local) Forget(k Key) {
 
 // force sets k's state from an announcement of another instance. at is when
 // it opened there.
-func (l *Local) force(k Key, to State, at time.Time) {
+func (l *Local) force(k Key, to State, at time.Time, timeout time.Duration) {
 	v, _ := l.breakers.LoadOrStore(k, &breaker{})
 	b := v.(*breaker)
 	b.mu.Lock()
@@ -273,14 +275,14 @@ func (l *Local) force(k Key, to State, at time.Time) {
 			break
 		}
 		b.state, b.openedAt, b.failures, b.successes, b.probes = Open, at, 0, 0, 0
+		b.timeout = timeout
 	case Closed:
 		b.state, b.failures, b.successes, b.probes = Closed, 0, 0, 0
 	}
 	b.sync()
+	after := b.state
 	b.mu.Unlock()
-	if from != b.state {
-		l.m.moved(from, to)
-	}
+	l.m.moved(from, after)
 }
 
 func (l *Local) changed(k Key, cfg events.CircuitBreaker, tr transition) {

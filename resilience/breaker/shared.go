@@ -112,7 +112,7 @@ func (s *Shared) announce(k Key, cfg events.CircuitBreaker, tr transition) {
 	a := announcement{TenantID: k.TenantID, RouteID: k.RouteID, Upstream: k.Upstream, Instance: s.cfg.InstanceID}
 	_, _, timeout := normalize(cfg)
 	if tr.to == Open {
-		a.State, a.OpenedAt, a.TimeoutMs = "open", time.Now().UnixMilli(), int(timeout.Milliseconds())
+		a.State, a.OpenedAt, a.TimeoutMs = "open", tr.at.UnixMilli(), int(timeout.Milliseconds())
 	} else {
 		a.State = "closed"
 	}
@@ -179,6 +179,7 @@ func (s *Shared) listen(ctx context.Context) (err error) {
 				if err := s.resync(ctx); err != nil {
 					return err
 				}
+				s.republish()
 				s.subscribed.Store(true)
 			}
 		case *redis.Message:
@@ -203,6 +204,23 @@ func (s *Shared) resync(ctx context.Context) error {
 	return iter.Err()
 }
 
+// republish announces again the breakers open here, so that openings made
+// while Redis was away reach the other instances once it is back. Their
+// opening times are kept, so instances that knew them already see no change.
+func (s *Shared) republish() {
+	now := s.now()
+	s.breakers.Range(func(k, v any) bool {
+		b := v.(*breaker)
+		b.mu.Lock()
+		open, at, timeout := b.state == Open, b.openedAt, b.timeout
+		b.mu.Unlock()
+		if open && now.Sub(at) < timeout {
+			s.announce(k.(Key), events.CircuitBreaker{Timeout: int(timeout.Milliseconds())}, transition{from: Closed, to: Open, at: at})
+		}
+		return true
+	})
+}
+
 func (s *Shared) apply(body []byte, fromKey bool) {
 	var a announcement
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -218,9 +236,9 @@ func (s *Shared) apply(body []byte, fromKey bool) {
 		// Opened `age` ago on the other instance's clock; count the timeout
 		// from there, on our monotonic clock.
 		age := min(max(time.Since(time.UnixMilli(a.OpenedAt)), 0), time.Duration(a.TimeoutMs)*time.Millisecond)
-		s.force(k, Open, s.now().Add(-age))
+		s.force(k, Open, s.now().Add(-age), time.Duration(a.TimeoutMs)*time.Millisecond)
 	case "closed":
-		s.force(k, Closed, time.Time{})
+		s.force(k, Closed, time.Time{}, 0)
 	}
 }
 
