@@ -70,20 +70,46 @@ func catchUp(ctx context.Context, store events.Store, snap *projections.Snapshot
 }
 
 // PastVersions returns the last version of each of ids that has events in
-// store (see Events).
+// store (see Events). A few ids are looked up one by one (indexed); many,
+// as when a large document is applied to a fresh store, in one pass over
+// the log.
 func PastVersions(ctx context.Context, store events.Store, ids []string) (map[string]int64, error) {
 	past := map[string]int64{}
+	if len(ids) <= onePassThreshold {
+		for _, id := range ids {
+			evs, err := store.Read(ctx, events.Query{AggregateID: id})
+			if err != nil {
+				return nil, fmt.Errorf("declarative: read events: %w", err)
+			}
+			for id, v := range LastVersions(evs) {
+				past[id] = v
+			}
+		}
+		return past, nil
+	}
+	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		evs, err := store.Read(ctx, events.Query{AggregateID: id})
+		want[id] = true
+	}
+	for after := int64(0); ; {
+		evs, err := store.Read(ctx, events.Query{After: after, Limit: 5000})
 		if err != nil {
 			return nil, fmt.Errorf("declarative: read events: %w", err)
 		}
-		for id, v := range LastVersions(evs) {
-			past[id] = v
+		if len(evs) == 0 {
+			return past, nil
 		}
+		for _, ev := range evs {
+			if want[ev.AggregateID] {
+				past[ev.AggregateID] = max(past[ev.AggregateID], ev.AggregateVersion)
+			}
+		}
+		after = evs[len(evs)-1].Seq
 	}
-	return past, nil
 }
+
+// onePassThreshold is how many ids PastVersions looks up one by one.
+const onePassThreshold = 32
 
 // ApplyToStore makes the store's state equal desired, writing to the store
 // directly (the command line's apply): it plans against the state at the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -195,5 +196,39 @@ func TestToJSON(t *testing.T) {
 				t.Fatalf("ToJSON = %s, %v; want %s", got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestPastVersionsOneByOneAndInOnePass(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := sqliteStore(t)
+	doc := sampleDoc()
+	if _, err := ApplyToStore(ctx, store, doc, ApplyOptions{Actor: "cli"}); err != nil {
+		t.Fatal(err)
+	}
+	doc.Tenants, doc.Routes = doc.Tenants[1:], doc.Routes[1:] // beta and its route deleted: version 2
+	if _, err := ApplyToStore(ctx, store, doc, ApplyOptions{Actor: "cli"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{tenantA: 1, tenantB: 2, routeB1: 2}
+	few := []string{tenantA, tenantB, routeB1, "never-seen"}
+	many := append([]string{}, few...)
+	for i := range onePassThreshold {
+		many = append(many, fmt.Sprintf("unknown-%d", i))
+	}
+	for _, ids := range [][]string{few, many} {
+		got, err := PastVersions(ctx, store, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Errorf("%d ids: got %v, want %v", len(ids), got, want)
+		}
+		for id, v := range want {
+			if got[id] != v {
+				t.Errorf("%d ids: version of %s = %d, want %d", len(ids), id, got[id], v)
+			}
+		}
 	}
 }
