@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantgate/gateway/admin"
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/migrations"
+	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/proxy"
+)
+
+// serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains: /ready
+// turns 503, the listeners stop accepting, in-flight requests finish within
+// ShutdownTimeout, background loops stop.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.adminKeyGenerated {
+		// Printed once, to stdout and not to the log, so it never lands in log storage.
+		fmt.Fprintf(stdout, "admin key (generated for this run; set ADMIN_API_KEY to choose one): %s\n", cfg.AdminAPIKey)
+	}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := migrations.Migrate(ctx, store.DB()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+
+	var rdb redis.UniversalClient
+	var bus events.Bus = events.NewMemoryBus()
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: %w", err)
+		}
+		rdb = redis.NewClient(opts)
+		defer rdb.Close()
+		if bus, err = events.NewRedisBus(rdb, events.RedisBusConfig{Stream: cfg.RedisPrefix + "events", MaxLen: cfg.StreamMaxLen}, log); err != nil {
+			return err
+		}
+	}
+	defer bus.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	projMetrics := newProjectionMetrics(reg)
+
+	projector, err := projections.NewProjector(projections.ProjectorConfig{
+		HeadCheckInterval: cfg.HeadCheckInterval,
+		OnApplied:         projMetrics.applied,
+	}, store, bus, log)
+	if err != nil {
+		return err
+	}
+	relay := events.NewRelay(store, bus, events.RelayConfig{MaxBacklog: cfg.StreamMaxLen}, log)
+
+	res, err := newResilience(cfg, rdb, projector, reg, log)
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Config{
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxConns:       cfg.MaxConns,
+		TrustedProxies: cfg.TrustedProxies,
+		Log:            log,
+	}, res.proxyDeps(projector, reg))
+	if err != nil {
+		return err
+	}
+	adm, err := admin.New(admin.Config{AdminKey: cfg.AdminAPIKey, InstanceID: cfg.InstanceID}, admin.Deps{
+		Store:     store,
+		Projector: projector,
+		BusKind:   bus.Kind(),
+		Notify:    relay.Notify,
+		Log:       log,
+	})
+	if err != nil {
+		return err
+	}
+
+	var draining atomic.Bool
+	probes := probeHandlers{projector: projector, draining: &draining}
+	metrics := adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	mainApp := fiber.New(px.FiberConfig())
+	probes.mount(mainApp)
+	var adminApp *fiber.App
+	if cfg.AdminPort != 0 {
+		// The admin listener is private: /metrics needs no key there, and the
+		// main port proxies /admin and /metrics like any other path.
+		adminApp = fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: px.FiberConfig().ErrorHandler})
+		probes.mount(adminApp)
+		adminApp.Get("/metrics", metrics)
+		adm.Mount(adminApp)
+	} else {
+		mainApp.Get("/metrics", requireAdminKey(cfg.AdminAPIKey), metrics)
+		adm.Mount(mainApp)
+	}
+	mainApp.Use(px.Handler)
+
+	// Background loops run until the listeners have drained.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	background, bgCtx := errgroup.WithContext(bgCtx)
+	background.Go(func() error { return projector.Run(bgCtx) })
+	background.Go(func() error { return relay.Run(bgCtx) })
+	background.Go(func() error { return projMetrics.goLiveWhenReady(bgCtx, projector) })
+	for _, loop := range res.loops {
+		background.Go(func() error { return loop(bgCtx) })
+	}
+
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	serving, servingCtx := errgroup.WithContext(ctx)
+	serving.Go(func() error { return mainApp.Listener(listeners[0]) })
+	if adminApp != nil {
+		serving.Go(func() error { return adminApp.Listener(listeners[1]) })
+	}
+	log.Info("gateway listening", "addr", listeners[0].Addr().String(), "admin_port", cfg.AdminPort,
+		"store", store.Kind(), "bus", bus.Kind())
+
+	select {
+	case <-servingCtx.Done(): // a signal, or a listener failed
+	case <-bgCtx.Done(): // a background loop failed
+	}
+	log.Info("shutting down: draining")
+	draining.Store(true)
+	time.Sleep(cfg.ShutdownDelay)
+	var shutdownErr error
+	for _, app := range []*fiber.App{mainApp, adminApp} {
+		if app != nil {
+			shutdownErr = errors.Join(shutdownErr, app.ShutdownWithTimeout(cfg.ShutdownTimeout))
+		}
+	}
+	stopBackground()
+	listenErr := serving.Wait()
+	bgErr := background.Wait()
+	if bgErr != nil && !errors.Is(bgErr, context.Canceled) {
+		return fmt.Errorf("background: %w", bgErr)
+	}
+	if listenErr != nil && !errors.Is(listenErr, context.Canceled) {
+		return fmt.Errorf("listen: %w", listenErr)
+	}
+	if shutdownErr != nil {
+		log.Warn("shutdown did not finish in time", "err", shutdownErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func listen(cfg Config) ([]net.Listener, error) {
+	main, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("PORT: %w", err)
+	}
+	lns := []net.Listener{main}
+	if cfg.AdminPort != 0 {
+		adm, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.AdminPort)))
+		if err != nil {
+			_ = main.Close()
+			return nil, fmt.Errorf("ADMIN_PORT: %w", err)
+		}
+		lns = append(lns, adm)
+	}
+	return lns, nil
+}
+
+// probeHandlers serve /health and /ready.
+type probeHandlers struct {
+	projector interface{ Ready() bool }
+	draining  *atomic.Bool
+}
+
+func (p probeHandlers) mount(app *fiber.App) {
+	app.All("/health", func(c *fiber.Ctx) error {
+		return c.JSON(fiber.Map{"status": "ok"})
+	})
+	app.All("/ready", func(c *fiber.Ctx) error {
+		switch {
+		case p.draining.Load():
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not_ready", "reason": "draining"})
+		case !p.projector.Ready():
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not_ready", "reason": "catching up with the event store"})
+		}
+		return c.JSON(fiber.Map{"status": "ready"})
+	})
+}
+
+// requireAdminKey accepts the admin key as X-Admin-Key or as a bearer token
+// (what Prometheus scrapers send), compared in constant time.
+func requireAdminKey(key string) fiber.Handler {
+	want := sha256.Sum256([]byte(key))
+	return func(c *fiber.Ctx) error {
+		got := c.Get("X-Admin-Key")
+		if got == "" {
+			if auth := c.Get(fiber.HeaderAuthorization); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+				got = auth[7:]
+			}
+		}
+		sum := sha256.Sum256([]byte(got))
+		if got == "" || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			return proxy.WriteError(c, fiber.StatusUnauthorized, "unauthorized", "missing or invalid admin key")
+		}
+		return c.Next()
+	}
+}
+
+// projectionMetrics expose how current this instance's configuration is.
+type projectionMetrics struct {
+	live       atomic.Bool // set once caught up: start-up replay is not lag
+	appliedSeq prometheus.Gauge
+	lag        prometheus.Histogram
+}
+
+func newProjectionMetrics(reg prometheus.Registerer) *projectionMetrics {
+	m := &projectionMetrics{
+		appliedSeq: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_projection_applied_seq", Help: "Seq of the last event applied to this instance's snapshot.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gateway_config_lag_seconds",
+			Help:    "Time from an event's commit to its application on this instance.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	reg.MustRegister(m.appliedSeq, m.lag)
+	return m
+}
+
+func (m *projectionMetrics) applied(ev events.Envelope, at time.Time) {
+	m.appliedSeq.Set(float64(ev.Seq))
+	if lag := at.Sub(ev.OccurredAt); lag >= 0 && m.live.Load() {
+		m.lag.Observe(lag.Seconds())
+	}
+}
+
+// goLiveWhenReady starts observing config lag once the start-up catch-up is
+// done, so replaying old events does not count as lag.
+func (m *projectionMetrics) goLiveWhenReady(ctx context.Context, p interface{ Ready() bool }) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !p.Ready() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+	m.live.Store(true)
+	return nil
+}
