@@ -397,7 +397,8 @@ local id = ARGV[5]
 local relMember = ARGV[6]
 local relCount = tonumber(ARGV[7])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- milliseconds with a fraction: scores carry 14 significant digits (0.1ms)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local total = 0
 local n = redis.call('ZSCORE', key, 'n')
 if n then total = -1 - tonumber(n) end

@@ -486,3 +486,50 @@ func TestRedisKeyLayout(t *testing.T) {
 		t.Fatalf("key %sratelimit:tenant-7 has TTL %v, want it to expire after about a window", prefix, ttl)
 	}
 }
+
+// Capacity comes back when the first requests leave the window, not before.
+func TestRedisWindowSlides(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		limit int
+	}{
+		{name: "per request", limit: 3},
+		{name: "leased", limit: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			limiters := cluster(t, 2, RedisConfig{})
+			ctx := context.Background()
+			rl := events.RateLimit{Limit: tc.limit, WindowMs: 300}
+			start := time.Now()
+			admitted := 0
+			for i := 0; admitted < tc.limit; i++ {
+				if limiters[i%2].Allow(ctx, "t", rl).Allowed {
+					admitted++
+				}
+				if time.Since(start) > 250*time.Millisecond {
+					t.Fatalf("only %d of %d admitted in the first 250ms", admitted, tc.limit)
+				}
+			}
+			if d := limiters[0].Allow(ctx, "t", rl); d.Allowed {
+				t.Fatal("admitted over the limit")
+			}
+			var freed time.Duration
+			for {
+				if limiters[1].Allow(ctx, "t", rl).Allowed {
+					freed = time.Since(start)
+					break
+				}
+				if time.Since(start) > 2*time.Second {
+					t.Fatal("capacity never came back")
+				}
+				time.Sleep(2 * time.Millisecond) // pacing the offered load
+			}
+			if freed < 290*time.Millisecond || freed > 700*time.Millisecond {
+				t.Fatalf("capacity came back after %v, want about the 300ms window", freed)
+			}
+		})
+	}
+}
