@@ -142,8 +142,8 @@ func TestApplyUpdatesOnlyChangedFields(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s %s %s %v", c.Change, c.AggregateType, c.AggregateID, declKeys(c.Fields)))
 	}
 	want := []string{
-		"deleted route " + r2 + " [loadBalancing method path pathType resilience tenantId transform upstreams]",
-		"deleted tenant " + beta + " [name rateLimit status]",
+		"deleted route " + r2 + " [loadBalancing method path pathType tenantId upstreams]",
+		"deleted tenant " + beta + " [name status]",
 		"updated tenant " + acme + " [name]",
 		"updated route " + r1 + " [path]",
 	}
@@ -277,7 +277,7 @@ func TestDiffBetweenSeqs(t *testing.T) {
 		byID[c.AggregateID] = c.Change + " " + strings.Join(declRawKeys(c.Fields), ",")
 	}
 	want := map[string]string{
-		r2:   "deleted loadBalancing,method,path,pathType,resilience,tenantId,transform,upstreams",
+		r2:   "deleted loadBalancing,method,path,pathType,tenantId,upstreams",
 		acme: "updated rateLimit",
 		r1:   "updated loadBalancing,path",
 	}

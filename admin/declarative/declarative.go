@@ -13,8 +13,8 @@
 //   - Changes are reported per top-level field, the granularity of the
 //     update events: a changed nested block (resilience, transform,
 //     upstreams, rateLimit) is one field with its whole old and new value.
-//     A created aggregate lists every field with "from": null, a deleted
-//     one every field with "to": null.
+//     A created aggregate lists every field that has a value with
+//     "from": null, a deleted one every such field with "to": null.
 //   - A route cannot move to another tenant (as in the admin API).
 //   - An aggregate that existed before, was deleted and is created again
 //     (rollback) continues its version sequence: its create event carries
@@ -257,7 +257,7 @@ func fieldChanges(from, to []field) map[string]FieldChange {
 		if to != nil {
 			name, fc.To = to[i].name, nilIfEmpty(to[i].value)
 		}
-		if from != nil && to != nil && sameJSON(fc.From, fc.To) {
+		if (fc.From == nil && fc.To == nil) || (from != nil && to != nil && sameJSON(fc.From, fc.To)) {
 			continue
 		}
 		out[name] = fc

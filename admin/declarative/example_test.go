@@ -29,6 +29,6 @@ func ExamplePlan() {
 	again, _ := declarative.Plan(state, doc)
 	fmt.Println(len(batch.Keys), "key issued;", len(again), "changes left")
 	// Output:
-	// [{"aggregateType":"tenant","aggregateId":"0190a0b0-7c1e-7a3d-9a40-3f1c2b5d6e01","change":"created","fields":{"name":{"from":null,"to":"acme"},"rateLimit":{"from":null,"to":null},"status":{"from":null,"to":"active"}}}]
+	// [{"aggregateType":"tenant","aggregateId":"0190a0b0-7c1e-7a3d-9a40-3f1c2b5d6e01","change":"created","fields":{"name":{"from":null,"to":"acme"},"status":{"from":null,"to":"active"}}}]
 	// 1 key issued; 0 changes left
 }
