@@ -26,6 +26,26 @@ func BenchmarkRequestPath(b *testing.B) {
 	b.Cleanup(func() { _ = srv.Shutdown() })
 	upURL := "http://" + ln.Addr().String()
 
+	b.Run("bare-fasthttp-ceiling", func(b *testing.B) {
+		// The same harness with a handler that only forwards: the ceiling
+		// the gateway's own cost is measured against.
+		hc := &fasthttp.HostClient{Addr: ln.Addr().String()}
+		remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var req fasthttp.Request
+			req.SetRequestURI("/api/users/7?x=1")
+			req.Header.SetHost("gateway.test")
+			req.Header.Set(HeaderAPIKey, "k")
+			var ctx fasthttp.RequestCtx
+			for pb.Next() {
+				ctx.Init(&req, remote, nil)
+				if err := hc.Do(&ctx.Request, &ctx.Response); err != nil || ctx.Response.StatusCode() != 200 {
+					b.Fatalf("bare: %v %d", err, ctx.Response.StatusCode())
+				}
+			}
+		})
+	})
 	for _, bc := range []struct {
 		name    string
 		limited bool
