@@ -15,7 +15,7 @@ import (
 	"github.com/tenantgate/gateway/migrations"
 )
 
-const sampleYAML = `# two tenants, one route each
+const declSampleYAML = `# two tenants, one route each
 tenants:
   - id: 0190a0b0-0000-7000-8000-00000000000a
     name: acme
@@ -54,7 +54,7 @@ func declConfigs(t *testing.T) map[string]func(t *testing.T) Config {
 	}
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func declWriteFile(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -63,7 +63,7 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
-func runApply(t *testing.T, cfg Config, args ...string) declarative.Result {
+func declRunApply(t *testing.T, cfg Config, args ...string) declarative.Result {
 	t.Helper()
 	var out bytes.Buffer
 	if err := applyCommand(context.Background(), cfg, args, &out); err != nil {
@@ -76,7 +76,7 @@ func runApply(t *testing.T, cfg Config, args ...string) declarative.Result {
 	return res
 }
 
-func runExport(t *testing.T, cfg Config, args ...string) string {
+func declRunExport(t *testing.T, cfg Config, args ...string) string {
 	t.Helper()
 	var out bytes.Buffer
 	if err := exportCommand(context.Background(), cfg, args, &out); err != nil {
@@ -85,7 +85,7 @@ func runExport(t *testing.T, cfg Config, args ...string) string {
 	return out.String()
 }
 
-func storeHead(t *testing.T, cfg Config) int64 {
+func declStoreHead(t *testing.T, cfg Config) int64 {
 	t.Helper()
 	store, err := openStore(context.Background(), cfg)
 	if err != nil {
@@ -108,12 +108,12 @@ func TestExportWipeApply(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			src := newConfig(t)
-			first := runApply(t, src, "-f", writeFile(t, "config.yaml", sampleYAML), "--actor", "ci")
+			first := declRunApply(t, src, "-f", declWriteFile(t, "config.yaml", declSampleYAML), "--actor", "ci")
 			if first.AppliedSeq == nil || *first.AppliedSeq != 4 || len(first.APIKeys) != 2 {
 				t.Fatalf("first apply = %+v", first)
 			}
-			yamlDoc := runExport(t, src)
-			jsonDoc := runExport(t, src, "-o", "json")
+			yamlDoc := declRunExport(t, src)
+			jsonDoc := declRunExport(t, src, "-o", "json")
 			if !strings.Contains(yamlDoc, "windowMs: 1000") || !strings.Contains(yamlDoc, "loadBalancing: weighted") {
 				t.Fatalf("YAML export lacks camelCase keys:\n%s", yamlDoc)
 			}
@@ -124,20 +124,20 @@ func TestExportWipeApply(t *testing.T) {
 			// A wiped store gets the same configuration back from either form.
 			for _, form := range []struct{ file, content string }{{"export.yaml", yamlDoc}, {"export.json", jsonDoc}} {
 				dst := newConfig(t)
-				dry := runApply(t, dst, "-f", writeFile(t, form.file, form.content), "--dry-run")
-				if len(dry.Changes) != 4 || dry.AppliedSeq != nil || storeHead(t, dst) != 0 {
-					t.Fatalf("%s: dry run = %+v, head %d", form.file, dry, storeHead(t, dst))
+				dry := declRunApply(t, dst, "-f", declWriteFile(t, form.file, form.content), "--dry-run")
+				if len(dry.Changes) != 4 || dry.AppliedSeq != nil || declStoreHead(t, dst) != 0 {
+					t.Fatalf("%s: dry run = %+v, head %d", form.file, dry, declStoreHead(t, dst))
 				}
-				res := runApply(t, dst, "-f", writeFile(t, form.file, form.content))
+				res := declRunApply(t, dst, "-f", declWriteFile(t, form.file, form.content))
 				if len(res.Changes) != 4 || len(res.APIKeys) != 2 {
 					t.Fatalf("%s: apply = %+v", form.file, res)
 				}
-				if got := runExport(t, dst, "-o", "json"); got != jsonDoc {
+				if got := declRunExport(t, dst, "-o", "json"); got != jsonDoc {
 					t.Fatalf("%s: applied config differs:\n got %s\nwant %s", form.file, got, jsonDoc)
 				}
-				again := runApply(t, dst, "-f", writeFile(t, form.file, form.content))
-				if len(again.Changes) != 0 || again.AppliedSeq != nil || storeHead(t, dst) != 4 {
-					t.Fatalf("%s: second apply = %+v, head %d", form.file, again, storeHead(t, dst))
+				again := declRunApply(t, dst, "-f", declWriteFile(t, form.file, form.content))
+				if len(again.Changes) != 0 || again.AppliedSeq != nil || declStoreHead(t, dst) != 4 {
+					t.Fatalf("%s: second apply = %+v, head %d", form.file, again, declStoreHead(t, dst))
 				}
 			}
 		})
@@ -147,12 +147,12 @@ func TestExportWipeApply(t *testing.T) {
 func TestExportAt(t *testing.T) {
 	t.Parallel()
 	cfg := Config{DataDir: t.TempDir()}
-	runApply(t, cfg, "-f", writeFile(t, "c.yaml", sampleYAML))
-	if got := runExport(t, cfg, "--at", "0", "-o", "json"); got != "{\n  \"tenants\": [],\n  \"routes\": []\n}\n" {
+	declRunApply(t, cfg, "-f", declWriteFile(t, "c.yaml", declSampleYAML))
+	if got := declRunExport(t, cfg, "--at", "0", "-o", "json"); got != "{\n  \"tenants\": [],\n  \"routes\": []\n}\n" {
 		t.Fatalf("export --at 0 = %q", got)
 	}
 	var doc declarative.Document
-	if err := json.Unmarshal([]byte(runExport(t, cfg, "--at", "1", "-o", "json")), &doc); err != nil {
+	if err := json.Unmarshal([]byte(declRunExport(t, cfg, "--at", "1", "-o", "json")), &doc); err != nil {
 		t.Fatal(err)
 	}
 	if len(doc.Tenants) != 1 || doc.Tenants[0].Name != "acme" || len(doc.Routes) != 0 {
@@ -172,9 +172,9 @@ func TestApplyRejectsInvalidDocuments(t *testing.T) {
 		args          []string
 		want          string
 	}{
-		{name: "admin rules", content: strings.Replace(sampleYAML, "http://127.0.0.1:9002", "ftp://x", 1), want: "routes[0].upstreams[1].url"},
-		{name: "unknown field", content: sampleYAML + "extra: 1\n", want: "extra: unknown field"},
-		{name: "route of a missing tenant", content: strings.Replace(sampleYAML, "tenantId: 0190a0b0-0000-7000-8000-00000000000b", "tenantId: 0190a0b0-0000-7000-8000-0000000000ff", 1), want: "routes[1].tenantId"},
+		{name: "admin rules", content: strings.Replace(declSampleYAML, "http://127.0.0.1:9002", "ftp://x", 1), want: "routes[0].upstreams[1].url"},
+		{name: "unknown field", content: declSampleYAML + "extra: 1\n", want: "extra: unknown field"},
+		{name: "route of a missing tenant", content: strings.Replace(declSampleYAML, "tenantId: 0190a0b0-0000-7000-8000-00000000000b", "tenantId: 0190a0b0-0000-7000-8000-0000000000ff", 1), want: "routes[1].tenantId"},
 		{name: "not YAML", content: "tenants: [\n", want: "YAML"},
 		{name: "no file", args: []string{"--dry-run"}, want: "usage"},
 		{name: "missing file", args: []string{"-f", "/nonexistent/c.yaml"}, want: "no such file"},
@@ -183,14 +183,14 @@ func TestApplyRejectsInvalidDocuments(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			args := tt.args
 			if args == nil {
-				args = []string{"-f", writeFile(t, "c.yaml", tt.content)}
+				args = []string{"-f", declWriteFile(t, "c.yaml", tt.content)}
 			}
 			var out bytes.Buffer
 			err := applyCommand(context.Background(), cfg, args, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tt.want)
 			}
-			if h := storeHead(t, cfg); h != 0 {
+			if h := declStoreHead(t, cfg); h != 0 {
 				t.Fatalf("a rejected apply appended %d events", h)
 			}
 		})
@@ -200,7 +200,7 @@ func TestApplyRejectsInvalidDocuments(t *testing.T) {
 func TestApplyRecordsActorAndStoresNoKey(t *testing.T) {
 	t.Parallel()
 	cfg := Config{DataDir: t.TempDir()}
-	res := runApply(t, cfg, "-f", writeFile(t, "c.yaml", sampleYAML), "--actor", "deploy-42")
+	res := declRunApply(t, cfg, "-f", declWriteFile(t, "c.yaml", declSampleYAML), "--actor", "deploy-42")
 	store, err := openStore(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
