@@ -56,7 +56,7 @@ func expand(dst []byte, v string, x *exchange) []byte {
 		case "tenant.id":
 			dst = append(dst, x.tenant.ID...)
 		case "tenant.name":
-			dst = append(dst, x.tenant.Name...)
+			dst = appendHeaderSafe(dst, x.tenant.Name)
 		case "route.id":
 			dst = append(dst, x.route.ID...)
 		case "request.id":
@@ -66,6 +66,19 @@ func expand(dst []byte, v string, x *exchange) []byte {
 		}
 		v = v[j+1:]
 	}
+}
+
+// appendHeaderSafe appends s with control characters replaced by spaces:
+// a tenant name must not be able to end a header line and start another.
+func appendHeaderSafe(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // rewritePath is the route's RE2 replace on the request path (never the

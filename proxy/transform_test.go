@@ -42,6 +42,7 @@ func TestExpand(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, in, want string
+		name2          string // the tenant's name, when not "acme"
 	}{
 		{name: "plain", in: "prod", want: "prod"},
 		{name: "all", in: "${tenant.id}|${tenant.name}|${route.id}|${request.id}", want: "t1|acme|r1|req-9"},
@@ -49,10 +50,15 @@ func TestExpand(t *testing.T) {
 		{name: "unterminated", in: "a${tenant.id", want: "a${tenant.id"},
 		{name: "adjacent", in: "${route.id}${route.id}", want: "r1r1"},
 		{name: "dollar alone", in: "$5 ${", want: "$5 ${"},
+		{name: "control characters in a name neutralized", in: "${tenant.name}", want: "evil  X-Injected: 1", name2: "evil\r\nX-Injected: 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := string(expand(nil, tc.in, x)); got != tc.want {
+			x := *x
+			if tc.name2 != "" {
+				x.tenant = &projections.Tenant{ID: "t1", Name: tc.name2}
+			}
+			if got := string(expand(nil, tc.in, &x)); got != tc.want {
 				t.Fatalf("expand(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
