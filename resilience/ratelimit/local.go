@@ -10,10 +10,16 @@ import (
 	"github.com/tenantgate/gateway/events"
 )
 
-// slots is how many slots a window is cut into. Counting whole slots is
-// conservative: a request is counted until up to two slots (1/64 of the
-// window) after it left the window, so Local never admits more than the limit
-// in any window and, under sustained overload, still admits over 98% of it.
+// exactMax is the largest limit kept as an exact log of request times (8
+// bytes a request at most, so 32 KiB a tenant); larger limits are counted in
+// slots.
+const exactMax = 4096
+
+// slots is how many slots a window is cut into for limits over exactMax.
+// Counting whole slots is conservative: a request is counted until up to one
+// slot (1/128 of the window) after it left the window, so Local never admits
+// more than the limit in any window and, under sustained overload, still
+// admits over 99% of it.
 const slots = 128
 
 // ring holds the slots that can still overlap the window: slots+1 of them.
@@ -79,21 +85,38 @@ func (l *Local) window(tenantID string) *window {
 	return v.(*window)
 }
 
-// window counts one tenant's requests in slots of windowMs/slots.
+// window counts one tenant's requests: as an exact log of their times for
+// limits up to exactMax, else in slots of windowMs/slots.
 type window struct {
 	mu       sync.Mutex
 	limit    int
 	windowMs int64
-	slot     time.Duration
-	counts   [ring]int32
-	head     int64 // newest slot seen
-	tail     int64 // oldest slot that may still be counted and non-empty
-	sum      int64 // requests counted in the ring
+
+	exact bool
+	times []time.Duration // ring of the admitted requests' times, oldest at first
+	first int
+	n     int
+
+	slot   time.Duration
+	counts [ring]int32
+	head   int64 // newest slot seen
+	tail   int64 // oldest slot that may still be counted and non-empty
+	sum    int64 // requests counted in the ring
 }
 
 // allow decides at now (time since the Local's base). It returns Reset as a
 // time.Unix(0, offset) so the caller can rebase it without a second clock read.
 func (w *window) allow(now time.Duration, rl events.RateLimit) Decision {
+	exact := rl.Limit <= exactMax
+	if w.windowMs == 0 {
+		w.exact = exact // a new window
+	}
+	if exact != w.exact {
+		w.convert(now, rl)
+	}
+	if exact {
+		return w.allowExact(now, rl)
+	}
 	if rl.WindowMs != w.windowMs {
 		w.reshape(now, rl.WindowMs)
 	}
@@ -161,4 +184,60 @@ func (w *window) reshape(now time.Duration, windowMs int64) {
 	w.counts = [ring]int32{}
 	w.counts[nb%ring] = int32(min(sum, 1<<31-1))
 	w.head, w.tail, w.sum = nb, nb, sum
+}
+
+// allowExact decides from the log: exact Remaining, Reset and RetryAfter.
+func (w *window) allowExact(now time.Duration, rl events.RateLimit) Decision {
+	w.limit, w.windowMs = rl.Limit, rl.WindowMs // both apply at once; the log stays
+	window := time.Duration(rl.WindowMs) * time.Millisecond
+	for w.n > 0 && w.times[w.first] <= now-window {
+		w.first = (w.first + 1) % len(w.times)
+		w.n--
+	}
+	d := Decision{Limit: w.limit}
+	if w.n < w.limit {
+		w.push(now)
+		d.Allowed = true
+	}
+	d.Remaining = max(0, w.limit-w.n)
+	reset := w.times[w.first] + window
+	d.Reset = time.Unix(0, int64(reset))
+	if !d.Allowed {
+		d.RetryAfter = max(reset-now, time.Millisecond)
+	}
+	return d
+}
+
+func (w *window) push(t time.Duration) {
+	if w.n == len(w.times) {
+		grown := make([]time.Duration, min(max(2*len(w.times), 8), max(exactMax, w.n+1)))
+		for i := range w.n {
+			grown[i] = w.times[(w.first+i)%len(w.times)]
+		}
+		w.times, w.first = grown, 0
+	}
+	w.times[(w.first+w.n)%len(w.times)] = t
+	w.n++
+}
+
+// convert moves the counts between the log and the slots when the limit
+// crosses exactMax. The requests counted are kept, dated now (which errs on
+// the side of counting them longer).
+func (w *window) convert(now time.Duration, rl events.RateLimit) {
+	if w.exact {
+		count := int64(w.n)
+		w.times, w.first, w.n = nil, 0, 0
+		w.exact = false
+		w.windowMs = 0 // makes allow reshape the slots
+		w.sum = count
+		w.reshape(now, rl.WindowMs)
+		return
+	}
+	w.advance(int64(now / w.slot))
+	count := int(min(w.sum, int64(rl.Limit)))
+	w.counts, w.sum = [ring]int32{}, 0
+	w.exact = true
+	for range count {
+		w.push(now)
+	}
 }
