@@ -3,22 +3,22 @@
 #   direct   wrk -> upstream
 #   bare     wrk -> bare fasthttp reverse proxy -> upstream
 #   gateway  wrk -> gateway (proxy.New: auth, match, weighted balance, transforms) -> upstream
+#   nolog    the same gateway with its access log dropped (what logging costs)
 # Two phases: throughput (CONNS connections) and latency (one connection, so
 # p50 is service time rather than queueing). Prints requests/s, p50 and p99
 # for each, the gateway's throughput as a ratio of the bare proxy's, and the
 # median latency the gateway adds.
 #
-# Usage: scripts/bench/run.sh        (env: DURATION=10s CONNS=32 PROCS=1 ACCESS_LOG=1)
-# ACCESS_LOG=1 (default) has the gateway write its JSON access log (to
-# /dev/null); ACCESS_LOG=0 drops the lines unformatted.
+# Usage: scripts/bench/run.sh        (env: DURATION=10s CONNS=32 PROCS=1)
+# "gateway" writes its JSON access log (one line per request, to /dev/null);
+# "nolog" drops the lines unformatted.
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 PROCS=${PROCS:-1}          # GOMAXPROCS of each server process
-ACCESS_LOG=${ACCESS_LOG:-1}
 KEY=gw_benchmark_key_0123456789abcdef
-UP=127.0.0.1:18081 BARE=127.0.0.1:18082 GW=127.0.0.1:18083
+UP=127.0.0.1:18081 BARE=127.0.0.1:18082 GW=127.0.0.1:18083 NOLOG=127.0.0.1:18084
 
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -35,11 +35,10 @@ trap cleanup EXIT
 echo "building..." >&2
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 
-logflag=(-access-log=true)
-[ "$ACCESS_LOG" = 1 ] || logflag=(-access-log=false)
 GOMAXPROCS=$PROCS "$bin/upstream" -addr "$UP" & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/bareproxy" -addr "$BARE" -upstream "$UP" & pids+=($!)
-GOMAXPROCS=$PROCS "$bin/gateway" -addr "$GW" -upstream "http://$UP" -key "$KEY" "${logflag[@]}" 2>/dev/null & pids+=($!)
+GOMAXPROCS=$PROCS "$bin/gateway" -addr "$GW" -upstream "http://$UP" -key "$KEY" 2>/dev/null & pids+=($!)
+GOMAXPROCS=$PROCS "$bin/gateway" -addr "$NOLOG" -upstream "http://$UP" -key "$KEY" -access-log=false & pids+=($!)
 
 wait_ready() { # poll with a deadline instead of sleeping a guessed time
 	local url=$1 deadline=$((SECONDS + 20))
@@ -51,6 +50,7 @@ wait_ready() { # poll with a deadline instead of sleeping a guessed time
 wait_ready "http://$UP/api/users/7"
 wait_ready "http://$BARE/api/users/7"
 wait_ready "http://$GW/api/users/7"
+wait_ready "http://$NOLOG/api/users/7"
 
 # run NAME URL CONNS -> "rps p50_us p99_us"
 run() {
@@ -75,11 +75,12 @@ declare -A R
 for phase in throughput latency; do
 	conns=$CONNS
 	[ $phase = latency ] && conns=1
-	for target in direct bare gateway; do
+	for target in direct bare gateway nolog; do
 		case $target in
 		direct) url="http://$UP/api/users/7" ;;
 		bare) url="http://$BARE/api/users/7" ;;
 		gateway) url="http://$GW/api/users/7" ;;
+		nolog) url="http://$NOLOG/api/users/7" ;;
 		esac
 		echo "  $phase: $target ($conns connections, $DURATION)..." >&2
 		R[$phase.$target]=$(run "$target" "$url" "$conns")
@@ -88,17 +89,18 @@ done
 
 printf '\n%-10s %-8s %12s %10s %10s\n' phase target "req/s" "p50 us" "p99 us"
 for phase in throughput latency; do
-	for target in direct bare gateway; do
+	for target in direct bare gateway nolog; do
 		read -r rps p50 p99 <<<"${R[$phase.$target]}"
 		printf '%-10s %-8s %12s %10s %10s\n' "$phase" "$target" "$rps" "$p50" "$p99"
 	done
 done
 read -r brps _ _ <<<"${R[throughput.bare]}"
 read -r grps _ _ <<<"${R[throughput.gateway]}"
+read -r nrps _ _ <<<"${R[throughput.nolog]}"
 read -r _ d50 _ <<<"${R[latency.direct]}"
 read -r _ b50 _ <<<"${R[latency.bare]}"
 read -r _ g50 _ <<<"${R[latency.gateway]}"
-awk -v g="$grps" -v b="$brps" -v d50="$d50" -v b50="$b50" -v g50="$g50" 'BEGIN {
-	printf "\ngateway throughput = %.2fx the bare proxy (goal >= 0.90x)\n", g / b
+awk -v g="$grps" -v n="$nrps" -v b="$brps" -v d50="$d50" -v b50="$b50" -v g50="$g50" 'BEGIN {
+	printf "\ngateway throughput = %.2fx the bare proxy (goal >= 0.90x); without the access log %.2fx\n", g / b, n / b
 	printf "median latency added by the gateway: %.0f us over direct, %.0f us over the bare proxy (goal <= 150 us)\n", g50 - d50, g50 - b50
 }'

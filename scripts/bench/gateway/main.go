@@ -36,6 +36,7 @@ func main() {
 	accessLog := flag.Bool("access-log", true, "write the access log (JSON) to stderr; false drops it unformatted")
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
+	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
@@ -57,7 +58,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	app := fiber.New(p.FiberConfig())
+	fc := p.FiberConfig()
+	if *noTimeouts {
+		fc.ReadTimeout, fc.WriteTimeout, fc.IdleTimeout = 0, 0, 0
+	}
+	app := fiber.New(fc)
 	app.Use(p.Handler)
 	log.Fatal(app.Listen(*addr))
 }
