@@ -345,3 +345,40 @@ func TestMethodsPassThrough(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadBalancingEndToEnd(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		policy  string
+		weights []int
+		want    []float64 // share per upstream
+		tol     float64
+	}{
+		{name: "round-robin", policy: events.BalanceRoundRobin, weights: []int{1, 1}, want: []float64{0.5, 0.5}, tol: 0},
+		{name: "weighted 3:1", policy: events.BalanceWeighted, weights: []int{3, 1}, want: []float64{0.75, 0.25}, tol: 0.02},
+		{name: "random", policy: events.BalanceRandom, weights: []int{1, 1}, want: []float64{0.5, 0.5}, tol: 0.1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			a, b := newUpstream(t, "a", nil), newUpstream(t, "b", nil)
+			ten, key := w.tenant("acme")
+			w.route(events.RouteSpec{TenantID: ten, Path: "/", LoadBalancing: tc.policy,
+				Upstreams: []events.Upstream{{URL: a.URL, Weight: tc.weights[0]}, {URL: b.URL, Weight: tc.weights[1]}}})
+			gw, _ := gateway(t, Config{}, Deps{Snapshots: w})
+			const n = 400
+			for range n {
+				if r := get(t, gw+"/x", key); r.status != 200 {
+					t.Fatalf("status %d", r.status)
+				}
+			}
+			for i, u := range []*upstream{a, b} {
+				share := float64(u.hits.Load()) / n
+				if d := share - tc.want[i]; d > tc.tol || d < -tc.tol {
+					t.Fatalf("upstream %s got %.3f of the traffic, want %.3f±%.2f", u.name, share, tc.want[i], tc.tol)
+				}
+			}
+		})
+	}
+}
