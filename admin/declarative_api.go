@@ -30,15 +30,6 @@ func (a *API) mountDeclarative(r fiber.Router, h func(fiber.Handler) []fiber.Han
 	r.Get("/admin/openapi.json", h(a.openAPI)...)
 }
 
-// MountDeclarative registers diff, apply, rollback and openapi.json with
-// the same middleware as the rest of the API, for apps that mount them
-// apart from Mount. Register them before Mount's /admin/* catch-all.
-func (a *API) MountDeclarative(r fiber.Router) {
-	a.mountDeclarative(r, func(handler fiber.Handler) []fiber.Handler {
-		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, handler}
-	})
-}
-
 // declDiff handles GET /admin/diff?from=A&to=B.
 func (a *API) declDiff(c *fiber.Ctx) error {
 	var details []Detail

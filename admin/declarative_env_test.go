@@ -111,7 +111,6 @@ func newDeclEnvOver(t *testing.T, store events.Store) *declEnv {
 // declApp mounts the API as the gateway does.
 func declApp(api *API) *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	api.MountDeclarative(app)
 	api.Mount(app)
 	return app
 }
