@@ -53,7 +53,9 @@ type Config struct {
 func (c Config) Distributed() bool { return c.DatabaseURL != "" }
 
 // loadConfig reads and validates the configuration. An error names the variable.
-func loadConfig(getenv func(string) string) (Config, error) {
+// Only serving needs the admin key: the offline subcommands (migrate, replay,
+// export, apply) work on the store directly.
+func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 	r := envReader{getenv: getenv}
 	c := Config{
 		Port:                r.int("PORT", 3000, 1, 65535),
@@ -114,13 +116,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("TRUSTED_PROXIES: %q is neither an IP nor a CIDR", p)
 		}
 	}
-	if c.AdminAPIKey == "" {
+	if c.AdminAPIKey == "" && serving {
 		if c.Distributed() {
 			return Config{}, fmt.Errorf("ADMIN_API_KEY: required when DATABASE_URL is set")
 		}
 		c.AdminAPIKey = generateAdminKey()
 		c.adminKeyGenerated = true
-	} else if len(c.AdminAPIKey) < 16 {
+	} else if c.AdminAPIKey != "" && len(c.AdminAPIKey) < 16 {
 		return Config{}, fmt.Errorf("ADMIN_API_KEY: must be at least 16 characters")
 	}
 	if c.InstanceID == "" {

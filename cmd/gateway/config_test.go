@@ -12,7 +12,7 @@ func envOf(kv map[string]string) func(string) string {
 
 func TestLoadConfigDefaultsToEmbedded(t *testing.T) {
 	t.Parallel()
-	cfg, err := loadConfig(envOf(nil))
+	cfg, err := loadConfig(envOf(nil), true)
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
@@ -51,7 +51,7 @@ func TestLoadConfigRejectsBadValuesNamingTheVariable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := loadConfig(envOf(tt.env))
+			_, err := loadConfig(envOf(tt.env), true)
 			if err == nil {
 				t.Fatal("want an error")
 			}
@@ -67,11 +67,22 @@ func TestLoadConfigDistributed(t *testing.T) {
 	cfg, err := loadConfig(envOf(map[string]string{
 		"DATABASE_URL": "postgres://postgres@127.0.0.1/test", "REDIS_URL": "redis://127.0.0.1:6379/0",
 		"ADMIN_API_KEY": "0123456789abcdef", "TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1",
-	}))
+	}), true)
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
 	if !cfg.Distributed() || cfg.LogFormat != "json" || cfg.adminKeyGenerated || len(cfg.TrustedProxies) != 2 {
 		t.Fatalf("unexpected config: %+v", cfg)
+	}
+}
+
+func TestOfflineCommandsNeedNoAdminKey(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "postgres://h/db"}), false)
+	if err != nil {
+		t.Fatalf("offline commands must not need ADMIN_API_KEY: %v", err)
+	}
+	if cfg.AdminAPIKey != "" || cfg.adminKeyGenerated {
+		t.Fatalf("no key may be generated for offline commands: %+v", cfg)
 	}
 }

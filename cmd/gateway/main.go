@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, usage)
 		return 0
 	}
-	cfg, err := loadConfig(getenv)
+	cfg, err := loadConfig(getenv, cmd == "serve")
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 2
