@@ -166,6 +166,9 @@ func TestStripRequest(t *testing.T) {
 			}
 			var up fasthttp.RequestHeader
 			orig.CopyTo(&up)
+			if !validHeaders(&orig) {
+				t.Fatal("valid header refused")
+			}
 			stripRequest(&orig, &up)
 			for _, h := range []string{"Connection", "X-Private", "Keep-Alive", "TE", "Upgrade", "Proxy-Authorization", "X-API-Key", "X-Admin-Key", "Expect"} {
 				if v := up.Peek(h); len(v) > 0 {
@@ -177,6 +180,42 @@ func TestStripRequest(t *testing.T) {
 			}
 			if string(up.Peek("X-Keep")) != "yes" {
 				t.Error("X-Keep lost")
+			}
+		})
+	}
+}
+
+func TestValidHeaders(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, headers string
+		ok            bool
+	}{
+		{name: "plain", headers: "Host: h\r\nX-A: 1\r\n", ok: true},
+		{name: "tab in value", headers: "Host: h\r\nX-A: a\tb\r\n", ok: true},
+		{name: "token punctuation", headers: "Host: h\r\nX-A!#$%&'*+.^_`|~: 1\r\n", ok: true},
+		{name: "space before colon", headers: "Host: h\r\nX-API-Key : k\r\n"},
+		{name: "NUL in value", headers: "Host: h\r\nX-A: a\x00b\r\n"},
+		{name: "DEL in value", headers: "Host: h\r\nX-A: a\x7fb\r\n"},
+		{name: "bare LF", headers: "Host: h\nX-A: 1\r\n"},
+		{name: "all bare LF", headers: "Host: h\nX-A: 1\n"},
+		{name: "bracket in name", headers: "Host: h\r\nX[A]: 1\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			end := "\r\n"
+			if !strings.Contains(tc.headers, "\r") {
+				end = "\n"
+			}
+			var h fasthttp.RequestHeader
+			if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n" + tc.headers + end + "next"))); err != nil {
+				if tc.ok {
+					t.Fatalf("parse: %v", err)
+				}
+				return // fasthttp refused it already
+			}
+			if got := validHeaders(&h); got != tc.ok {
+				t.Fatalf("validHeaders = %v, want %v", got, tc.ok)
 			}
 		})
 	}
