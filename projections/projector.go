@@ -24,6 +24,11 @@ type ProjectorConfig struct {
 	// included) in seq order, right after the snapshot holding it was
 	// published, by the projector's single writer; it must be quick.
 	OnApplied func(ev events.Envelope, appliedAt time.Time)
+	// Initial, if set, is the snapshot to start from (rebuilt from a
+	// LocalCache): the projector catches up after its seq, and when the store
+	// cannot be reached at start and Initial is not empty, it is ready at once
+	// on it (fail static across a restart) instead of waiting for the store.
+	Initial *Snapshot
 }
 
 // Projector keeps this instance's Snapshot current: it catches up from the
@@ -84,6 +89,9 @@ func NewProjector(cfg ProjectorConfig, store events.Store, bus events.Bus, log *
 	}
 	p := &Projector{cfg: cfg, store: store, bus: bus, log: log.With("component", "projector"), writer: make(chan struct{}, 1)}
 	p.snap.Store(Empty())
+	if cfg.Initial != nil {
+		p.snap.Store(cfg.Initial)
+	}
 	ch := make(chan struct{})
 	p.changed.Store(&ch)
 	return p, nil
@@ -270,6 +278,13 @@ func (p *Projector) startUp(ctx context.Context) bool {
 			return false
 		}
 		fails.failed(err)
+		if p.cfg.Initial != nil && p.cfg.Initial.Seq() > 0 && p.AppliedSeq() >= p.cfg.Initial.Seq() {
+			// Serve the last known configuration; the head checks of tail
+			// catch up once the store answers.
+			p.ready.Store(true)
+			p.log.Warn("store unreachable at start: serving the locally cached snapshot", "seq", p.AppliedSeq())
+			return true
+		}
 		if !sleep(ctx, retry) {
 			return false
 		}

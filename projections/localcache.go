@@ -1,0 +1,238 @@
+package projections
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// LocalCache keeps a copy of the applied events on local disk, one JSON
+// envelope a line, so that an instance restarted while the store is down can
+// rebuild the snapshot it last served instead of starting empty (fail static
+// across restarts).
+//
+// The file only ever holds a gap-free prefix of the log starting at seq 1:
+// events are appended in seq order and a torn last line (a crash mid-write)
+// is cut off at the next open. Replaying a prefix gives exactly the snapshot
+// at its last seq, because Apply is pure. Envelopes hold key digests only, so
+// the file holds no API key.
+type LocalCache struct {
+	path string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	pending []events.Envelope
+	last    int64 // last seq written or queued
+	lastID  string
+	wake    chan struct{}
+	f       *os.File
+	broken  bool // a write failed or a gap came: add nothing more until restart
+}
+
+// OpenLocalCache opens (creating it if missing) the cache file at path and
+// returns it with the snapshot its events rebuild (Empty if none). A
+// malformed or out-of-order line ends what is read; the file is cut there.
+func OpenLocalCache(path string, log *slog.Logger) (*LocalCache, *Snapshot, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
+	}
+	c := &LocalCache{path: path, log: log.With("component", "local-cache"), f: f, wake: make(chan struct{}, 1)}
+	evs, valid, err := readCache(f)
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("projections: local cache %s: %w", path, err)
+	}
+	if err := f.Truncate(valid); err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
+	}
+	if _, err := f.Seek(valid, 0); err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
+	}
+	snap, _ := ApplyBatch(Empty(), evs, nil) // skipped events count as applied, as live
+	if len(evs) > 0 {
+		c.last, c.lastID = evs[len(evs)-1].Seq, evs[len(evs)-1].ID
+	}
+	if snap.Seq() != c.last {
+		// ApplyBatch stops only on a non-skippable error: keep what applied.
+		c.log.Warn("local cache replay stopped early; starting from the store", "applied", snap.Seq(), "cached", c.last)
+		if err := c.resetLocked(); err != nil {
+			_ = f.Close()
+			return nil, nil, err
+		}
+		return c, Empty(), nil
+	}
+	return c, snap, nil
+}
+
+// readCache returns the gap-free prefix of envelopes and its length in bytes.
+// A last line without its newline is a torn write and is not part of it.
+func readCache(f *os.File) ([]events.Envelope, int64, error) {
+	r := bufio.NewReaderSize(f, 64<<10)
+	var evs []events.Envelope
+	var valid int64
+	for {
+		line, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return evs, valid, nil
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		var ev events.Envelope
+		if json.Unmarshal(line, &ev) != nil || ev.Seq != int64(len(evs))+1 {
+			return evs, valid, nil
+		}
+		evs = append(evs, ev)
+		valid += int64(len(line))
+	}
+}
+
+// LastSeq is the seq of the last event in the cache (written or queued).
+func (c *LocalCache) LastSeq() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Matches reports whether the store holds the cache's last event, the same
+// one (by ID): a cache written against another database, or before the store
+// was restored from an older backup, must not be served. It returns the
+// store's error when the store cannot tell.
+func (c *LocalCache) Matches(ctx context.Context, store events.Store) (bool, error) {
+	c.mu.Lock()
+	last, id := c.last, c.lastID
+	c.mu.Unlock()
+	if last == 0 {
+		return true, nil
+	}
+	evs, err := store.Read(ctx, events.Query{After: last - 1, Until: last, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(evs) == 1 && evs[0].ID == id, nil
+}
+
+// Reset empties the cache (for a cache that does not match the store).
+func (c *LocalCache) Reset() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resetLocked()
+}
+
+func (c *LocalCache) resetLocked() error {
+	c.pending, c.last, c.lastID, c.broken = nil, 0, "", false
+	if err := c.f.Truncate(0); err != nil {
+		return fmt.Errorf("projections: local cache reset: %w", err)
+	}
+	if _, err := c.f.Seek(0, 0); err != nil {
+		return fmt.Errorf("projections: local cache reset: %w", err)
+	}
+	return nil
+}
+
+// Add queues an applied event for writing; it never blocks on the disk, so
+// it fits ProjectorConfig.OnApplied. Events at or below the last seq are
+// ignored; a gap stops the cache (it would no longer be a prefix).
+func (c *LocalCache) Add(ev events.Envelope) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.broken || ev.Seq <= c.last:
+		return
+	case ev.Seq != c.last+1:
+		// What is queued is still a prefix: it gets written, nothing after.
+		c.broken = true
+		c.log.Error("local cache got a gap; not writing until restart", "last", c.last, "seq", ev.Seq)
+		return
+	}
+	c.pending = append(c.pending, ev)
+	c.last, c.lastID = ev.Seq, ev.ID
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes queued events until ctx ends, then flushes what is left and
+// closes the file. Writes are batched and synced at most every interval.
+func (c *LocalCache) Run(ctx context.Context) error {
+	defer func() {
+		c.flushSafely()
+		_ = c.f.Close()
+	}()
+	const interval = 50 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		}
+		c.flushSafely()
+		if !sleep(ctx, interval) {
+			return nil
+		}
+	}
+}
+
+func (c *LocalCache) flushSafely() {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("local cache flush panicked", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	c.mu.Lock()
+	evs := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if len(evs) == 0 {
+		return
+	}
+	w := bufio.NewWriterSize(c.f, 64<<10)
+	for _, ev := range evs {
+		b, err := json.Marshal(ev)
+		if err == nil {
+			_, err = w.Write(append(b, '\n'))
+		}
+		if err != nil {
+			c.fail(err)
+			return
+		}
+	}
+	if err := w.Flush(); err != nil {
+		c.fail(err)
+		return
+	}
+	if err := c.f.Sync(); err != nil {
+		c.fail(err)
+	}
+}
+
+// fail stops writing: a half-written batch leaves a torn prefix that the
+// next open cuts off, which is still a valid cache.
+func (c *LocalCache) fail(err error) {
+	c.mu.Lock()
+	c.broken = true
+	c.pending = nil
+	c.mu.Unlock()
+	c.log.Error("local cache write failed; not writing until restart", "err", err)
+}
