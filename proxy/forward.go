@@ -145,20 +145,6 @@ func delConnectionTokens(h deleter, v []byte) {
 	}
 }
 
-// stripHopByHop deletes every hop-by-hop header by name.
-func stripHopByHop(h interface {
-	PeekAll(string) [][]byte
-	Del(string)
-	DelBytes([]byte)
-}) {
-	for _, v := range h.PeekAll(fiber.HeaderConnection) {
-		delConnectionTokens(h, v)
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-}
-
 // prepare builds the upstream request from the client's: headers minus
 // hop-by-hop and key headers, forwarding headers, the request transform and
 // the body (buffered when it may be replayed, else streamed).
