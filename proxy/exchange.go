@@ -24,7 +24,8 @@ type exchange struct {
 	limited    bool // send the rate-limit headers
 	path       string
 	fwdPath    string
-	mayRetry   bool // the route's retry block applies to this method
+	retries    bool // the route retries (a dial error, whatever the method)
+	mayRetry   bool // ... and its retry block applies to this method
 	replayable bool // the body can be sent again
 	body       []byte
 	bodyErr    error

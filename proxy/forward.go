@@ -187,7 +187,7 @@ func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Req
 		x.replayable = true
 	case cl == 0:
 		x.replayable = true
-	case cl > 0 && int64(cl) <= p.cfg.MaxReplayBytes && x.mayRetry:
+	case cl > 0 && int64(cl) <= p.cfg.MaxReplayBytes && x.retries:
 		x.stream.reset(stream, p.cfg.MaxBodyBytes)
 		b, err := appendAll(x.body[:0], &x.stream)
 		x.body = b
@@ -304,7 +304,8 @@ type outcome struct {
 // retry block: on connection errors, timeouts and the listed statuses, for
 // idempotent methods (or any, with retryNonIdempotent), only with a
 // replayable body, within maxRetries and the route's retry budget, each retry
-// preferring an upstream not yet tried.
+// preferring an upstream not yet tried. A failed dial is retried whatever the
+// method: the request never left the gateway.
 func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome {
 	route := x.route
 	rc := retryOf(route)
@@ -317,7 +318,6 @@ func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome
 		}
 		return outcome{status: fiber.StatusBadRequest, code: "bad_request", message: "could not read the request body"}
 	}
-	canRetry := x.mayRetry && x.replayable
 	timeout := timeoutOf(route, x.method)
 
 	var tried balance.Skip
@@ -335,17 +335,15 @@ func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome
 			up.SetBodyRaw(x.body)
 		}
 		err := p.attempt(c, x, up, i, timeout)
-		retryable := false
-		switch {
-		case err != nil:
+		again := false
+		if err != nil {
 			last = p.failure(x, err)
-			retryable = true
-		default:
-			status := c.Response().StatusCode()
-			retryable = rc != nil && retry.StatusRetryable(status, *rc)
-			last = outcome{answered: true, exhausted: retryable && canRetry}
+			again = x.mayRetry || dialFailed(err)
+		} else {
+			again = x.mayRetry && retry.StatusRetryable(c.Response().StatusCode(), *rc)
+			last = outcome{answered: true, exhausted: again && x.replayable}
 		}
-		if !retryable || !canRetry || attempt >= rc.MaxRetries {
+		if !again || !x.retries || !x.replayable || attempt >= rc.MaxRetries {
 			return last
 		}
 		if p.budgets != nil && !p.budgets.AllowRetry(route.ID) {
@@ -354,6 +352,12 @@ func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome
 		p.metrics.retry(x)
 		time.Sleep(retry.Backoff(attempt, time.Duration(rc.BaseDelayMs)*time.Millisecond, time.Duration(rc.MaxDelayMs)*time.Millisecond))
 	}
+}
+
+// dialFailed reports whether err happened before the request was sent.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, fasthttp.ErrDialTimeout) || (errors.As(err, &op) && op.Op == "dial")
 }
 
 // choose picks an upstream: healthy ones only, load balanced, untried ones

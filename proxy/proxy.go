@@ -296,8 +296,9 @@ func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 		return
 	}
 	x.route = route
-	if rc := retryOf(route); rc != nil {
-		x.mayRetry = rc.MaxRetries > 0 && retry.MethodRetryable(x.method, *rc)
+	if rc := retryOf(route); rc != nil && rc.MaxRetries > 0 {
+		x.retries = true
+		x.mayRetry = retry.MethodRetryable(x.method, *rc)
 	}
 	if cl := req.Header.ContentLength(); int64(cl) > p.cfg.MaxBodyBytes {
 		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")

@@ -103,6 +103,7 @@ func TestRetries(t *testing.T) {
 		{name: "503 retried on the other upstream", method: "GET", res: retryBlock(2, false), firstCode: 503, wantStatus: 200, wantHits: 1, wantGood: 1},
 		{name: "connection refused retried", method: "GET", res: retryBlock(2, false), firstCode: 0, wantStatus: 200, wantGood: 1},
 		{name: "POST not retried", method: "POST", res: retryBlock(2, false), firstCode: 503, wantStatus: 503, wantHits: 1},
+		{name: "POST retried after a failed dial", method: "POST", res: retryBlock(2, false), firstCode: 0, wantStatus: 200, wantGood: 1},
 		{name: "POST retried when allowed", method: "POST", res: retryBlock(2, true), firstCode: 503, wantStatus: 200, wantHits: 1, wantGood: 1},
 		{name: "unlisted status passes through", method: "GET", res: retryBlock(2, false), firstCode: 500, wantStatus: 500, wantHits: 1},
 		{name: "no retry block: 5xx passes through", method: "GET", firstCode: 503, wantStatus: 503, wantHits: 1},
