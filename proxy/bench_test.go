@@ -7,10 +7,70 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 )
+
+// BenchmarkRequestPathInMemory is BenchmarkRequestPath with the upstream on
+// an in-memory listener, so the gateway's own cost stands out from loopback
+// TCP's.
+func BenchmarkRequestPathInMemory(b *testing.B) {
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	dial := func(string) (net.Conn, error) { return ln.Dial() }
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	run := func(b *testing.B, h fasthttp.RequestHandler) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var req fasthttp.Request
+			req.SetRequestURI("/api/users/7?x=1")
+			req.Header.SetHost("gateway.test")
+			req.Header.Set("User-Agent", "bench")
+			var ctx fasthttp.RequestCtx
+			for pb.Next() {
+				ctx.Init(&req, remote, nil)
+				ctx.Request.Header.Set(HeaderAPIKey, benchKey)
+				h(&ctx)
+				if ctx.Response.StatusCode() != 200 {
+					b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+				}
+			}
+		})
+	}
+	b.Run("bare-fasthttp-ceiling", func(b *testing.B) {
+		hc := &fasthttp.HostClient{Addr: "mem", Dial: dial}
+		run(b, func(ctx *fasthttp.RequestCtx) {
+			if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("gateway", func(b *testing.B) {
+		w := newWorld(b)
+		ten := w.tenantWithKey("bench", benchKey)
+		for i := range 20 {
+			w.route(events.RouteSpec{TenantID: ten, Path: "/other/" + string(rune('a'+i)), Upstreams: ups("http://mem")})
+		}
+		w.route(events.RouteSpec{TenantID: ten, Path: "/api/users", LoadBalancing: events.BalanceWeighted,
+			Upstreams: []events.Upstream{{URL: "http://mem/a", Weight: 3}, {URL: "http://mem/b", Weight: 1}},
+			Transform: &events.Transform{Request: &events.RequestTransform{Headers: &events.HeaderOps{
+				Set: map[string]string{"X-Tenant": "${tenant.id}"}, Remove: []string{"Cookie"}}}}})
+		p, err := New(Config{Log: slog.New(slog.DiscardHandler)}, Deps{Snapshots: w})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.pool.dial = dial
+		app := fiber.New(p.FiberConfig())
+		app.Use(p.Handler)
+		run(b, app.Handler())
+	})
+}
+
+const benchKey = "gw_bench_key_0123456789abcdef0123"
 
 // BenchmarkRequestPath runs the whole request path in process: Fiber's
 // handler on a prepared RequestCtx (no client socket), then auth, match,

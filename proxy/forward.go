@@ -463,8 +463,9 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 // the process, so a snapshot swap neither drops nor re-dials connections.
 type upstreamPool struct {
 	cfg     Config
-	targets sync.Map // upstream URL as configured -> *target
-	clients sync.Map // scheme://host -> *fasthttp.HostClient
+	dial    fasthttp.DialFunc // nil: TCP (tests swap in memory pipes)
+	targets sync.Map          // upstream URL as configured -> *target
+	clients sync.Map          // scheme://host -> *fasthttp.HostClient
 }
 
 // target is an upstream URL parsed once.
@@ -488,6 +489,7 @@ func (p *upstreamPool) target(raw string) (*target, error) {
 	hc, ok := p.clients.Load(key)
 	if !ok {
 		hc, _ = p.clients.LoadOrStore(key, &fasthttp.HostClient{
+			Dial:                     p.dial,
 			Addr:                     fasthttp.AddMissingPort(u.Host, tls),
 			IsTLS:                    tls,
 			MaxConns:                 p.cfg.MaxConnsPerUpstream,

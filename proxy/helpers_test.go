@@ -66,6 +66,18 @@ func (w *world) tenant(name string) (id, key string) {
 	return w.tenantWith(name, events.TenantActive, nil)
 }
 
+// tenantWithKey adds an active tenant holding key.
+func (w *world) tenantWithKey(name, key string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := w.id("tenant")
+	h := projections.KeyHash([]byte(key))
+	w.append(events.TenantCreated, id, id, 1, events.TenantCreatedData{
+		Name: name, Status: events.TenantActive, APIKeyHash: hex.EncodeToString(h[:]), APIKeyPrefix: key[:7],
+	})
+	return id
+}
+
 func (w *world) tenantWith(name string, status events.TenantStatus, rl *events.RateLimit) (id, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
