@@ -396,6 +396,7 @@ func (p *Projector) deliver(ctx context.Context, ds []events.Delivery) bool {
 	if !catchUp {
 		return true
 	}
+	p.log.Info("bus gap or resync: catching up from the store", "applied", p.AppliedSeq())
 	if err := p.catchUpLocked(ctx, 0); err != nil {
 		if ctx.Err() == nil {
 			p.log.Warn("catch-up after a bus gap failed; retrying at the next head check", "err", err)

@@ -47,6 +47,12 @@ type Config struct {
 	TrustedProxies []string      // TRUSTED_PROXIES, default none: comma-separated IPs/CIDRs whose X-Forwarded-For is kept
 
 	RateLimitFailClosed bool // RATE_LIMIT_FAIL_CLOSED, default false: refuse instead of limiting locally when Redis is down
+
+	// SNAPSHOT_CACHE, default true: with DATABASE_URL, keep the applied events
+	// under DATA_DIR so a restart while the store is down serves the last
+	// known configuration.
+	SnapshotCache bool
+	failpoint     string // TEST_FAILPOINT: a crash the fault tests play; never set in production
 }
 
 // Distributed reports whether the gateway runs on PostgreSQL (and Redis).
@@ -80,6 +86,8 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		MaxConns:            r.int("MAX_CONNS", 10000, 1, 1<<24),
 		TrustedProxies:      r.list("TRUSTED_PROXIES"),
 		RateLimitFailClosed: r.bool("RATE_LIMIT_FAIL_CLOSED", false),
+		SnapshotCache:       r.bool("SNAPSHOT_CACHE", true),
+		failpoint:           r.str("TEST_FAILPOINT", ""),
 	}
 	c.LogLevel = r.level("LOG_LEVEL", slog.LevelInfo)
 	if r.err != nil {

@@ -24,7 +24,6 @@ import (
 
 	"github.com/tenantgate/gateway/admin"
 	"github.com/tenantgate/gateway/events"
-	"github.com/tenantgate/gateway/migrations"
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/proxy"
 )
@@ -37,13 +36,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		// Printed once, to stdout and not to the log, so it never lands in log storage.
 		fmt.Fprintf(stdout, "admin key (generated for this run; set ADMIN_API_KEY to choose one): %s\n", cfg.AdminAPIKey)
 	}
-	store, err := openStore(ctx, cfg)
+	cache, cached, err := openLocalCache(cfg, log)
 	if err != nil {
 		return err
 	}
+	var store events.Store
+	if store, err = openServeStore(ctx, cfg, cached != nil && cached.Seq() > 0, log); err != nil {
+		return err
+	}
 	defer store.Close()
-	if err := migrations.Migrate(ctx, store.DB()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	if cache != nil {
+		if cached, err = checkLocalCache(ctx, cache, cached, store, log); err != nil {
+			return err
+		}
+	}
+	if cfg.failpoint == "exit-after-commit" {
+		store = failpointStore{store}
 	}
 
 	var rdb redis.UniversalClient
@@ -65,9 +73,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	projMetrics := newProjectionMetrics(reg)
 
+	onApplied := projMetrics.applied
+	if cache != nil {
+		onApplied = func(ev events.Envelope, at time.Time) {
+			projMetrics.applied(ev, at)
+			cache.Add(ev)
+		}
+	}
 	projector, err := projections.NewProjector(projections.ProjectorConfig{
 		HeadCheckInterval: cfg.HeadCheckInterval,
-		OnApplied:         projMetrics.applied,
+		OnApplied:         onApplied,
+		Initial:           cached,
 	}, store, bus, log)
 	if err != nil {
 		return err
@@ -128,6 +144,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	background, bgCtx := errgroup.WithContext(bgCtx)
 	background.Go(func() error { return projector.Run(bgCtx) })
 	background.Go(func() error { return relay.Run(bgCtx) })
+	if cache != nil {
+		background.Go(func() error { return cache.Run(bgCtx) })
+	}
 	background.Go(func() error { return projMetrics.goLiveWhenReady(bgCtx, projector) })
 	for _, loop := range res.loops {
 		background.Go(func() error { return loop(bgCtx) })

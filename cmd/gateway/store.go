@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/migrations"
+	"github.com/tenantgate/gateway/projections"
+)
+
+// cacheFile is the local snapshot cache under DATA_DIR.
+const cacheFile = "applied-events.jsonl"
+
+// openLocalCache opens the snapshot cache when SNAPSHOT_CACHE is on in the
+// distributed deployment (the embedded store already lives under DATA_DIR).
+func openLocalCache(cfg Config, log *slog.Logger) (*projections.LocalCache, *projections.Snapshot, error) {
+	if !cfg.Distributed() || !cfg.SnapshotCache {
+		return nil, nil, nil
+	}
+	cache, snap, err := projections.OpenLocalCache(filepath.Join(cfg.DataDir, cacheFile), log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("DATA_DIR: %w", err)
+	}
+	return cache, snap, nil
+}
+
+// openServeStore opens and migrates the store. When it cannot be reached and
+// there is a cached snapshot to serve, it returns a store that connects (and
+// migrates) on first use instead of failing, so the gateway starts on its
+// last known configuration.
+func openServeStore(ctx context.Context, cfg Config, haveCache bool, log *slog.Logger) (events.Store, error) {
+	open := func(ctx context.Context) (*events.SQLStore, error) {
+		s, err := openStore(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := migrations.Migrate(ctx, s.DB()); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		return s, nil
+	}
+	s, err := open(ctx)
+	if err == nil {
+		return s, nil
+	}
+	if !haveCache || !cfg.Distributed() {
+		return nil, err
+	}
+	log.Warn("store unreachable at start; serving the locally cached configuration and reconnecting in the background", "err", err)
+	return &lazyStore{open: open, kind: events.KindPostgres}, nil
+}
+
+// lazyStore connects on first use; until then every call fails with
+// events.ErrUnavailable (admin writes answer 503, the projector retries).
+type lazyStore struct {
+	open func(context.Context) (*events.SQLStore, error)
+	kind string
+
+	mu       sync.Mutex
+	s        atomic.Pointer[events.SQLStore]
+	lastTry  time.Time
+	lastErr  error
+	closed   bool
+	tryEvery time.Duration
+}
+
+func (l *lazyStore) get(ctx context.Context) (events.Store, error) {
+	if s := l.s.Load(); s != nil {
+		return s, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.s.Load(); s != nil {
+		return s, nil
+	}
+	if l.closed {
+		return nil, fmt.Errorf("%w: closed", events.ErrUnavailable)
+	}
+	// Callers retry often (head checks, admin requests): dial at most every
+	// tryEvery so that a dead store costs little.
+	if every := max(l.tryEvery, 200*time.Millisecond); time.Since(l.lastTry) < every && l.lastErr != nil {
+		return nil, fmt.Errorf("%w: %w", events.ErrUnavailable, l.lastErr)
+	}
+	l.lastTry = time.Now()
+	s, err := l.open(ctx)
+	if err != nil {
+		l.lastErr = err
+		return nil, fmt.Errorf("%w: %w", events.ErrUnavailable, err)
+	}
+	l.s.Store(s)
+	return s, nil
+}
+
+func (l *lazyStore) Append(ctx context.Context, req events.AppendRequest) ([]events.Envelope, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Append(ctx, req)
+}
+
+func (l *lazyStore) Read(ctx context.Context, q events.Query) ([]events.Envelope, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Read(ctx, q)
+}
+
+func (l *lazyStore) Head(ctx context.Context) (int64, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.Head(ctx)
+}
+
+func (l *lazyStore) Kind() string { return l.kind }
+
+func (l *lazyStore) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if s := l.s.Load(); s != nil {
+		return s.Close()
+	}
+	return nil
+}
+
+// failpointStore exits the process right after a commit, before anything is
+// published: the crash between commit and publish that the fault tests play
+// (TEST_FAILPOINT=exit-after-commit). Never set in production.
+type failpointStore struct {
+	events.Store
+}
+
+func (f failpointStore) Append(ctx context.Context, req events.AppendRequest) ([]events.Envelope, error) {
+	out, err := f.Store.Append(ctx, req)
+	if err == nil {
+		fmt.Fprintln(os.Stderr, "failpoint exit-after-commit: exiting after seq", out[len(out)-1].Seq)
+		os.Exit(86)
+	}
+	return out, err
+}
+
+// checkLocalCache drops a cache the store does not agree with (another
+// database, a restored backup). When the store cannot tell (it is down), the
+// cache is kept: serving the last known configuration is the point.
+func checkLocalCache(ctx context.Context, cache *projections.LocalCache, cached *projections.Snapshot, store events.Store, log *slog.Logger) (*projections.Snapshot, error) {
+	if cached.Seq() == 0 {
+		return cached, nil
+	}
+	if _, lazy := store.(*lazyStore); lazy {
+		return cached, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ok, err := cache.Matches(ctx, store)
+	switch {
+	case err != nil:
+		log.Warn("could not check the local snapshot cache against the store; using it", "err", err)
+		return cached, nil
+	case ok:
+		log.Info("starting from the local snapshot cache", "seq", cached.Seq())
+		return cached, nil
+	}
+	log.Warn("local snapshot cache does not match the store; discarding it", "seq", cached.Seq())
+	if err := cache.Reset(); err != nil {
+		return nil, err
+	}
+	return projections.Empty(), nil
+}
