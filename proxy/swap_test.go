@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,5 +93,42 @@ func readAll(resp *http.Response) ([]byte, error) {
 		if err != nil {
 			return out, nil
 		}
+	}
+}
+
+// TestStateOfDeletedRoutesIsDropped: balancer state, upstream clients and
+// metric series of a deleted route go away once a request sees the new
+// snapshot; those of live routes stay.
+func TestStateOfDeletedRoutesIsDropped(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	a, b := newUpstream(t, "a", nil), newUpstream(t, "b", nil)
+	ten, key := w.tenant("acme")
+	w.route(events.RouteSpec{TenantID: ten, Path: "/keep", Upstreams: ups(a.URL)})
+	gone := w.route(events.RouteSpec{TenantID: ten, Path: "/gone", Upstreams: ups(b.URL)})
+	gw, p := gateway(t, Config{}, Deps{Snapshots: w})
+	get(t, gw+"/keep", key)
+	get(t, gw+"/gone", key)
+	if n := p.balancers.Len(); n != 2 {
+		t.Fatalf("%d balancer states, want 2", n)
+	}
+	w.mu.Lock()
+	w.append(events.RouteDeleted, gone, ten, 2, struct{}{})
+	w.mu.Unlock()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		get(t, gw+"/keep", key) // a request notices the new snapshot
+		_, hasB := p.pool.clients.Load("http://" + strings.TrimPrefix(b.URL, "http://"))
+		if p.balancers.Len() == 1 && !hasB {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state of the deleted route kept: %d balancers, client for b %v", p.balancers.Len(), hasB)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok := p.pool.clients.Load("http://" + strings.TrimPrefix(a.URL, "http://")); !ok {
+		t.Fatal("the live route's upstream client was dropped")
 	}
 }
