@@ -18,6 +18,7 @@ type exchange struct {
 	start      time.Time
 	method     string
 	requestID  []byte
+	present    dropSet // never-forwarded headers the client sent
 	tenant     *projections.Tenant
 	route      *projections.Route
 	limit      ratelimit.Decision

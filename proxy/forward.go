@@ -59,17 +59,26 @@ var tokenChars = func() (t [256]bool) {
 	return t
 }()
 
-// validHeaders checks the client's header block as received. fasthttp
-// accepts a name with whitespace before the colon ("X-API-Key : k") and
-// would forward it under a name a lenient upstream trims back to X-API-Key;
-// RFC 9112 says to refuse it. Also refused: control characters in values
-// and bare LF line endings (which also keep the raw scan honest). A header
-// not parsed from the wire has nothing to check.
-func validHeaders(h *fasthttp.RequestHeader) bool {
+// dropSet has bit i set for dropNames[i].
+type dropSet uint16
+
+const dropAll = dropSet(1<<len(dropNames) - 1)
+
+// scanHeaders checks the client's header block as received, in one pass.
+// fasthttp accepts a name with whitespace before the colon ("X-API-Key : k")
+// and would forward it under a name a lenient upstream trims back to
+// X-API-Key; RFC 9112 says to refuse it. Also refused: other non-token
+// names, control characters in values, and bare LF line endings (so the raw
+// scan below agrees with fasthttp's parse). It returns the dropNames the
+// client sent; a header not parsed from the wire is taken to hold them all.
+func scanHeaders(h *fasthttp.RequestHeader) (present dropSet, ok bool) {
 	raw := h.RawHeaders()
+	if len(raw) == 0 {
+		return dropAll, true
+	}
 	for i := bytes.IndexByte(raw, '\n'); i >= 0; {
 		if i == 0 || raw[i-1] != '\r' {
-			return false
+			return 0, false
 		}
 		j := bytes.IndexByte(raw[i+1:], '\n')
 		if j < 0 {
@@ -80,16 +89,19 @@ func validHeaders(h *fasthttp.RequestHeader) bool {
 	for k, v := range h.AllInOrder() {
 		for _, c := range k {
 			if !tokenChars[c] {
-				return false
+				return 0, false
 			}
 		}
 		for _, c := range v {
 			if (c < 0x20 && c != '\t') || c == 0x7f {
-				return false
+				return 0, false
 			}
 		}
+		if i := dropIndex(k); i >= 0 {
+			present |= 1 << i
+		}
 	}
-	return true
+	return present, true
 }
 
 // protected are framing headers a Connection token must not remove: dropping
@@ -98,18 +110,26 @@ func protected(name []byte) bool {
 	return bytes.EqualFold(name, []byte("Content-Length")) || bytes.EqualFold(name, []byte("Host"))
 }
 
-// stripRequest removes from up (a copy of orig) every header that must not
-// go upstream: those named in the client's Connection header, then
-// dropNames, all by their parsed names (never trusting a raw scan).
-func stripRequest(orig, up *fasthttp.RequestHeader) {
-	for _, v := range orig.PeekAll(fiber.HeaderConnection) {
-		delConnectionTokens(up, v)
+// stripRequest removes from up (a copy of orig) the headers that must not
+// go upstream: those the scan found, those named in Connection, and the two
+// key headers whatever the scan said (belt and braces for the secrets).
+func stripRequest(orig, up *fasthttp.RequestHeader, present dropSet) {
+	if present&1 != 0 {
+		for _, v := range orig.PeekAll(fiber.HeaderConnection) {
+			delConnectionTokens(up, v)
+		}
 	}
-	for _, name := range dropNames {
-		up.Del(name)
+	present |= keyHeaders
+	for i, name := range dropNames {
+		if present&(1<<i) != 0 {
+			up.Del(name)
+		}
 	}
 	up.ResetConnectionClose()
 }
+
+// keyHeaders are X-Api-Key and X-Admin-Key in dropNames.
+var keyHeaders = dropSet(1<<dropIndex([]byte("X-Api-Key")) | 1<<dropIndex([]byte("X-Admin-Key")))
 
 // stripResponse removes the hop-by-hop headers of an upstream answer.
 func stripResponse(h *fasthttp.ResponseHeader) {
@@ -152,7 +172,7 @@ func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	req := c.Request()
 	req.Header.CopyTo(&up.Header)
 	up.Header.SetNoDefaultContentType(true)
-	stripRequest(&req.Header, &up.Header)
+	stripRequest(&req.Header, &up.Header, x.present)
 	// The URI is built from parts (scheme, host, path per attempt); only the
 	// raw query comes from the client, so the copied request line is not
 	// parsed again.

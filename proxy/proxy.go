@@ -250,10 +250,12 @@ func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 	}
 	x.method = methodString(req.Header.Method())
 	x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
-	if !validHeaders(&req.Header) {
+	present, ok := scanHeaders(&req.Header)
+	if !ok {
 		p.reject(c, x, fiber.StatusBadRequest, "bad_request", "malformed header field")
 		return
 	}
+	x.present = present
 
 	// One snapshot for the whole request: a config change mid-request
 	// cannot mix two versions.
