@@ -310,6 +310,14 @@ func (p *Projector) tail(ctx context.Context) bool {
 	ticker := time.NewTicker(p.cfg.HeadCheckInterval)
 	defer ticker.Stop()
 	heads := failureLog{log: p.log, what: "store head check"}
+	// The head check runs beside the loop: a store that hangs (a network
+	// partition) must not hold up the events the bus keeps delivering.
+	type headResult struct {
+		head int64
+		err  error
+	}
+	headDone := make(chan headResult, 1)
+	checking := false
 	lastDelivery := time.Now()
 	stale := false // a catch-up failed; retry it at the next tick
 	batch := make([]events.Delivery, 0, 64)
@@ -344,10 +352,17 @@ func (p *Projector) tail(ctx context.Context) bool {
 				stale = true
 			}
 		case <-ticker.C:
-			if !stale && time.Since(lastDelivery) < p.cfg.HeadCheckInterval {
+			if checking || (!stale && time.Since(lastDelivery) < p.cfg.HeadCheckInterval) {
 				continue
 			}
-			head, err := p.store.Head(ctx)
+			checking = true
+			go func() {
+				head, err := p.store.Head(subCtx)
+				headDone <- headResult{head, err}
+			}()
+		case r := <-headDone:
+			checking = false
+			head, err := r.head, r.err
 			if err != nil {
 				if ctx.Err() == nil {
 					heads.failed(err)
