@@ -529,6 +529,36 @@ func (x *toxi) restore() {
 	}
 }
 
+// blackhole keeps connections open but lets no byte through, new ones
+// included: a partition rather than a refusal.
+func (x *toxi) blackhole() {
+	x.t.Helper()
+	_, err := x.proxy.Toxics.AddToxicJson(strings.NewReader(`{"name":"blackhole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+}
+
+// clear removes the black hole; the connections held meanwhile are closed,
+// as a real partition's would time out.
+func (x *toxi) clear() {
+	x.t.Helper()
+	if err := x.proxy.Toxics.RemoveToxic(context.Background(), "blackhole"); err != nil {
+		x.t.Fatal(err)
+	}
+}
+
+// outage is one way of making a service unreachable.
+type outage struct {
+	name       string
+	down, back func(*toxi)
+}
+
+var outages = []outage{
+	{name: "refused", down: (*toxi).cut, back: (*toxi).restore},
+	{name: "blackhole", down: (*toxi).blackhole, back: (*toxi).clear},
+}
+
 // hostPort returns the host:port of a URL.
 func hostPort(t *testing.T, raw string) string {
 	u, err := url.Parse(raw)

@@ -201,6 +201,15 @@ func TestFaultRedisRestartedEmptyAndFlushed(t *testing.T) {
 // everything recovers by itself.
 func TestFaultPostgresUnreachable(t *testing.T) {
 	t.Parallel()
+	for _, o := range outages {
+		t.Run(o.name, func(t *testing.T) {
+			t.Parallel()
+			testPostgresUnreachable(t, o)
+		})
+	}
+}
+
+func testPostgresUnreachable(t *testing.T, o outage) {
 	e := newClusterEnv(t)
 	px := newToxi(t, hostPort(t, e.directDSN))
 	e.dsn = withHost(t, e.directDSN, px.addr())
@@ -211,7 +220,7 @@ func TestFaultPostgresUnreachable(t *testing.T) {
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
 	time.Sleep(500 * time.Millisecond)
-	px.cut()
+	o.down(px)
 	cutAt := time.Now()
 	writes503, writesOther := 0, map[string]int{}
 	for time.Since(cutAt) < 10*time.Second {
@@ -230,7 +239,7 @@ func TestFaultPostgresUnreachable(t *testing.T) {
 			t.Errorf("%s not ready with the store down (fail static): %d %v", p.name, code, err)
 		}
 	}
-	px.restore()
+	o.back(px)
 	restored := time.Now()
 	// Recovery: the first admin write that succeeds, then convergence.
 	for {
@@ -249,7 +258,7 @@ func TestFaultPostgresUnreachable(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	sent, failed, why := tr.end()
 	lost, twice := eventsLostOrTwice(t, c)
-	figure(t, "postgres-unreachable-10s", "requests", sent, "failed_requests", failed, "admin_writes_503", writes503,
+	figure(t, "postgres-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "admin_writes_503", writes503,
 		"admin_writes_other", len(writesOther), "writable_after", ms(writable), "converged_after", ms(recovered),
 		"events_lost", lost, "applied_twice", twice)
 	if failed > 0 {
@@ -273,6 +282,15 @@ func targets(ps ...*proc) []func() string {
 // converge again once it returns.
 func TestFaultRedisUnreachable(t *testing.T) {
 	t.Parallel()
+	for _, o := range outages {
+		t.Run(o.name, func(t *testing.T) {
+			t.Parallel()
+			testRedisUnreachable(t, o)
+		})
+	}
+}
+
+func testRedisUnreachable(t *testing.T, o outage) {
 	e := newClusterEnv(t)
 	px := newToxi(t, hostPort(t, e.redisURL))
 	e.redisURL = withHost(t, e.redisURL, px.addr())
@@ -283,14 +301,14 @@ func TestFaultRedisUnreachable(t *testing.T) {
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
 	time.Sleep(500 * time.Millisecond)
-	px.cut()
+	o.down(px)
 	time.Sleep(5 * time.Second)
 	// A write during the outage: committed, applied by the instance that took
 	// it, the other one gets it from the store (head check).
 	createTenant(t, c.procs[0], "during-redis-outage")
 	duringTook := c.waitConverged(5 * time.Second)
 	time.Sleep(5 * time.Second)
-	px.restore()
+	o.back(px)
 	restored := time.Now()
 	createTenant(t, c.procs[1], "after-redis-outage")
 	c.waitConverged(5 * time.Second)
@@ -304,7 +322,7 @@ func TestFaultRedisUnreachable(t *testing.T) {
 		}
 	}
 	lost, twice := eventsLostOrTwice(t, c)
-	figure(t, "redis-unreachable-10s", "requests", sent, "failed_requests", failed, "non_fallback_5xx", fivexx,
+	figure(t, "redis-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "non_fallback_5xx", fivexx,
 		"write_during_outage_converged_in", ms(duringTook), "converged_after_return", ms(recovered),
 		"events_lost", lost, "applied_twice", twice)
 	if failed > 0 {
@@ -736,4 +754,37 @@ func appendTenant(t *testing.T, name string) events.AppendRequest {
 		ID: uuid.NewString(), Type: events.TenantCreated, AggregateType: events.AggregateTenant,
 		AggregateID: uuid.NewString(), AggregateVersion: 1, Actor: "fault-test", OccurredAt: time.Now().UTC(), Data: data,
 	}}}
+}
+
+// TestFaultOneInstanceCutFromTheStore: one instance loses PostgreSQL (a
+// black hole: queries hang) while Redis and the other instances are fine;
+// writes made elsewhere still reach it through the stream, promptly.
+func TestFaultOneInstanceCutFromTheStore(t *testing.T) {
+	t.Parallel()
+	e := newClusterEnv(t)
+	c := startCluster(t, e, 1)
+	px := newToxi(t, hostPort(t, e.directDSN))
+	e.dsn = withHost(t, e.directDSN, px.addr())
+	cut := startProc(t, "gw-cut", e.vars())
+	c.procs = append(c.procs, cut)
+	tid, key := createTenant(t, c.procs[0], "acme")
+	c.waitConverged(5 * time.Second)
+
+	px.blackhole()
+	time.Sleep(time.Second) // the bus goes quiet: the cut instance checks the store's head, which hangs
+	var lags []time.Duration
+	for i := range 5 {
+		createRoute(t, c.procs[0], tid, "/r"+strconv.Itoa(i), upstream(t, 0))
+		start := time.Now()
+		waitServing(t, key, "/r"+strconv.Itoa(i), cut)
+		lags = append(lags, time.Since(start))
+		time.Sleep(300 * time.Millisecond) // quiet again
+	}
+	px.clear()
+	c.waitConverged(15 * time.Second)
+	sortDurations(lags)
+	figure(t, "one-instance-cut-from-store", "writes", len(lags), "max_propagation", ms(lags[len(lags)-1]), "min_propagation", ms(lags[0]))
+	if lags[len(lags)-1] > time.Second {
+		t.Errorf("writes reached the instance cut from the store after up to %v, want well under 1s (the stream is fine)", lags[len(lags)-1])
+	}
 }
