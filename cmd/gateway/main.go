@@ -49,7 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	logOut := newLogWriter(stderr)
+	defer logOut.Close()
+	log := newLogger(cfg, logOut)
 	switch cmd {
 	case "serve":
 		err = serve(ctx, cfg, log, stdout)
