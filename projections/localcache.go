@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
-	"time"
 
 	"github.com/tenantgate/gateway/events"
 )
@@ -173,14 +172,14 @@ func (c *LocalCache) Add(ev events.Envelope) {
 	}
 }
 
-// Run writes queued events until ctx ends, then flushes what is left and
-// closes the file. Writes are batched and synced at most every interval.
+// Run writes queued events as they come until ctx ends, then flushes what is
+// left and closes the file. Events queued during a write go out together in
+// the next one, so a burst costs few syncs.
 func (c *LocalCache) Run(ctx context.Context) error {
 	defer func() {
 		c.flushSafely()
 		_ = c.f.Close()
 	}()
-	const interval = 50 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
@@ -188,9 +187,6 @@ func (c *LocalCache) Run(ctx context.Context) error {
 		case <-c.wake:
 		}
 		c.flushSafely()
-		if !sleep(ctx, interval) {
-			return nil
-		}
 	}
 }
 

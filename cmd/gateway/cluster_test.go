@@ -90,6 +90,14 @@ type proc struct {
 // and waits until /ready answers 200.
 func startProc(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
+	p := launchProc(t, name, env)
+	p.waitReady(20 * time.Second)
+	return p
+}
+
+// launchProc starts a gateway process without waiting for it to be ready.
+func launchProc(t *testing.T, name string, env map[string]string) *proc {
+	t.Helper()
 	port := freePort(t)
 	full := map[string]string{
 		"PORT": strconv.Itoa(port), "HOST": "127.0.0.1", "ADMIN_API_KEY": testAdminKey,
@@ -108,7 +116,6 @@ func startProc(t *testing.T, name string, env map[string]string) *proc {
 			t.Logf("logs of %s:\n%s", p.name, tail(p.logs.String(), 4000))
 		}
 	})
-	p.waitReady(20 * time.Second)
 	return p
 }
 
@@ -428,6 +435,7 @@ type traffic struct {
 	stop      chan struct{}
 	done      chan struct{}
 	firstFail time.Time
+	latencies []time.Duration
 }
 
 // startTraffic sends rate requests per second, round robin over targets
@@ -461,6 +469,12 @@ func (tr *traffic) one(base, path, apiKey string) {
 	tr.sent.Add(1)
 	req, _ := http.NewRequest("GET", base+path, nil)
 	req.Header.Set("X-API-Key", apiKey)
+	start := time.Now()
+	defer func() {
+		tr.mu.Lock()
+		tr.latencies = append(tr.latencies, time.Since(start))
+		tr.mu.Unlock()
+	}()
 	resp, err := client.Do(req)
 	var why string
 	if err != nil {
@@ -739,4 +753,15 @@ func (b *balancer) serve(w http.ResponseWriter, r *http.Request) {
 // upstream answers 200 after delay.
 func upstream(t *testing.T, delay time.Duration) string {
 	return upstreamServer(t, delay).URL
+}
+
+// latency returns the p99 and the maximum latency of the requests sent.
+func (tr *traffic) latency() (p99, maxLatency string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	sortDurations(tr.latencies)
+	if len(tr.latencies) == 0 {
+		return "-", "-"
+	}
+	return ms(percentile(tr.latencies, .99)), ms(tr.latencies[len(tr.latencies)-1])
 }

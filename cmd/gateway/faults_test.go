@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,9 +226,12 @@ func testPostgresUnreachable(t *testing.T, o outage) {
 	o.down(px)
 	cutAt := time.Now()
 	writes503, writesOther := 0, map[string]int{}
+	var slowestWrite time.Duration
 	for time.Since(cutAt) < 10*time.Second {
 		p := c.procs[writes503%len(c.procs)]
+		began := time.Now()
 		code, body := p.admin("POST", "/admin/tenants", map[string]any{"name": "during-outage-" + strconv.Itoa(writes503)})
+		slowestWrite = max(slowestWrite, time.Since(began))
 		errBody, _ := body["error"].(map[string]any)
 		if code == http.StatusServiceUnavailable && errBody["code"] == "store_unavailable" {
 			writes503++
@@ -258,7 +264,8 @@ func testPostgresUnreachable(t *testing.T, o outage) {
 	time.Sleep(300 * time.Millisecond)
 	sent, failed, why := tr.end()
 	lost, twice := eventsLostOrTwice(t, c)
-	figure(t, "postgres-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "admin_writes_503", writes503,
+	p99, worst := tr.latency()
+	figure(t, "postgres-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "latency_p99", p99, "latency_max", worst, "admin_writes_503", writes503, "admin_503_slowest", ms(slowestWrite),
 		"admin_writes_other", len(writesOther), "writable_after", ms(writable), "converged_after", ms(recovered),
 		"events_lost", lost, "applied_twice", twice)
 	if failed > 0 {
@@ -322,7 +329,8 @@ func testRedisUnreachable(t *testing.T, o outage) {
 		}
 	}
 	lost, twice := eventsLostOrTwice(t, c)
-	figure(t, "redis-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "non_fallback_5xx", fivexx,
+	p99, worst := tr.latency()
+	figure(t, "redis-unreachable-10s-"+o.name, "requests", sent, "failed_requests", failed, "latency_p99", p99, "latency_max", worst, "non_fallback_5xx", fivexx,
 		"write_during_outage_converged_in", ms(duringTook), "converged_after_return", ms(recovered),
 		"events_lost", lost, "applied_twice", twice)
 	if failed > 0 {
@@ -351,12 +359,17 @@ func TestFaultKillOneInstance(t *testing.T) {
 	time.Sleep(time.Second)
 	victim.start()
 	ready := victim.waitReady(10 * time.Second)
+	// Ready means caught up: the full state at once, not eventually.
+	if st, ok := victim.status(); !ok || st.AppliedSeq != c.head() {
+		t.Errorf("restarted instance ready at seq %d, store head %d", st.AppliedSeq, c.head())
+	}
 	converge := c.waitConverged(2 * time.Second)
 	time.Sleep(time.Second)
 	sent, failed, why := tr.end()
 	waitServing(t, key, "/while-down", victim)
 	lost, twice := eventsLostOrTwice(t, c)
-	figure(t, "kill-9-one-of-3", "requests", sent, "failed_requests", failed, "restarted_ready_in", ms(ready),
+	p99, worst := tr.latency()
+	figure(t, "kill-9-one-of-3", "requests", sent, "failed_requests", failed, "latency_p99", p99, "latency_max", worst, "restarted_ready_in", ms(ready),
 		"converged_after_ready", ms(converge), "events_lost", lost, "applied_twice", twice)
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed: %v", failed, sent, why)
@@ -565,8 +578,11 @@ func TestFaultConflictingWrites(t *testing.T) {
 }
 
 // TestFaultColdStartWithoutTheStore: an instance restarted while PostgreSQL
-// is unreachable serves its last known configuration from DATA_DIR, and
-// catches up once the store is back.
+// is unreachable serves its last known configuration from DATA_DIR and
+// catches up once the store is back; without a cache it never becomes ready
+// (it exits, for its supervisor to restart it), so it never serves an empty
+// route table; and a cache the returning store contradicts is not mixed
+// with the store's history.
 func TestFaultColdStartWithoutTheStore(t *testing.T) {
 	t.Parallel()
 	e := newClusterEnv(t)
@@ -578,6 +594,7 @@ func TestFaultColdStartWithoutTheStore(t *testing.T) {
 	createRoute(t, gw, tid, "/api", upstream(t, 0))
 	waitServing(t, key, "/api/x", gw)
 	before, _ := gw.status()
+	waitCached(t, gw, before.AppliedSeq)
 
 	gw.kill()
 	px.cut()
@@ -592,6 +609,19 @@ func TestFaultColdStartWithoutTheStore(t *testing.T) {
 	if code, body := gw.admin("POST", "/admin/tenants", map[string]any{"name": "nope"}); code != http.StatusServiceUnavailable {
 		t.Errorf("admin write with the store down: %d %v, want 503", code, body)
 	}
+
+	// Without a cache: never ready, and it exits.
+	fresh := launchProc(t, "gw-fresh", e.vars())
+	for fresh.alive() {
+		if code, _, err := fresh.call("GET", "/ready", nil, nil); err == nil && code == 200 {
+			t.Fatal("an instance without a cache became ready with the store down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if fresh.exitCode() == 0 {
+		t.Errorf("an instance that cannot reach the store nor a cache exited with 0")
+	}
+
 	// A write made elsewhere meanwhile arrives once the store is back.
 	if _, err := c.store.Append(context.Background(), appendTenant(t, "made-while-down")); err != nil {
 		t.Fatal(err)
@@ -600,7 +630,34 @@ func TestFaultColdStartWithoutTheStore(t *testing.T) {
 	restored := time.Now()
 	c.waitConverged(10 * time.Second)
 	caughtUp := time.Since(restored)
-	figure(t, "cold-start-without-store", "ready_in", ms(ready), "served_seq", st.AppliedSeq, "caught_up_after_store_returned", ms(caughtUp))
+	figure(t, "cold-start-without-store", "ready_in", ms(ready), "served_seq", st.AppliedSeq,
+		"caught_up_after_store_returned", ms(caughtUp), "without_cache", "exit-"+strconv.Itoa(fresh.exitCode()))
+
+	// The store is restored from an older backup while the instance serves
+	// its cache: on reconnecting it exits rather than mix histories, and
+	// restarts from the store.
+	waitCached(t, gw, c.head())
+	gw.kill()
+	px.cut()
+	gw.start()
+	gw.waitReady(10 * time.Second)
+	ctx := context.Background()
+	if _, err := c.store.DB().ExecContext(ctx, "DELETE FROM events WHERE seq >= 2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.store.Append(ctx, appendTenant(t, "other-history")); err != nil {
+		t.Fatal(err)
+	}
+	px.restore()
+	if !gw.wait(10*time.Second) || gw.exitCode() != 1 || !strings.Contains(gw.logs.String(), "does not match the store") {
+		t.Fatalf("with a contradicting store: alive %v, exit code %d", gw.alive(), gw.exitCode())
+	}
+	gw.start()
+	gw.waitReady(10 * time.Second)
+	c.waitConverged(5 * time.Second)
+	if _, body := gw.admin("GET", "/admin/state", nil); fmt.Sprint(body["routes"]) != "[]" || len(body["tenants"].([]any)) != 2 {
+		t.Errorf("restarted on the store's history (2 tenants, no route), it serves: %v", body)
+	}
 }
 
 // readScanner is used to parse /metrics.
@@ -786,5 +843,23 @@ func TestFaultOneInstanceCutFromTheStore(t *testing.T) {
 	figure(t, "one-instance-cut-from-store", "writes", len(lags), "max_propagation", ms(lags[len(lags)-1]), "min_propagation", ms(lags[0]))
 	if lags[len(lags)-1] > time.Second {
 		t.Errorf("writes reached the instance cut from the store after up to %v, want well under 1s (the stream is fine)", lags[len(lags)-1])
+	}
+}
+
+// waitCached polls until p's local snapshot cache holds seq events (it is
+// written right after they are applied; a kill -9 sooner loses the tail).
+func waitCached(t *testing.T, p *proc, seq int64) {
+	t.Helper()
+	path := filepath.Join(p.env["DATA_DIR"], cacheFile)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if int64(bytes.Count(b, []byte("\n"))) >= seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the local cache holds %d events, want %d", p.name, bytes.Count(b, []byte("\n")), seq)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -41,7 +41,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		return err
 	}
 	var store events.Store
-	if store, err = openServeStore(ctx, cfg, cached != nil && cached.Seq() > 0, log); err != nil {
+	if store, err = openServeStore(ctx, cfg, cache, cached, log); err != nil {
 		return err
 	}
 	defer store.Close()
@@ -50,6 +50,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return err
 		}
 	}
+	lazy, _ := store.(*lazyStore)
 	if cfg.failpoint == "exit-after-commit" {
 		store = failpointStore{store}
 	}
@@ -146,6 +147,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	background.Go(func() error { return relay.Run(bgCtx) })
 	if cache != nil {
 		background.Go(func() error { return cache.Run(bgCtx) })
+	}
+	if lazy != nil {
+		background.Go(func() error { return lazy.wait(bgCtx) })
 	}
 	background.Go(func() error { return projMetrics.goLiveWhenReady(bgCtx, projector) })
 	for _, loop := range res.loops {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -35,7 +36,7 @@ func openLocalCache(cfg Config, log *slog.Logger) (*projections.LocalCache, *pro
 // there is a cached snapshot to serve, it returns a store that connects (and
 // migrates) on first use instead of failing, so the gateway starts on its
 // last known configuration.
-func openServeStore(ctx context.Context, cfg Config, haveCache bool, log *slog.Logger) (events.Store, error) {
+func openServeStore(ctx context.Context, cfg Config, cache *projections.LocalCache, cached *projections.Snapshot, log *slog.Logger) (events.Store, error) {
 	open := func(ctx context.Context) (*events.SQLStore, error) {
 		s, err := openStore(ctx, cfg)
 		if err != nil {
@@ -51,18 +52,41 @@ func openServeStore(ctx context.Context, cfg Config, haveCache bool, log *slog.L
 	if err == nil {
 		return s, nil
 	}
-	if !haveCache || !cfg.Distributed() {
+	if cache == nil || cached.Seq() == 0 || !cfg.Distributed() {
 		return nil, err
 	}
 	log.Warn("store unreachable at start; serving the locally cached configuration and reconnecting in the background", "err", err)
-	return &lazyStore{open: open, kind: events.KindPostgres}, nil
+	return &lazyStore{open: open, kind: events.KindPostgres, failed: make(chan struct{}), verify: func(ctx context.Context, s events.Store) error {
+		ok, err := cache.Matches(ctx, s)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			if err := cache.Reset(); err != nil {
+				log.Error("could not reset the local snapshot cache", "err", err)
+			}
+			return errCacheMismatch
+		}
+		log.Info("store reachable again; the local snapshot cache matches it")
+		return nil
+	}}, nil
 }
+
+// errCacheMismatch: the configuration served from the local cache is not the
+// store's (another database, a restored backup). The gateway exits so that
+// it restarts from the store rather than mix two histories.
+var errCacheMismatch = errors.New("the local snapshot cache does not match the store it reconnected to; exiting to rebuild from the store")
 
 // lazyStore connects on first use; until then every call fails with
 // events.ErrUnavailable (admin writes answer 503, the projector retries).
 type lazyStore struct {
 	open func(context.Context) (*events.SQLStore, error)
 	kind string
+	// verify checks the store once connected, before anything reads it; an
+	// errCacheMismatch is final: failed is closed and fatal set.
+	verify func(context.Context, events.Store) error
+	failed chan struct{}
+	fatal  error
 
 	mu       sync.Mutex
 	s        atomic.Pointer[events.SQLStore]
@@ -84,6 +108,9 @@ func (l *lazyStore) get(ctx context.Context) (events.Store, error) {
 	if l.closed {
 		return nil, fmt.Errorf("%w: closed", events.ErrUnavailable)
 	}
+	if l.fatal != nil {
+		return nil, fmt.Errorf("%w: %w", events.ErrUnavailable, l.fatal)
+	}
 	// Callers retry often (head checks, admin requests): dial at most every
 	// tryEvery so that a dead store costs little.
 	if every := max(l.tryEvery, 200*time.Millisecond); time.Since(l.lastTry) < every && l.lastErr != nil {
@@ -91,12 +118,32 @@ func (l *lazyStore) get(ctx context.Context) (events.Store, error) {
 	}
 	l.lastTry = time.Now()
 	s, err := l.open(ctx)
+	if err == nil && l.verify != nil {
+		if err = l.verify(ctx, s); err != nil {
+			_ = s.Close()
+		}
+		if errors.Is(err, errCacheMismatch) {
+			l.fatal = err
+			close(l.failed)
+		}
+	}
 	if err != nil {
 		l.lastErr = err
 		return nil, fmt.Errorf("%w: %w", events.ErrUnavailable, err)
 	}
 	l.s.Store(s)
 	return s, nil
+}
+
+// wait returns errCacheMismatch if the store turns out not to match the
+// cache, nil when ctx ends.
+func (l *lazyStore) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-l.failed:
+		return l.fatal
+	}
 }
 
 func (l *lazyStore) Append(ctx context.Context, req events.AppendRequest) ([]events.Envelope, error) {
