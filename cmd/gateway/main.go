@@ -50,7 +50,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	logOut := newLogWriter(stderr)
-	defer logOut.Close()
 	log := newLogger(cfg, logOut)
 	switch cmd {
 	case "serve":
@@ -66,6 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	_ = logOut.Close() // the logs come out before the final error line
 	switch {
 	case err == nil:
 		return 0
