@@ -367,6 +367,7 @@ func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome
 			return last
 		}
 		if p.budgets != nil && !p.budgets.AllowRetry(route.ID) {
+			p.metrics.budgetRefused(x)
 			return last
 		}
 		p.metrics.retry(x)

@@ -20,6 +20,7 @@ type metrics struct {
 	upErrors  *prometheus.CounterVec   // tenant, route, kind
 	retries   *prometheus.CounterVec   // tenant, route
 	fallbacks *prometheus.CounterVec   // tenant, route
+	refused   *prometheus.CounterVec   // tenant, route: retries the budget refused
 
 	// children caches each (tenant, route)'s series: a lock-free read
 	// instead of the vectors' shared RWMutex and label hashing per request.
@@ -62,7 +63,7 @@ func (m *metrics) forget(live func(routeID string) bool) {
 			m.children.Delete(k)
 			for _, v := range []interface {
 				DeletePartialMatch(prometheus.Labels) int
-			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks} {
+			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused} {
 				v.DeletePartialMatch(prometheus.Labels{"route": sk.route})
 			}
 		}
@@ -96,8 +97,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "gateway", Subsystem: "proxy", Name: "fallbacks_total",
 			Help: "Responses served from a route's fallback.",
 		}, []string{"tenant", "route"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "retry_budget_refusals_total",
+			Help: "Retries not made because the route's retry budget was spent.",
+		}, []string{"tenant", "route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -124,6 +129,13 @@ func (m *metrics) retry(x *exchange) {
 		return
 	}
 	m.retries.WithLabelValues(tenantID(x), routeID(x)).Inc()
+}
+
+func (m *metrics) budgetRefused(x *exchange) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(tenantID(x), routeID(x)).Inc()
 }
 
 func (m *metrics) upstreamError(x *exchange, kind string) {
