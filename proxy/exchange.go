@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 )
@@ -34,8 +36,9 @@ type exchange struct {
 	upstream   string
 	attempts   int
 	status     int
-	code       string // the gateway's error code, or "fallback"
-	buf        []byte // scratch
+	code       string     // the gateway's error code, or "fallback"
+	buf        []byte     // scratch
+	span       trace.Span // nil unless tracing
 }
 
 var exchanges = sync.Pool{New: func() any { return &exchange{} }}

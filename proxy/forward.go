@@ -180,6 +180,9 @@ func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	up.URI().SetQueryStringBytes(req.URI().QueryString())
 	p.setForwarded(c, x, up)
 	up.Header.SetBytesV(fiber.HeaderXRequestID, x.requestID)
+	if x.span != nil {
+		injectTrace(&up.Header, x.span)
+	}
 
 	x.fwdPath = x.path
 	if t := x.route.Transform; t != nil && t.Request != nil {

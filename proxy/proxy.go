@@ -42,6 +42,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
@@ -173,6 +174,7 @@ type Deps struct {
 	Health    health.Checker        // nil: every upstream healthy
 	Budgets   *retry.Budgets        // nil: retries limited only by maxRetries
 	Metrics   prometheus.Registerer // nil: no metrics
+	Tracer    trace.Tracer          // nil (or no-op): no spans, traceparent untouched
 }
 
 // Proxy is the data plane. It is safe for concurrent use.
@@ -188,6 +190,7 @@ type Proxy struct {
 	pool      *upstreamPool
 	ids       *idSource
 	metrics   *metrics
+	tracer    trace.Tracer
 	log       *slog.Logger
 	seenSeq   atomic.Int64 // last snapshot seq whose state was pruned
 }
@@ -218,6 +221,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		pool:      newUpstreamPool(cfg),
 		ids:       newIDSource(),
 		metrics:   m,
+		tracer:    activeTracer(deps.Tracer),
 		log:       cfg.Log,
 	}
 	p.seenSeq.Store(-1)
@@ -228,14 +232,20 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 func (p *Proxy) Handler(c *fiber.Ctx) error {
 	x := acquireExchange()
 	defer releaseExchange(x)
+	if p.tracer != nil {
+		p.startSpan(c, x)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("proxy: panic serving request", "panic", r, "request_id", string(x.requestID))
 			c.Response().Reset()
-			x.status = fiber.StatusInternalServerError
-			_ = WriteError(c, x.status, "internal_error", "internal error")
+			x.status, x.code = fiber.StatusInternalServerError, "internal_error"
+			_ = WriteError(c, x.status, x.code, "internal error")
 		}
 		p.observe(c, x)
+		if x.span != nil {
+			p.endSpan(x)
+		}
 	}()
 	p.serve(c, x)
 	return nil
