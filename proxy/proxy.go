@@ -292,7 +292,10 @@ func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 	// 2. Rate limit, before matching so that a limited tenant's 404s carry
 	// the headers too.
 	if tenant.RateLimit != nil && p.limiter != nil {
-		x.limit = p.limiter.Allow(c.Context(), tenant.ID, *tenant.RateLimit)
+		// Not the RequestCtx: a context derived from it costs a goroutine
+		// per request (it is not a context.cancelCtx) and its Done races
+		// with Server.Shutdown; the limiter bounds its own wait.
+		x.limit = p.limiter.Allow(context.Background(), tenant.ID, *tenant.RateLimit)
 		x.limited = x.limit.Limit > 0
 		if !x.limit.Allowed {
 			p.reject(c, x, fiber.StatusTooManyRequests, "rate_limited", "rate limit exceeded")
