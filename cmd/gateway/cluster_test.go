@@ -74,10 +74,11 @@ var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 
 // proc is one gateway process.
 type proc struct {
-	t    *testing.T
-	name string
-	env  map[string]string
-	base string
+	t      *testing.T
+	name   string
+	env    map[string]string
+	base   string
+	starts int // how many times the process was started
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -129,6 +130,7 @@ func tail(s string, n int) string {
 // start (re)starts the process with its env.
 func (p *proc) start() {
 	p.t.Helper()
+	p.starts++
 	cmd := exec.Command(buildGateway(p.t))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range p.env {
@@ -283,6 +285,9 @@ type cluster struct {
 	dsn   string // the database itself, not through any proxy
 	procs []*proc
 	store *events.SQLStore
+
+	baseHead    int64
+	baseApplied map[*proc]float64
 }
 
 // clusterEnv is the shared part of the instances' environment.

@@ -40,27 +40,52 @@ func figure(t *testing.T, name string, kv ...any) {
 	t.Logf("FIGURE %s:%s", name, b.String())
 }
 
-// assertNoneLostOrTwice checks, on an instance's /admin/events, that the
-// events are 1..head with no gap and no repeat, and that every instance's
-// applied seq is the head with one stateHash (an event lost or applied twice
-// would change the hash or the seq).
-func eventsLostOrTwice(t *testing.T, c *cluster) (lost, twice int) {
+// markBaseline records, once the cluster is set up, the store's head and how
+// many events each instance has applied (its config-lag metric counts each
+// application once, from the moment the instance is live).
+func (c *cluster) markBaseline(ps ...*proc) {
+	c.t.Helper()
+	c.baseHead = c.head()
+	c.baseApplied = map[*proc]float64{}
+	for _, p := range append(c.procs, ps...) {
+		_, _, c.baseApplied[p] = scrapeHistogram(c.t, p, "gateway_config_lag_seconds")
+	}
+}
+
+// eventsLostOrTwice counts, after the cluster converged, events lost or
+// applied twice since markBaseline: in the store (the log must be 1..head
+// without a gap) and on every instance not restarted since, which must have
+// applied exactly the events committed since. It fails the test on any.
+func eventsLostOrTwice(t *testing.T, c *cluster) (lost, twice int64) {
 	t.Helper()
+	if c.baseApplied == nil {
+		t.Fatal("markBaseline was not called")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	evs, err := c.store.Read(ctx, eventsQueryAll)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[int64]bool{}
 	for i, ev := range evs {
-		if seen[ev.Seq] {
-			twice++
-		}
-		seen[ev.Seq] = true
 		if ev.Seq != int64(i+1) {
 			lost++
 		}
+	}
+	committed := int64(len(evs)) - c.baseHead
+	for p, before := range c.baseApplied {
+		if p.starts > 1 || !p.alive() {
+			continue
+		}
+		_, _, after := scrapeHistogram(t, p, "gateway_config_lag_seconds")
+		if d := int64(after-before) - committed; d > 0 {
+			twice += d
+		} else {
+			lost -= d
+		}
+	}
+	if lost > 0 || twice > 0 {
+		t.Errorf("%d events lost and %d applied twice", lost, twice)
 	}
 	return lost, twice
 }
@@ -75,6 +100,7 @@ func TestFaultCrashBetweenCommitAndPublish(t *testing.T) {
 	crasher := startProc(t, "gw-crash", with(e.vars(), "TEST_FAILPOINT", "exit-after-commit"))
 	createTenant(t, c.procs[0], "before")
 	c.waitConverged(5*time.Second, append(c.procs, crasher)...)
+	c.markBaseline()
 
 	_, _, err := crasher.call("POST", "/admin/tenants", map[string]any{"name": "committed-not-published"}, map[string]string{"X-Admin-Key": testAdminKey})
 	if err == nil {
@@ -161,6 +187,7 @@ func TestFaultRedisRestartedEmptyAndFlushed(t *testing.T) {
 	e := newClusterEnv(t)
 	e.redisURL = rs.url()
 	c := startCluster(t, e, 3)
+	c.markBaseline()
 	w := startWriter(t, "a", 50*time.Millisecond, c.procs...)
 	time.Sleep(300 * time.Millisecond) // writes before the outage (traffic, not an outcome)
 	rs.stop()
@@ -220,6 +247,7 @@ func testPostgresUnreachable(t *testing.T, o outage) {
 	tid, key := createTenant(t, c.procs[0], "acme")
 	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
 	waitServing(t, key, "/api/x", c.procs...)
+	c.markBaseline()
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
 	time.Sleep(500 * time.Millisecond)
@@ -305,6 +333,7 @@ func testRedisUnreachable(t *testing.T, o outage) {
 	tid, key := createTenant(t, c.procs[0], "acme")
 	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
 	waitServing(t, key, "/api/x", c.procs...)
+	c.markBaseline()
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
 	time.Sleep(500 * time.Millisecond)
@@ -349,6 +378,7 @@ func TestFaultKillOneInstance(t *testing.T) {
 	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
 	waitServing(t, key, "/api/x", c.procs...)
 	lb := startBalancer(t, c.procs...)
+	c.markBaseline()
 
 	tr := startTraffic([]func() string{func() string { return lb.base }}, "/api/x", key, 150)
 	time.Sleep(time.Second)
@@ -445,6 +475,7 @@ func TestFaultPausedConsumerFallsBehindTheStreamCap(t *testing.T) {
 	tid, _ := createTenant(t, c.procs[0], "acme")
 	rid := createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
 	c.waitConverged(5 * time.Second)
+	c.markBaseline()
 	paused.signal(syscall.SIGSTOP)
 	const n = 400 // the cap is approximate (whole stream nodes of 100)
 	var wg sync.WaitGroup
@@ -467,8 +498,10 @@ func TestFaultPausedConsumerFallsBehindTheStreamCap(t *testing.T) {
 	paused.signal(syscall.SIGCONT)
 	took := c.waitConverged(10 * time.Second)
 	lost, twice := eventsLostOrTwice(t, c)
-	logs := paused.logs.String()
-	detected := strings.Contains(logs, "bus gap or resync: catching up from the store")
+	detected := false
+	for deadline := time.Now().Add(2 * time.Second); !detected && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		detected = strings.Contains(paused.logs.String(), "bus gap or resync: catching up from the store")
+	}
 	figure(t, "sigstop-behind-stream-cap", "events_written", n, "stream_len", streamLen, "converged_after_resume", ms(took),
 		"gap_logged", detected, "events_lost", lost, "applied_twice", twice)
 	if streamLen >= n {
@@ -499,6 +532,7 @@ func TestFaultMalformedStreamEntry(t *testing.T) {
 	c := startCluster(t, e, 3)
 	createTenant(t, c.procs[0], "acme")
 	c.waitConverged(5 * time.Second)
+	c.markBaseline()
 	rdb := redisClientFor(t, e.redisURL)
 	defer rdb.Close()
 	next := c.head() + 1
@@ -517,17 +551,24 @@ func TestFaultMalformedStreamEntry(t *testing.T) {
 			t.Errorf("%s exited", p.name)
 		}
 	}
+	// Logs come through a pipe: poll for them.
 	logged := 0
-	for _, p := range c.procs[1:] {
-		if strings.Contains(p.logs.String(), "skipping malformed stream entry") {
-			logged++
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		logged = 0
+		for _, p := range c.procs {
+			if strings.Contains(p.logs.String(), "skipping malformed stream entry") {
+				logged++
+			}
+		}
+		if logged == len(c.procs) || time.Now().After(deadline) {
+			break
 		}
 	}
 	lost, twice := eventsLostOrTwice(t, c)
 	figure(t, "malformed-stream-entry", "instances_logged", logged, "converged_after_writes", ms(sinceWrites),
 		"events_lost", lost, "applied_twice", twice)
-	if logged != 2 {
-		t.Errorf("%d of the 2 other instances logged the malformed entry", logged)
+	if logged != len(c.procs) {
+		t.Errorf("%d of the %d instances logged the malformed entry", logged, len(c.procs))
 	}
 }
 

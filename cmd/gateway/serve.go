@@ -74,14 +74,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	projMetrics := newProjectionMetrics(reg)
 
-	onApplied := projMetrics.applied
-	if cache != nil {
-		onApplied = func(ev events.Envelope, at time.Time) {
-			projMetrics.applied(ev, at)
+	var projector *projections.Projector
+	onApplied := func(ev events.Envelope, at time.Time) {
+		// Events applied before the start-up catch-up ends are replay, not lag.
+		projMetrics.applied(ev, at, projector.Ready())
+		if cache != nil {
 			cache.Add(ev)
 		}
 	}
-	projector, err := projections.NewProjector(projections.ProjectorConfig{
+	projector, err = projections.NewProjector(projections.ProjectorConfig{
 		HeadCheckInterval: cfg.HeadCheckInterval,
 		OnApplied:         onApplied,
 		Initial:           cached,
@@ -151,7 +152,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if lazy != nil {
 		background.Go(func() error { return lazy.wait(bgCtx) })
 	}
-	background.Go(func() error { return projMetrics.goLiveWhenReady(bgCtx, projector) })
 	for _, loop := range res.loops {
 		background.Go(func() error { return loop(bgCtx) })
 	}
@@ -256,7 +256,6 @@ func requireAdminKey(key string) fiber.Handler {
 
 // projectionMetrics expose how current this instance's configuration is.
 type projectionMetrics struct {
-	live       atomic.Bool // set once caught up: start-up replay is not lag
 	appliedSeq prometheus.Gauge
 	lag        prometheus.Histogram
 }
@@ -276,25 +275,9 @@ func newProjectionMetrics(reg prometheus.Registerer) *projectionMetrics {
 	return m
 }
 
-func (m *projectionMetrics) applied(ev events.Envelope, at time.Time) {
+func (m *projectionMetrics) applied(ev events.Envelope, at time.Time, live bool) {
 	m.appliedSeq.Set(float64(ev.Seq))
-	if lag := at.Sub(ev.OccurredAt); lag >= 0 && m.live.Load() {
+	if lag := at.Sub(ev.OccurredAt); lag >= 0 && live {
 		m.lag.Observe(lag.Seconds())
 	}
-}
-
-// goLiveWhenReady starts observing config lag once the start-up catch-up is
-// done, so replaying old events does not count as lag.
-func (m *projectionMetrics) goLiveWhenReady(ctx context.Context, p interface{ Ready() bool }) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !p.Ready() {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
-	m.live.Store(true)
-	return nil
 }
