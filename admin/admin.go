@@ -43,6 +43,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
@@ -95,6 +96,8 @@ type Deps struct {
 	Log *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Tracer, when set (and not a no-op), gives every command a span.
+	Tracer trace.Tracer
 }
 
 // API serves /admin/...
@@ -107,6 +110,7 @@ type API struct {
 	notify   func()
 	log      *slog.Logger
 	now      func() time.Time
+	tracer   trace.Tracer  // nil: no spans
 	lastHead atomic.Int64  // last store head seen, reported while the store is down
 	writes   chan struct{} // a one-slot semaphore: this instance's commands run one at a time
 }
@@ -150,6 +154,7 @@ func New(cfg Config, deps Deps) (*API, error) {
 		notify:  deps.Notify,
 		log:     deps.Log,
 		now:     deps.Now,
+		tracer:  activeTracer(deps.Tracer),
 		writes:  make(chan struct{}, 1),
 	}, nil
 }
@@ -160,7 +165,7 @@ func New(cfg Config, deps Deps) (*API, error) {
 // proxy paths such as /administrator.
 func (a *API) Mount(r fiber.Router) {
 	h := func(handler fiber.Handler) []fiber.Handler {
-		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, handler}
+		return []fiber.Handler{a.recover, a.authenticate, a.limitBody, a.traceCommand, handler}
 	}
 	r.Get("/admin/tenants", h(a.listTenants)...)
 	r.Post("/admin/tenants", h(a.createTenant)...)

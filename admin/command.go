@@ -71,6 +71,7 @@ func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, 
 			return nil, a.storeError(err)
 		}
 		a.notify()
+		traceAppended(ctx, appended)
 		last := appended[len(appended)-1].Seq
 		wctx, cancel := withTimeout(ctx)
 		err = a.proj.WaitFor(wctx, last)
