@@ -4,12 +4,16 @@
 #   bare     wrk -> bare fasthttp reverse proxy -> upstream
 #   gateway  wrk -> gateway (proxy.New: auth, match, weighted balance, transforms) -> upstream
 #   nolog    the same gateway with its access log dropped (what logging costs)
+#   full     the full path: the gateway with the tenant's rate limit (high,
+#            never reached) shared through Redis, and a circuit breaker
+#            (shared) and retry block on the route
 # Two phases: throughput (CONNS connections) and latency (one connection, so
 # p50 is service time rather than queueing). Prints requests/s, p50 and p99
 # for each, the gateway's throughput as a ratio of the bare proxy's, and the
 # median latency the gateway adds.
 #
-# Usage: scripts/bench/run.sh        (env: DURATION=6s CONNS=32 PROCS=1 ROUNDS=2)
+# Usage: scripts/bench/run.sh        (env: DURATION=6s CONNS=32 PROCS=1 ROUNDS=2
+#                                     REDIS_URL=redis://127.0.0.1:6379/0)
 # Targets are measured in turn, ROUNDS times over; each figure is the best of
 # the rounds, which filters out bursts of load from other processes on a
 # shared machine.
@@ -22,7 +26,9 @@ ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-32}
 PROCS=${PROCS:-1}          # GOMAXPROCS of each server process
 KEY=gw_benchmark_key_0123456789abcdef
-UP=127.0.0.1:18081 BARE=127.0.0.1:18082 GW=127.0.0.1:18083 NOLOG=127.0.0.1:18084
+UP=127.0.0.1:18081 BARE=127.0.0.1:18082 GW=127.0.0.1:18083 NOLOG=127.0.0.1:18084 FULL=127.0.0.1:18085
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+TARGETS="direct bare gateway nolog full"
 
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -43,6 +49,9 @@ GOMAXPROCS=$PROCS "$bin/upstream" -addr "$UP" & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/bareproxy" -addr "$BARE" -upstream "$UP" & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/gateway" -addr "$GW" -upstream "http://$UP" -key "$KEY" 2>/dev/null & pids+=($!)
 GOMAXPROCS=$PROCS "$bin/gateway" -addr "$NOLOG" -upstream "http://$UP" -key "$KEY" -access-log=false & pids+=($!)
+# Its own key prefix in the shared Redis; the limiter's keys expire by themselves.
+GOMAXPROCS=$PROCS "$bin/gateway" -addr "$FULL" -upstream "http://$UP" -key "$KEY" -redis "$REDIS_URL" \
+	-redis-prefix "bench:$$:" 2>/dev/null & pids+=($!)
 
 wait_ready() { # poll with a deadline instead of sleeping a guessed time
 	local url=$1 deadline=$((SECONDS + 20))
@@ -55,6 +64,7 @@ wait_ready "http://$UP/api/users/7"
 wait_ready "http://$BARE/api/users/7"
 wait_ready "http://$GW/api/users/7"
 wait_ready "http://$NOLOG/api/users/7"
+wait_ready "http://$FULL/api/users/7"
 
 # run NAME URL CONNS -> "rps p50_us p99_us"
 run() {
@@ -80,12 +90,13 @@ for round in $(seq "$ROUNDS"); do
 	for phase in throughput latency; do
 		conns=$CONNS
 		[ $phase = latency ] && conns=1
-		for target in direct bare gateway nolog; do
+		for target in $TARGETS; do
 			case $target in
 			direct) url="http://$UP/api/users/7" ;;
 			bare) url="http://$BARE/api/users/7" ;;
 			gateway) url="http://$GW/api/users/7" ;;
 			nolog) url="http://$NOLOG/api/users/7" ;;
+			full) url="http://$FULL/api/users/7" ;;
 			esac
 			echo "  round $round, $phase: $target ($conns connections, $DURATION)..." >&2
 			got=$(run "$target" "$url" "$conns")
@@ -99,7 +110,7 @@ for round in $(seq "$ROUNDS"); do
 done
 printf '\n%-10s %-8s %12s %10s %10s\n' phase target "req/s" "p50 us" "p99 us"
 for phase in throughput latency; do
-	for target in direct bare gateway nolog; do
+	for target in $TARGETS; do
 		read -r rps p50 p99 <<<"${R[$phase.$target]}"
 		printf '%-10s %-8s %12s %10s %10s\n' "$phase" "$target" "$rps" "$p50" "$p99"
 	done
@@ -107,10 +118,13 @@ done
 read -r brps _ _ <<<"${R[throughput.bare]}"
 read -r grps _ _ <<<"${R[throughput.gateway]}"
 read -r nrps _ _ <<<"${R[throughput.nolog]}"
+read -r frps _ _ <<<"${R[throughput.full]}"
 read -r _ d50 _ <<<"${R[latency.direct]}"
 read -r _ b50 _ <<<"${R[latency.bare]}"
 read -r _ g50 _ <<<"${R[latency.gateway]}"
-awk -v g="$grps" -v n="$nrps" -v b="$brps" -v d50="$d50" -v b50="$b50" -v g50="$g50" 'BEGIN {
-	printf "\ngateway throughput = %.2fx the bare proxy (goal >= 0.90x); without the access log %.2fx\n", g / b, n / b
-	printf "median latency added by the gateway: %.0f us over direct, %.0f us over the bare proxy (goal <= 150 us)\n", g50 - d50, g50 - b50
+read -r _ f50 _ <<<"${R[latency.full]}"
+awk -v g="$grps" -v n="$nrps" -v f="$frps" -v b="$brps" -v d50="$d50" -v b50="$b50" -v g50="$g50" -v f50="$f50" 'BEGIN {
+	printf "\nlimits off:  gateway throughput = %.2fx the bare proxy (goal >= 0.90x); without the access log %.2fx\n", g / b, n / b
+	printf "shared limit on (full path): %.2fx the bare proxy (goal >= 0.75x)\n", f / b
+	printf "median latency added: gateway %.0f us over direct, %.0f us over the bare proxy; full path %.0f us over direct (goal <= 150 us)\n", g50 - d50, g50 - b50, f50 - d50
 }'

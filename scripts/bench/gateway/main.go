@@ -3,9 +3,15 @@
 // projections.Replay: one tenant (auth by API key), 50 routes to match
 // past, and the benchmarked route with weighted balancing over two upstream
 // base paths and a request and response header transform.
+//
+// With -redis it is the full path: the tenant's rate limit (high, never
+// reached) is shared through Redis as cmd/gateway does it, and the route has
+// a circuit breaker (shared too) and a retry block.
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -15,14 +21,18 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only with -pprof
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/proxy"
+	"github.com/tenantgate/gateway/resilience/breaker"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
+	"github.com/tenantgate/gateway/resilience/retry"
 )
 
 type static struct{ s *projections.Snapshot }
@@ -35,6 +45,8 @@ func main() {
 	key := flag.String("key", "gw_benchmark_key_0123456789abcdef", "the tenant's API key")
 	accessLog := flag.Bool("access-log", true, "write the access log (JSON) to stderr; false drops it unformatted")
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
+	redisURL := flag.String("redis", "", "full path: share the (never reached) rate limit and the route's circuit breaker through this Redis; the route also gets a retry block")
+	redisPrefix := flag.String("redis-prefix", "bench:", "prefix of the Redis keys (-redis)")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
 	flag.Parse()
@@ -42,17 +54,38 @@ func main() {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	}
 
-	snap, err := projections.Replay(eventsFor(*key, *upstream, *rateLimit))
+	full := *redisURL != ""
+	snap, err := projections.Replay(eventsFor(*key, *upstream, *rateLimit || full, full))
 	if err != nil {
 		log.Fatal(err)
 	}
 	handler := slog.Handler(slog.DiscardHandler)
 	if *accessLog {
-		handler = slog.NewJSONHandler(os.Stderr, nil)
+		// Batched, as cmd/gateway writes its logs: one syscall per flush,
+		// not per line.
+		handler = slog.NewJSONHandler(newBatchWriter(os.Stderr), nil)
 	}
 	deps := proxy.Deps{Snapshots: static{snap}}
 	if *rateLimit {
 		deps.Limiter = ratelimit.NewLocal()
+	}
+	if full {
+		opts, err := redis.ParseURL(*redisURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		rdb := redis.NewClient(opts)
+		quiet := slog.New(slog.DiscardHandler)
+		limiter, err := ratelimit.NewRedis(rdb, ratelimit.RedisConfig{Prefix: *redisPrefix}, quiet)
+		if err != nil {
+			log.Fatal(err)
+		}
+		breakers, err := breaker.NewShared(rdb, breaker.SharedConfig{Prefix: *redisPrefix}, quiet)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() { log.Println(breakers.Run(context.Background())) }()
+		deps.Limiter, deps.Breakers, deps.Budgets = limiter, breakers, retry.NewBudgets(retry.BudgetConfig{})
 	}
 	p, err := proxy.New(proxy.Config{Log: slog.New(handler)}, deps)
 	if err != nil {
@@ -67,7 +100,7 @@ func main() {
 	log.Fatal(app.Listen(*addr))
 }
 
-func eventsFor(key, upstream string, limited bool) []events.Envelope {
+func eventsFor(key, upstream string, limited, resilient bool) []events.Envelope {
 	var evs []events.Envelope
 	add := func(typ events.Type, agg, tenant string, data any) {
 		b, err := json.Marshal(data)
@@ -91,12 +124,46 @@ func eventsFor(key, upstream string, limited bool) []events.Envelope {
 			Path: fmt.Sprintf("/svc%02d", i), PathType: events.PathPrefix, LoadBalancing: events.BalanceRoundRobin,
 			Upstreams: []events.Upstream{{URL: upstream, Weight: 1}}})
 	}
+	var res *events.Resilience
+	if resilient {
+		res = &events.Resilience{
+			CircuitBreaker: &events.CircuitBreaker{Enabled: true, FailureThreshold: 5, SuccessThreshold: 2, Timeout: 30000},
+			Retry: &events.Retry{Enabled: true, MaxRetries: 2, BaseDelayMs: 100, MaxDelayMs: 2000,
+				RetryableStatusCodes: []int{502, 503, 504}},
+		}
+	}
 	add(events.RouteCreated, "route-bench", tenant, events.RouteSpec{TenantID: tenant, Method: "GET",
 		Path: "/api/users", PathType: events.PathPrefix, LoadBalancing: events.BalanceWeighted,
-		Upstreams: []events.Upstream{{URL: upstream + "/a", Weight: 3}, {URL: upstream + "/b", Weight: 1}},
+		Upstreams:  []events.Upstream{{URL: upstream + "/a", Weight: 3}, {URL: upstream + "/b", Weight: 1}},
+		Resilience: res,
 		Transform: &events.Transform{
 			Request:  &events.RequestTransform{Headers: &events.HeaderOps{Set: map[string]string{"X-Tenant": "${tenant.id}"}, Remove: []string{"Cookie"}}},
 			Response: &events.ResponseTransform{Headers: &events.HeaderOps{Set: map[string]string{"X-Served-By": "gateway"}}},
 		}})
 	return evs
+}
+
+// batchWriter buffers log lines and flushes them every 100 ms or when 64 KiB
+// are waiting: the pattern of cmd/gateway's log writer.
+type batchWriter struct {
+	mu  sync.Mutex
+	buf *bufio.Writer
+}
+
+func newBatchWriter(w *os.File) *batchWriter {
+	b := &batchWriter{buf: bufio.NewWriterSize(w, 64<<10)}
+	go func() {
+		for range time.Tick(100 * time.Millisecond) {
+			b.mu.Lock()
+			_ = b.buf.Flush()
+			b.mu.Unlock()
+		}
+	}()
+	return b
+}
+
+func (b *batchWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
