@@ -37,6 +37,7 @@ type LocalCache struct {
 	wake    chan struct{}
 	f       *os.File
 	broken  bool // a write failed or a gap came: add nothing more until restart
+	close   sync.Once
 }
 
 // OpenLocalCache opens (creating it if missing) the cache file at path and
@@ -176,10 +177,7 @@ func (c *LocalCache) Add(ev events.Envelope) {
 // left and closes the file. Events queued during a write go out together in
 // the next one, so a burst costs few syncs.
 func (c *LocalCache) Run(ctx context.Context) error {
-	defer func() {
-		c.flushSafely()
-		_ = c.f.Close()
-	}()
+	defer func() { _ = c.Close() }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -188,6 +186,16 @@ func (c *LocalCache) Run(ctx context.Context) error {
 		}
 		c.flushSafely()
 	}
+}
+
+// Close writes what is queued and closes the file; later calls do nothing.
+func (c *LocalCache) Close() error {
+	var err error
+	c.close.Do(func() {
+		c.flushSafely()
+		err = c.f.Close()
+	})
+	return err
 }
 
 func (c *LocalCache) flushSafely() {

@@ -36,12 +36,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		// Printed once, to stdout and not to the log, so it never lands in log storage.
 		fmt.Fprintf(stdout, "admin key (generated for this run; set ADMIN_API_KEY to choose one): %s\n", cfg.AdminAPIKey)
 	}
-	cache, cached, err := openLocalCache(cfg, log)
-	if err != nil {
-		return err
+	cache, cached := openLocalCache(cfg, log)
+	if cache != nil {
+		defer cache.Close()
 	}
-	var store events.Store
-	if store, err = openServeStore(ctx, cfg, cache, cached, log); err != nil {
+	store, err := openServeStore(ctx, cfg, cache, cached, log)
+	if err != nil {
 		return err
 	}
 	defer store.Close()

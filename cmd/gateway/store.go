@@ -21,15 +21,18 @@ const cacheFile = "applied-events.jsonl"
 
 // openLocalCache opens the snapshot cache when SNAPSHOT_CACHE is on in the
 // distributed deployment (the embedded store already lives under DATA_DIR).
-func openLocalCache(cfg Config, log *slog.Logger) (*projections.LocalCache, *projections.Snapshot, error) {
+// The cache only helps a restart while the store is down, so a DATA_DIR that
+// cannot hold it is logged, not fatal.
+func openLocalCache(cfg Config, log *slog.Logger) (*projections.LocalCache, *projections.Snapshot) {
 	if !cfg.Distributed() || !cfg.SnapshotCache {
-		return nil, nil, nil
+		return nil, nil
 	}
 	cache, snap, err := projections.OpenLocalCache(filepath.Join(cfg.DataDir, cacheFile), log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATA_DIR: %w", err)
+		log.Warn("no local snapshot cache: a restart while the store is down will wait for it", "err", err)
+		return nil, nil
 	}
-	return cache, snap, nil
+	return cache, snap
 }
 
 // openServeStore opens and migrates the store. When it cannot be reached and
