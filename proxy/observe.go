@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -175,6 +177,11 @@ func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
 			s.fallbacks.Inc()
 		}
 	}
+	if w := p.cfg.AccessLog; w != nil {
+		x.buf = appendAccessLine(x.buf[:0], x, tenant, route, x.start.Add(d), d)
+		_, _ = w.Write(x.buf)
+		return
+	}
 	h := p.log.Handler()
 	if !h.Enabled(context.Background(), slog.LevelInfo) {
 		return
@@ -194,4 +201,72 @@ func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
 		slog.Duration("duration", d),
 	)
 	_ = h.Handle(context.Background(), r)
+}
+
+// appendAccessLine appends the access-log line slog's JSONHandler would
+// write for observe's record, newline included. slog costs a tenth of the
+// gateway's CPU per request (attribute slice, reflection-free but generic
+// encoding); this is a few appends.
+func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time, d time.Duration) []byte {
+	b = append(b, `{"time":"`...)
+	b = at.AppendFormat(b, time.RFC3339Nano) // as slog's JSONHandler
+	b = append(b, `","level":"INFO","msg":"proxy","request_id":`...)
+	b = appendJSONString(b, x.requestID)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, x.method)
+	b = append(b, `,"tenant":`...)
+	b = appendJSONString(b, tenant)
+	b = append(b, `,"route":`...)
+	b = appendJSONString(b, route)
+	b = append(b, `,"upstream":`...)
+	b = appendJSONString(b, x.upstream)
+	b = append(b, `,"attempts":`...)
+	b = strconv.AppendInt(b, int64(x.attempts), 10)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(x.status), 10)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, x.code)
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendInt(b, int64(d), 10)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s quoted as slog does: quote, backslash and
+// control characters escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029
+// escaped; no HTML escaping.
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, string(s[i:i+size])...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }

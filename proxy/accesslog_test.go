@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// slogLine is the line observe writes through slog's JSONHandler.
+func slogLine(t *testing.T, x *exchange, tenant, route string, at time.Time, d time.Duration) string {
+	t.Helper()
+	var b bytes.Buffer
+	r := slog.NewRecord(at, slog.LevelInfo, "proxy", 0)
+	r.AddAttrs(
+		slog.String("request_id", string(x.requestID)), slog.String("method", x.method),
+		slog.String("tenant", tenant), slog.String("route", route), slog.String("upstream", x.upstream),
+		slog.Int("attempts", x.attempts), slog.Int("status", x.status), slog.String("code", x.code),
+		slog.Duration("duration", d),
+	)
+	if err := slog.NewJSONHandler(&b, nil).Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestAccessLineIsSlogsJSON(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		id, code string
+		upstream string
+		at       time.Time
+	}{
+		{name: "plain", id: "0190a0b0-7c1e", upstream: "http://127.0.0.1:9001/base", at: at},
+		{name: "quote and backslash", id: `a"b\c`, code: "fallback", at: at},
+		{name: "control characters", id: "a\x00\x01\x1f\n\r\tb\x7f", at: at},
+		{name: "invalid UTF-8", id: "a\xff\xfeb\xe2\x82", at: at},
+		{name: "line separators and non-ASCII", id: "a\u2028b\u2029c é 日本 😀", at: at},
+		{name: "HTML characters stay", id: "<a&b>", at: at},
+		{name: "other zone", id: "z", at: at.In(time.FixedZone("x", -5*3600-30*60))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			x := &exchange{requestID: []byte(tc.id), method: "GET", upstream: tc.upstream, attempts: 2, status: 503, code: tc.code}
+			got := string(appendAccessLine(nil, x, "t1", "r1", tc.at, 1234567*time.Nanosecond))
+			if want := slogLine(t, x, "t1", "r1", tc.at, 1234567*time.Nanosecond); got != want {
+				t.Fatalf("\ngot  %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+func TestAccessLogWriterGetsOneLinePerRequestAndNoKey(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	up := newUpstream(t, "u", nil)
+	ten, key := w.tenant("acme")
+	rid := w.route(events.RouteSpec{TenantID: ten, Path: "/ok", Upstreams: ups(up.URL)})
+	var access, errs syncBuffer
+	gw, _ := gateway(t, Config{AccessLog: &access, Log: slog.New(slog.NewJSONHandler(&errs, nil))}, Deps{Snapshots: w})
+
+	for range 3 {
+		get(t, gw+"/ok/x", key)
+	}
+	get(t, gw+"/x", "gw_wrong_key_123")
+
+	text := access.String()
+	if strings.Contains(text, key) || strings.Contains(text, "gw_wrong_key_123") {
+		t.Fatal("the access log contains an API key")
+	}
+	if errs.String() != "" {
+		t.Fatalf("access lines also went to Log: %s", errs.String())
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d access-log lines for 4 requests:\n%s", len(lines), text)
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, lines[0])
+	}
+	if first["msg"] != "proxy" || first["tenant"] != ten || first["route"] != rid || first["status"] != float64(200) {
+		t.Fatalf("first line: %v", first)
+	}
+}
