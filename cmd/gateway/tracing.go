@@ -27,7 +27,7 @@ import (
 // request path does no tracing work at all.
 //
 // Exporters: "otlp" (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL http/protobuf, the
-// default, or grpc; endpoint, headers, timeout, TLS and compression from the
+// default, http/json or grpc; endpoint, headers, timeout, TLS and compression from the
 // OTEL_EXPORTER_OTLP_* variables, read by the exporter itself), "console"
 // (spans as JSON on stdout, for development) and "none"; a comma-separated
 // list sends to each. The resource is service.name serviceName, overridden
@@ -104,12 +104,12 @@ func newExporter(ctx context.Context, name string) (sdktrace.SpanExporter, error
 			proto = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 		}
 		switch strings.TrimSpace(proto) {
-		case "", "http/protobuf":
+		case "", "http/protobuf", "http/json": // the exporter reads which
 			return otlptracehttp.New(ctx)
 		case "grpc":
 			return otlptracegrpc.New(ctx)
 		default:
-			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: want http/protobuf or grpc", proto)
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: want http/protobuf, http/json or grpc", proto)
 		}
 	case "console":
 		return stdouttrace.New()
