@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Listener wraps ln so that the server's read, write and idle timeouts
+// (Config.ReadTimeout, WriteTimeout, IdleTimeout) cost no syscall per
+// request. fasthttp moves the socket's deadline three times per keep-alive
+// request (idle wait, request read, response write), each a trip through the
+// runtime poller; the bare proxy pays none of it. Here each read and write
+// records, in an atomic, when it must end, the deadline calls of the server
+// become no-ops, and one goroutine per listener checks the connections a few
+// times per timeout and expires the socket of one blocked too long, which
+// the server sees as the same timeout error. Timeouts fire up to an eighth
+// of the shortest timeout late (at most 500ms). Serve with FiberConfig as
+// usual; the wrapped listener stops its checker when closed.
+func (p *Proxy) Listener(ln net.Listener) net.Listener {
+	tick := 500 * time.Millisecond
+	for _, d := range []time.Duration{p.cfg.ReadTimeout, p.cfg.WriteTimeout, p.cfg.IdleTimeout} {
+		if d > 0 {
+			tick = min(tick, max(d/8, 5*time.Millisecond))
+		}
+	}
+	return &timeoutListener{
+		Listener: ln, epoch: time.Now(), tick: tick, stop: make(chan struct{}),
+		read: int64(p.cfg.ReadTimeout), write: int64(p.cfg.WriteTimeout), idle: int64(p.cfg.IdleTimeout),
+	}
+}
+
+type timeoutListener struct {
+	net.Listener
+	epoch             time.Time // deadlines are nanoseconds on its monotonic clock
+	tick              time.Duration
+	read, write, idle int64
+
+	conns     sync.Map // *timedConn -> struct{}
+	startOnce sync.Once
+	stopOnce  sync.Once
+	stop      chan struct{}
+}
+
+func (l *timeoutListener) now() int64 { return int64(time.Since(l.epoch)) }
+
+func (l *timeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.startOnce.Do(func() { go l.check() })
+	tc := &timedConn{Conn: c, l: l}
+	tc.wait.Store(l.read) // the first request has ReadTimeout to arrive, as in fasthttp
+	tc.between.Store(true)
+	l.conns.Store(tc, struct{}{})
+	return tc, nil
+}
+
+func (l *timeoutListener) Close() error {
+	l.stopOnce.Do(func() { close(l.stop) })
+	return l.Listener.Close()
+}
+
+// check expires the sockets of connections blocked past their deadline.
+func (l *timeoutListener) check() {
+	t := time.NewTicker(l.tick)
+	defer t.Stop()
+	past := time.Unix(1, 0)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		now := l.now()
+		l.conns.Range(func(k, _ any) bool {
+			c := k.(*timedConn)
+			if d := c.deadline.Load(); d != 0 && now > d {
+				_ = c.Conn.SetDeadline(past) // the blocked call returns a timeout
+			}
+			return true
+		})
+	}
+}
+
+// timedConn is one client connection. The server reads and writes it from
+// one goroutine at a time; the checker only reads deadline.
+type timedConn struct {
+	net.Conn
+	l        *timeoutListener
+	deadline atomic.Int64 // when the current Read or Write must end; 0: none in progress or no limit
+	reqStart atomic.Int64 // when the current request's first byte arrived
+	between  atomic.Bool  // no request in progress: the next Read waits for one
+	wait     atomic.Int64 // how long that wait may last (ReadTimeout first, then IdleTimeout)
+}
+
+func (c *timedConn) Read(b []byte) (int, error) {
+	l := c.l
+	now := l.now()
+	var d int64
+	if c.between.Load() {
+		if w := c.wait.Load(); w > 0 {
+			d = now + w
+		}
+	} else if l.read > 0 {
+		// The whole request, body included, within ReadTimeout.
+		d = c.reqStart.Load() + l.read
+	}
+	c.deadline.Store(d)
+	n, err := c.Conn.Read(b)
+	c.deadline.Store(0)
+	if n > 0 && c.between.Load() {
+		c.reqStart.Store(l.now()) // the wait is over: the request starts now
+		c.between.Store(false)
+	}
+	return n, err
+}
+
+func (c *timedConn) Write(b []byte) (int, error) {
+	l := c.l
+	if l.write > 0 {
+		c.deadline.Store(l.now() + l.write)
+	}
+	n, err := c.Conn.Write(b)
+	c.deadline.Store(0)
+	// A response went out: the next read waits for the next request.
+	c.wait.Store(l.idle)
+	c.between.Store(true)
+	return n, err
+}
+
+func (c *timedConn) Close() error {
+	c.l.conns.Delete(c)
+	return c.Conn.Close()
+}
+
+// The server's own deadlines are replaced by the checker's.
+func (c *timedConn) SetDeadline(time.Time) error      { return nil }
+func (c *timedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *timedConn) SetWriteDeadline(time.Time) error { return nil }
