@@ -439,7 +439,6 @@ type traffic struct {
 	failures  map[string]int // "status 502 ..." or "transport: ..." -> count
 	stop      chan struct{}
 	done      chan struct{}
-	firstFail time.Time
 	latencies []time.Duration
 }
 
@@ -495,9 +494,6 @@ func (tr *traffic) one(base, path, apiKey string) {
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.firstFail.IsZero() {
-		tr.firstFail = time.Now()
-	}
 	tr.failures[why]++
 }
 

@@ -106,6 +106,9 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 			return Config{}, fmt.Errorf("REDIS_URL: needs DATABASE_URL too (the embedded SQLite store serves one instance only)")
 		}
 	}
+	if c.failpoint != "" && c.failpoint != "exit-after-commit" {
+		return Config{}, fmt.Errorf("TEST_FAILPOINT: unknown failpoint %q (tests only: exit-after-commit)", c.failpoint)
+	}
 	if c.AdminPort != 0 && c.AdminPort == c.Port {
 		return Config{}, fmt.Errorf("ADMIN_PORT: must differ from PORT (%d)", c.Port)
 	}

@@ -512,6 +512,7 @@ func TestFaultPausedConsumerFallsBehindTheStreamCap(t *testing.T) {
 	}
 }
 
+// streamLen is the number of entries in the cluster's stream.
 func (c *cluster) streamLen(t *testing.T, e clusterEnv) int64 {
 	t.Helper()
 	rdb := redisClientFor(t, e.redisURL)
@@ -701,7 +702,7 @@ func TestFaultColdStartWithoutTheStore(t *testing.T) {
 	}
 }
 
-// readScanner is used to parse /metrics.
+// scrapeHistogram reads a histogram's cumulative buckets and count from p's /metrics.
 func scrapeHistogram(t *testing.T, p *proc, name string) (bounds []float64, counts []float64, total float64) {
 	t.Helper()
 	code, b, err := p.call("GET", "/metrics", nil, map[string]string{"X-Admin-Key": testAdminKey})
