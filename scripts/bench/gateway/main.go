@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with -pprof
 	"os"
@@ -44,11 +45,13 @@ func main() {
 	upstream := flag.String("upstream", "http://127.0.0.1:18081", "upstream URL")
 	key := flag.String("key", "gw_benchmark_key_0123456789abcdef", "the tenant's API key")
 	accessLog := flag.Bool("access-log", true, "write the access log (JSON) to stderr; false drops it unformatted")
+	viaSlog := flag.Bool("slog-access-log", false, "encode the access log with slog's JSONHandler instead of proxy.Config.AccessLog (comparison)")
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
 	redisURL := flag.String("redis", "", "full path: share the (never reached) rate limit and the route's circuit breaker through this Redis; the route also gets a retry block")
 	redisPrefix := flag.String("redis-prefix", "bench:", "prefix of the Redis keys (-redis)")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
+	deadlines := flag.Bool("server-deadlines", false, "comparison: enforce the timeouts with fasthttp's per-request socket deadlines instead of proxy.Listener")
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
@@ -59,11 +62,16 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	handler := slog.Handler(slog.DiscardHandler)
+	cfg := proxy.Config{Log: slog.New(slog.DiscardHandler)}
 	if *accessLog {
 		// Batched, as cmd/gateway writes its logs: one syscall per flush,
 		// not per line.
-		handler = slog.NewJSONHandler(newBatchWriter(os.Stderr), nil)
+		w := newBatchWriter(os.Stderr)
+		if *viaSlog {
+			cfg.Log = slog.New(slog.NewJSONHandler(w, nil))
+		} else {
+			cfg.AccessLog = w
+		}
 	}
 	deps := proxy.Deps{Snapshots: static{snap}}
 	if *rateLimit {
@@ -87,7 +95,7 @@ func main() {
 		go func() { log.Println(breakers.Run(context.Background())) }()
 		deps.Limiter, deps.Breakers, deps.Budgets = limiter, breakers, retry.NewBudgets(retry.BudgetConfig{})
 	}
-	p, err := proxy.New(proxy.Config{Log: slog.New(handler)}, deps)
+	p, err := proxy.New(cfg, deps)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -97,7 +105,14 @@ func main() {
 	}
 	app := fiber.New(fc)
 	app.Use(p.Handler)
-	log.Fatal(app.Listen(*addr))
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if !*deadlines {
+		ln = p.Listener(ln)
+	}
+	log.Fatal(app.Listener(ln))
 }
 
 func eventsFor(key, upstream string, limited, resilient bool) []events.Envelope {
