@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(cfg, logOut)
 	switch cmd {
 	case "serve":
-		err = serve(ctx, cfg, log, stdout)
+		err = serve(ctx, cfg, log, accessLogWriter(cfg, logOut), stdout)
 	case "migrate":
 		err = migrateCommand(ctx, cfg, log)
 	case "replay":
@@ -76,6 +76,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 1
 	}
+}
+
+// accessLogWriter is where the proxy writes its access log directly: the
+// batched log output when the logs are JSON at info level or below (the
+// proxy's encoder writes the same JSON as slog's, much cheaper), else nil
+// so the lines go through the logger.
+func accessLogWriter(cfg Config, w io.Writer) io.Writer {
+	if cfg.LogFormat != "json" || cfg.LogLevel > slog.LevelInfo {
+		return nil
+	}
+	return w
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {

@@ -31,7 +31,10 @@ import (
 // serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains: /ready
 // turns 503, the listeners stop accepting, in-flight requests finish within
 // ShutdownTimeout, background loops stop.
-func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+//
+// accessLog, when not nil, takes the proxy's access-log lines (JSON, encoded
+// without slog); nil sends them through log.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout io.Writer) error {
 	if cfg.adminKeyGenerated {
 		// Printed once, to stdout and not to the log, so it never lands in log storage.
 		fmt.Fprintf(stdout, "admin key (generated for this run; set ADMIN_API_KEY to choose one): %s\n", cfg.AdminAPIKey)
@@ -96,6 +99,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := setupTracing(ctx, "tenantgate", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the listeners have drained: flush the last spans, bounded.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("tracing: flush on shutdown", "err", err)
+		}
+	}()
+	pxDeps := res.proxyDeps(projector, reg)
+	pxDeps.Tracer = tp.Tracer("github.com/tenantgate/gateway/proxy")
 	px, err := proxy.New(proxy.Config{
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
@@ -105,7 +122,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		MaxConns:       cfg.MaxConns,
 		TrustedProxies: cfg.TrustedProxies,
 		Log:            log,
-	}, res.proxyDeps(projector, reg))
+		AccessLog:      accessLog,
+	}, pxDeps)
 	if err != nil {
 		return err
 	}
@@ -115,6 +133,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		BusKind:   bus.Kind(),
 		Notify:    relay.Notify,
 		Log:       log,
+		Tracer:    tp.Tracer("github.com/tenantgate/gateway/admin"),
 	})
 	if err != nil {
 		return err
