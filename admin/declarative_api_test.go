@@ -97,6 +97,12 @@ func TestApplyExportToFreshStore(t *testing.T) {
 			if got, want := declConfig(t, dst, ""), declConfig(t, src, ""); got != want {
 				t.Fatalf("applied declConfig differs:\n got %s\nwant %s", got, want)
 			}
+			var srcStatus, dstStatus struct{ StateHash, ConfigHash string }
+			src.call(t, "GET", "/admin/status", "").must(t, 200, &srcStatus)
+			dst.call(t, "GET", "/admin/status", "").must(t, 200, &dstStatus)
+			if srcStatus.ConfigHash == "" || srcStatus.ConfigHash != dstStatus.ConfigHash {
+				t.Fatalf("configHash after export, wipe, apply: %q, want %q", dstStatus.ConfigHash, srcStatus.ConfigHash)
+			}
 			for _, ev := range dst.events(t, 0) {
 				if ev.Actor != "deployer" || ev.AggregateVersion != 1 {
 					t.Errorf("event %d: actor %q version %d", ev.Seq, ev.Actor, ev.AggregateVersion)
@@ -210,6 +216,11 @@ func TestRollback(t *testing.T) {
 			}
 			if got := declConfig(t, e, ""); got != stateAtN {
 				t.Fatalf("state after rollback differs from state at %d:\n got %s\nwant %s", n, got, stateAtN)
+			}
+			var status struct{ ConfigHash string }
+			e.call(t, "GET", "/admin/status", "").must(t, 200, &status)
+			if want := configHashAt(t, e, n); status.ConfigHash != want {
+				t.Fatalf("configHash after rollback %s, want the configuration's at %d: %s", status.ConfigHash, n, want)
 			}
 			rolled := e.events(t, head)
 			if len(rolled) != len(res.Changes) {
@@ -381,3 +392,13 @@ func (declDownStore) Read(context.Context, events.Query) ([]events.Envelope, err
 func (declDownStore) Head(context.Context) (int64, error) { return 0, events.ErrUnavailable }
 func (declDownStore) Kind() string                        { return "down" }
 func (declDownStore) Close() error                        { return nil }
+
+// configHashAt is the configHash of the state replayed up to seq n.
+func configHashAt(t *testing.T, e *declEnv, n int64) string {
+	t.Helper()
+	snap, err := declarative.Replay(context.Background(), e.store, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return configHash(snap)
+}

@@ -2,11 +2,15 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tenantgate/gateway/admin/declarative"
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
@@ -87,14 +91,30 @@ func (a *API) status(c *fiber.Ctx) error {
 	if err != nil {
 		head = a.lastHead.Load()
 	}
-	snap := a.proj.Snapshot()
+	snap := a.proj.Snapshot() // appliedSeq and the hashes from one snapshot
 	return c.JSON(fiber.Map{
 		"instanceId":   a.cfg.InstanceID,
-		"appliedSeq":   a.proj.AppliedSeq(),
+		"appliedSeq":   snap.Seq(),
 		"storeHeadSeq": head,
 		"bus":          a.busKind,
 		"store":        a.store.Kind(),
 		"ready":        a.proj.Ready(),
 		"stateHash":    snap.StateHash(),
+		"configHash":   configHash(snap),
 	})
+}
+
+// configHash digests the declarative configuration, what `gateway export`
+// writes (ids, names, statuses, limits, route specs; no keys, versions or
+// timestamps). stateHash tells whether two instances hold the same state at
+// the same seq; configHash tells whether two stores hold the same
+// configuration whatever their histories, e.g. after export, wipe and apply,
+// or after a rollback.
+func configHash(s *projections.Snapshot) string {
+	b, err := json.Marshal(declarative.Export(s))
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
