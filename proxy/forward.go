@@ -523,7 +523,7 @@ func (p *upstreamPool) target(raw string) (*target, error) {
 			ReadBufferSize:           p.cfg.MaxHeaderBytes + headerSlack,
 			// Our own retries decide; fasthttp's would replay non-idempotent
 			// requests on a reused connection behind our back.
-			RetryIf: func(*fasthttp.Request) bool { return false },
+			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		})
 	}
 	t := &target{scheme: u.Scheme, host: u.Host, base: u.Path, client: hc.(*fasthttp.HostClient)}

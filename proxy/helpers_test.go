@@ -265,10 +265,3 @@ func wantError(t testing.TB, r result, status int, code string) {
 func routeFor(res *events.Resilience) *projections.Route {
 	return &projections.Route{ID: "r", RouteSpec: events.RouteSpec{Resilience: res}}
 }
-
-func bytesReader(b []byte) io.Reader { return &onlyReader{r: strings.NewReader(string(b))} }
-
-// onlyReader hides the length, so the client sends the body chunked.
-type onlyReader struct{ r io.Reader }
-
-func (o *onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }

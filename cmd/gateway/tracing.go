@@ -78,7 +78,7 @@ func setupTracing(ctx context.Context, serviceName string, log *slog.Logger) (tr
 		log.Warn("tracing: exporter error", "err", err)
 	}))
 	svc, _ := res.Set().Value("service.name")
-	log.Info("tracing on", "exporters", strings.Join(names, ","), "service", svc.Emit())
+	log.Info("tracing on", "exporters", strings.Join(names, ","), "service", svc.String())
 	return tp, tp.Shutdown, nil
 }
 
