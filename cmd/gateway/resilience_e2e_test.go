@@ -304,7 +304,8 @@ func TestE2ESharedRateLimitExactAcrossThreeInstances(t *testing.T) {
 }
 
 func TestE2ELeasedRateLimitNeverOverAndNearlyFull(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its bounds are timing figures, measured with the machine
+	// to itself rather than beside the other multi-instance tests.
 	const limit, window = 600, 2 * time.Second // leased: limits from 100 up
 	const jitter = 20 * time.Millisecond
 	ins := startInstances(t, 3, sharedEnv(t))
@@ -421,7 +422,8 @@ func TestE2EBreakerOpenedOnOneInstanceRefusesOnAll(t *testing.T) {
 }
 
 func TestE2EHealthProbedOncePerIntervalAndFlips(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its bounds are timing figures, measured with the machine
+	// to itself rather than beside the other multi-instance tests.
 	ins := startInstances(t, 3, sharedEnv(t))
 	up := newE2EUpstream(t)
 	tenant, key := e2eTenant(t, ins[0], 0, 0)
@@ -573,7 +575,8 @@ func TestE2ERedisStoppedMidTraffic(t *testing.T) {
 }
 
 func TestE2ERetryBudgetHoldsUnderFailingUpstream(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its bounds are timing figures, measured with the machine
+	// to itself rather than beside the other multi-instance tests.
 	ins := startInstances(t, 3, sharedEnv(t))
 	up := newE2EUpstream(t)
 	up.status.Store(http.StatusServiceUnavailable)
@@ -599,8 +602,11 @@ func TestE2ERetryBudgetHoldsUnderFailingUpstream(t *testing.T) {
 	}
 	t.Logf("upstream answering 503, %d requests offered in %v: upstream saw %d (%.2fx offered, goal <= 1.2x); %v retries, %v refused by the budget",
 		offered, time.Since(start).Round(time.Millisecond), seen, float64(seen)/float64(offered), retries, refused)
-	if float64(seen) > 1.2*float64(offered) {
-		t.Fatalf("upstream saw %d attempts for %d requests: over 1.2x", seen, offered)
+	// The budget is 20% of each instance's recent requests with a floor of
+	// 30 retries per window: at the offered load the 20% binds (1.2x), on a
+	// machine too slow to offer it the floor does.
+	if bound := float64(offered) + max(0.2*float64(offered), 3*30); float64(seen) > bound {
+		t.Fatalf("upstream saw %d attempts for %d requests: over the budget's bound %.0f (1.2x at this load)", seen, offered, bound)
 	}
 	if refused == 0 {
 		t.Fatal("the budget refused no retry")
