@@ -64,44 +64,78 @@ type dropSet uint16
 
 const dropAll = dropSet(1<<len(dropNames) - 1)
 
-// scanHeaders checks the client's header block as received, in one pass.
-// fasthttp accepts a name with whitespace before the colon ("X-API-Key : k")
-// and would forward it under a name a lenient upstream trims back to
-// X-API-Key; RFC 9112 says to refuse it. Also refused: other non-token
-// names, control characters in values, and bare LF line endings (so the raw
-// scan below agrees with fasthttp's parse). It returns the dropNames the
-// client sent; a header not parsed from the wire is taken to hold them all.
+// scanHeaders checks the client's header block as received, in one pass
+// over the raw bytes (fasthttp's AllInOrder would parse the block a second
+// time and normalize every name). fasthttp accepts a name with whitespace
+// before the colon ("X-API-Key : k") and would forward it under a name a
+// lenient upstream trims back to X-API-Key; RFC 9112 says to refuse it. Also
+// refused: other non-token names (an obs-fold continuation line among them),
+// control characters in values, and bare LF line endings. It returns the
+// dropNames the client sent; a header not parsed from the wire is taken to
+// hold them all.
 func scanHeaders(h *fasthttp.RequestHeader) (present dropSet, ok bool) {
 	raw := h.RawHeaders()
 	if len(raw) == 0 {
 		return dropAll, true
 	}
-	for i := bytes.IndexByte(raw, '\n'); i >= 0; {
-		if i == 0 || raw[i-1] != '\r' {
+	for len(raw) > 0 {
+		eol := bytes.IndexByte(raw, '\n')
+		if eol == 0 || (eol > 0 && raw[eol-1] != '\r') {
 			return 0, false
 		}
-		j := bytes.IndexByte(raw[i+1:], '\n')
-		if j < 0 {
-			break
+		var line []byte
+		if eol < 0 { // fasthttp keeps only whole lines; take the rest as one
+			line, raw = raw, nil
+		} else {
+			line, raw = raw[:eol-1], raw[eol+1:]
 		}
-		i += j + 1
-	}
-	for k, v := range h.AllInOrder() {
-		for _, c := range k {
+		if len(line) == 0 {
+			break // the blank line ending the block
+		}
+		colon := -1
+		for i, c := range line {
+			if c == ':' {
+				colon = i
+				break
+			}
 			if !tokenChars[c] {
 				return 0, false
 			}
 		}
-		for _, c := range v {
+		if colon <= 0 {
+			return 0, false
+		}
+		for _, c := range line[colon+1:] {
 			if (c < 0x20 && c != '\t') || c == 0x7f {
 				return 0, false
 			}
 		}
-		if i := dropIndex(k); i >= 0 {
+		if i := dropIndexFold(line[:colon]); i >= 0 {
 			present |= 1 << i
 		}
 	}
 	return present, true
+}
+
+// dropIndexFold is dropIndex for a name as the client spelled it.
+func dropIndexFold(name []byte) int {
+	for i, d := range dropNames {
+		if len(name) == len(d) && equalFoldName(name, d) {
+			return i
+		}
+	}
+	return -1
+}
+
+// equalFoldName compares a token with d, a name made of letters and '-',
+// ignoring ASCII case.
+func equalFoldName(b []byte, d string) bool {
+	for i := range len(b) {
+		if c := b[i]; c != d[i] && (c|0x20 != d[i]|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 // protected are framing headers a Connection token must not remove: dropping

@@ -193,6 +193,20 @@ func TestStripRequest(t *testing.T) {
 	}
 }
 
+func TestScanHeadersFindsNamesInAnyCase(t *testing.T) {
+	t.Parallel()
+	var h fasthttp.RequestHeader
+	raw := "GET / HTTP/1.1\r\nHost: h\r\nx-api-KEY: k\r\nCONNECTION: x\r\nX-Keep: 1\r\n\r\n"
+	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	present, ok := scanHeaders(&h)
+	want := dropSet(1<<dropIndex([]byte("X-Api-Key")) | 1<<dropIndex([]byte("Connection")))
+	if !ok || present != want {
+		t.Fatalf("scanHeaders = %b, %v; want %b, true", present, ok, want)
+	}
+}
+
 func TestScanHeaders(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -208,6 +222,7 @@ func TestScanHeaders(t *testing.T) {
 		{name: "bare LF", headers: "Host: h\nX-A: 1\r\n"},
 		{name: "all bare LF", headers: "Host: h\nX-A: 1\n"},
 		{name: "bracket in name", headers: "Host: h\r\nX[A]: 1\r\n"},
+		{name: "obs-fold continuation", headers: "Host: h\r\nX-A: 1\r\n 2\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
