@@ -213,7 +213,7 @@ func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	up.Header.SetRequestURIBytes(nil)
 	up.URI().SetQueryStringBytes(req.URI().QueryString())
 	p.setForwarded(c, x, up)
-	up.Header.SetBytesV(fiber.HeaderXRequestID, x.requestID)
+	up.Header.SetCanonical(canonXRequestID, x.requestID)
 	if x.span != nil {
 		injectTrace(&up.Header, x.span)
 	}
@@ -296,18 +296,18 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 		buf = append(buf, ", "...)
 	}
 	buf = peer.AppendTo(buf)
-	up.Header.SetBytesV(fiber.HeaderXForwardedFor, buf)
+	up.Header.SetCanonical(canonXForwardedFor, buf)
 	x.buf = buf
 
 	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedProto)) == 0 {
 		if c.Context().IsTLS() {
-			up.Header.Set(fiber.HeaderXForwardedProto, "https")
+			up.Header.SetCanonical(canonXForwardedProto, schemeHTTPS)
 		} else {
-			up.Header.Set(fiber.HeaderXForwardedProto, "http")
+			up.Header.SetCanonical(canonXForwardedProto, schemeHTTP)
 		}
 	}
 	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedHost)) == 0 {
-		up.Header.SetBytesV(fiber.HeaderXForwardedHost, req.Header.Host())
+		up.Header.SetCanonical(canonXForwardedHost, req.Header.Host())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tenantgate/gateway/events"
 )
@@ -109,19 +110,46 @@ func (p *Proxy) serveFallback(c *fiber.Ctx, x *exchange, fb *events.Fallback) {
 // limit headers for a tenant with a limit.
 func (p *Proxy) decorate(c *fiber.Ctx, x *exchange) {
 	h := &c.Response().Header
-	h.SetBytesV(fiber.HeaderXRequestID, x.requestID)
+	h.SetCanonical(canonXRequestID, x.requestID)
 	if !x.limited {
 		return
 	}
 	b := strconv.AppendInt(x.buf[:0], int64(x.limit.Limit), 10)
-	h.SetBytesV("X-RateLimit-Limit", b)
+	h.SetCanonical(canonRateLimitLimit, b)
 	b = strconv.AppendInt(b[:0], int64(x.limit.Remaining), 10)
-	h.SetBytesV("X-RateLimit-Remaining", b)
+	h.SetCanonical(canonRateLimitRemaining, b)
 	b = strconv.AppendInt(b[:0], x.limit.ResetUnix(), 10)
-	h.SetBytesV("X-RateLimit-Reset", b)
+	h.SetCanonical(canonRateLimitReset, b)
 	if !x.limit.Allowed {
 		b = strconv.AppendInt(b[:0], x.limit.RetryAfterSeconds(), 10)
-		h.SetBytesV(fiber.HeaderRetryAfter, b)
+		h.SetCanonical(canonRetryAfter, b)
 	}
 	x.buf = b
+}
+
+// Header names the request path sets on every request, in fasthttp's
+// normalized form, so SetCanonical skips normalizing them per call.
+var (
+	canonXRequestID         = canonicalName(fiber.HeaderXRequestID)
+	canonXForwardedFor      = canonicalName(fiber.HeaderXForwardedFor)
+	canonXForwardedProto    = canonicalName(fiber.HeaderXForwardedProto)
+	canonXForwardedHost     = canonicalName(fiber.HeaderXForwardedHost)
+	canonRateLimitLimit     = canonicalName("X-RateLimit-Limit")
+	canonRateLimitRemaining = canonicalName("X-RateLimit-Remaining")
+	canonRateLimitReset     = canonicalName("X-RateLimit-Reset")
+	canonRetryAfter         = canonicalName(fiber.HeaderRetryAfter)
+
+	schemeHTTP, schemeHTTPS = []byte("http"), []byte("https")
+)
+
+// canonicalName is name as fasthttp stores it (and writes it on the wire).
+func canonicalName(name string) []byte {
+	var h fasthttp.ResponseHeader
+	h.Set(name, "x")
+	for k := range h.All() {
+		if string(k) != fiber.HeaderContentType && string(k) != "Server" {
+			return append([]byte(nil), k...)
+		}
+	}
+	return []byte(name)
 }

@@ -1,0 +1,19 @@
+package proxy
+
+import "testing"
+
+func TestCanonicalNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, got, want string
+	}{
+		{name: "request id", got: string(canonXRequestID), want: "X-Request-Id"},
+		{name: "forwarded for", got: string(canonXForwardedFor), want: "X-Forwarded-For"},
+		{name: "rate limit", got: string(canonRateLimitLimit), want: "X-Ratelimit-Limit"},
+		{name: "retry after", got: string(canonRetryAfter), want: "Retry-After"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, tc.got, tc.want)
+		}
+	}
+}
