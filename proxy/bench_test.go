@@ -70,7 +70,8 @@ func BenchmarkRequestPathInMemory(b *testing.B) {
 		p.pool.dial = dial
 		app := fiber.New(p.FiberConfig())
 		app.Use(p.Handler)
-		run(b, app.Handler())
+		b.Run("fiber", func(b *testing.B) { run(b, app.Handler()) })
+		b.Run("fast", func(b *testing.B) { run(b, p.FastHandler(app.Handler(), "/health", "/admin")) })
 	})
 }
 

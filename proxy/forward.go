@@ -202,8 +202,8 @@ func delConnectionTokens(h deleter, v []byte) {
 // prepare builds the upstream request from the client's: headers minus
 // hop-by-hop and key headers, forwarding headers, the request transform and
 // the body (buffered when it may be replayed, else streamed).
-func (p *Proxy) prepare(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
-	req := c.Request()
+func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
+	req := (&c.Request)
 	req.Header.CopyTo(&up.Header)
 	up.Header.SetNoDefaultContentType(true)
 	stripRequest(&req.Header, &up.Header, x.present)
@@ -277,9 +277,9 @@ func appendAll(dst []byte, r io.Reader) ([]byte, error) {
 
 // setForwarded writes X-Forwarded-For/-Proto/-Host. A trusted proxy's
 // values are extended or kept; anyone else's are replaced.
-func (p *Proxy) setForwarded(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
-	req := c.Request()
-	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+func (p *Proxy) setForwarded(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
+	req := (&c.Request)
+	peer, _ := netip.AddrFromSlice(c.RemoteIP())
 	peer = peer.Unmap()
 	trusted := p.isTrusted(peer)
 
@@ -300,7 +300,7 @@ func (p *Proxy) setForwarded(c *fiber.Ctx, x *exchange, up *fasthttp.Request) {
 	x.buf = buf
 
 	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedProto)) == 0 {
-		if c.Context().IsTLS() {
+		if c.IsTLS() {
 			up.Header.SetCanonical(canonXForwardedProto, schemeHTTPS)
 		} else {
 			up.Header.SetCanonical(canonXForwardedProto, schemeHTTP)
@@ -347,7 +347,7 @@ func parseTrusted(list []string) ([]netip.Prefix, error) {
 
 // outcome is how forwarding ended.
 type outcome struct {
-	// answered: c.Response() holds an upstream answer to pass on.
+	// answered: (&c.Response) holds an upstream answer to pass on.
 	answered bool
 	// exhausted: that answer is a retryable status whose retries ran out,
 	// so a configured fallback replaces it.
@@ -363,7 +363,7 @@ type outcome struct {
 // replayable body, within maxRetries and the route's retry budget, each retry
 // preferring an upstream not yet tried. A failed dial is retried whatever the
 // method: the request never left the gateway.
-func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome {
+func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) outcome {
 	route := x.route
 	rc := retryOf(route)
 	if rc != nil && p.budgets != nil {
@@ -397,7 +397,7 @@ func (p *Proxy) forward(c *fiber.Ctx, x *exchange, up *fasthttp.Request) outcome
 			last = p.failure(x, err)
 			again = x.mayRetry || dialFailed(err)
 		} else {
-			again = x.mayRetry && retry.StatusRetryable(c.Response().StatusCode(), *rc)
+			again = x.mayRetry && retry.StatusRetryable((&c.Response).StatusCode(), *rc)
 			last = outcome{answered: true, exhausted: again && x.replayable}
 		}
 		if !again || !x.retries || !x.replayable || attempt >= rc.MaxRetries {
@@ -461,14 +461,14 @@ func (p *Proxy) unhealthy(x *exchange) balance.Skip {
 	return down
 }
 
-// attempt sends up to upstream i and leaves the answer in c.Response().
+// attempt sends up to upstream i and leaves the answer in (&c.Response).
 // Every attempt the breaker admitted is reported, so a half-open probe slot
 // is always given back.
-func (p *Proxy) attempt(c *fiber.Ctx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
+func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
 	u := x.route.Upstreams[i]
 	x.upstream = u.URL
 	x.attempts++
-	resp := c.Response()
+	resp := (&c.Response)
 	err := p.send(x, up, resp, u.URL, timeout)
 	if cb := breakerOf(x.route); cb != nil && p.breakers != nil {
 		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)

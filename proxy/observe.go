@@ -9,8 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // metrics are the data plane's Prometheus series. Labels are ids and
@@ -163,9 +163,9 @@ func routeID(x *exchange) string {
 
 // observe records the finished request: metrics and one access-log line
 // (request id, tenant, route, upstream, status, duration; never a key).
-func (p *Proxy) observe(c *fiber.Ctx, x *exchange) {
+func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 	if x.status == 0 {
-		x.status = c.Response().StatusCode()
+		x.status = (&c.Response).StatusCode()
 	}
 	d := time.Since(x.start)
 	tenant, route := tenantID(x), routeID(x)

@@ -237,6 +237,12 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 
 // Handler proxies one request. Mount it last: it answers every path.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
+	p.handle(c.Context())
+	return nil
+}
+
+// handle is Handler on fasthttp's context, for FastHandler.
+func (p *Proxy) handle(c *fasthttp.RequestCtx) {
 	x := acquireExchange()
 	defer releaseExchange(x)
 	if p.tracer != nil {
@@ -245,9 +251,9 @@ func (p *Proxy) Handler(c *fiber.Ctx) error {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("proxy: panic serving request", "panic", r, "request_id", string(x.requestID))
-			c.Response().Reset()
+			c.Response.Reset()
 			x.status, x.code = fiber.StatusInternalServerError, "internal_error"
-			_ = WriteError(c, x.status, x.code, "internal error")
+			_ = writeError(c, x.status, x.code, "internal error")
 		}
 		p.observe(c, x)
 		if x.span != nil {
@@ -255,13 +261,12 @@ func (p *Proxy) Handler(c *fiber.Ctx) error {
 		}
 	}()
 	p.serve(c, x)
-	return nil
 }
 
 // serve is the request path. Every branch ends in exactly one response.
-func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
-	req := c.Request()
-	x.start = c.Context().Time() // taken by the server as the request arrived
+func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
+	req := (&c.Request)
+	x.start = c.Time() // taken by the server as the request arrived
 	if x.start.IsZero() {
 		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
 	}
@@ -338,9 +343,9 @@ func (p *Proxy) serve(c *fiber.Ctx, x *exchange) {
 	// 6. Respond: the upstream's answer, the fallback, or our error.
 	switch {
 	case out.answered && (!out.exhausted || fallbackOf(route) == nil):
-		p.transformResponse(x, c.Response())
+		p.transformResponse(x, (&c.Response))
 		p.decorate(c, x)
-		x.status = c.Response().StatusCode()
+		x.status = (&c.Response).StatusCode()
 	case x.bodyTooLarge() || x.stream.readErr != nil:
 		p.reject(c, x, out.status, out.code, out.message) // the client's fault: no fallback
 	case fallbackOf(route) != nil:

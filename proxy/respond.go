@@ -24,13 +24,18 @@ type errorDetail struct {
 // WriteError answers with the contract's error JSON:
 // {"error":{"code":...,"message":...}} and Content-Type application/json.
 func WriteError(c *fiber.Ctx, status int, code, message string) error {
+	return writeError(c.Context(), status, code, message)
+}
+
+func writeError(c *fasthttp.RequestCtx, status int, code, message string) error {
 	b, err := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message}})
 	if err != nil {
 		return err
 	}
-	c.Status(status)
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(b)
+	c.Response.SetStatusCode(status)
+	c.Response.Header.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Response.SetBodyRaw(b)
+	return nil
 }
 
 // FiberConfig is what the main listener's fiber.App needs: the request body
@@ -86,16 +91,16 @@ func ErrorHandler(c *fiber.Ctx, err error) error {
 }
 
 // reject answers with the gateway's own error.
-func (p *Proxy) reject(c *fiber.Ctx, x *exchange, status int, code, msg string) {
-	c.Response().Reset()
+func (p *Proxy) reject(c *fasthttp.RequestCtx, x *exchange, status int, code, msg string) {
+	c.Response.Reset()
 	x.status, x.code = status, code
-	_ = WriteError(c, status, code, msg)
+	_ = writeError(c, status, code, msg)
 	p.decorate(c, x)
 }
 
 // serveFallback answers with the route's fallback, exactly as configured.
-func (p *Proxy) serveFallback(c *fiber.Ctx, x *exchange, fb *events.Fallback) {
-	resp := c.Response()
+func (p *Proxy) serveFallback(c *fasthttp.RequestCtx, x *exchange, fb *events.Fallback) {
+	resp := &c.Response
 	resp.Reset()
 	x.status, x.code = fb.StatusCode, "fallback"
 	resp.SetStatusCode(fb.StatusCode)
@@ -108,8 +113,8 @@ func (p *Proxy) serveFallback(c *fiber.Ctx, x *exchange, fb *events.Fallback) {
 
 // decorate adds what every response carries: the request id, and the rate
 // limit headers for a tenant with a limit.
-func (p *Proxy) decorate(c *fiber.Ctx, x *exchange) {
-	h := &c.Response().Header
+func (p *Proxy) decorate(c *fasthttp.RequestCtx, x *exchange) {
+	h := &c.Response.Header
 	h.SetCanonical(canonXRequestID, x.requestID)
 	if !x.limited {
 		return

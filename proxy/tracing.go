@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -48,11 +47,11 @@ func activeTracer(t trace.Tracer) trace.Tracer {
 }
 
 // startSpan opens the request's span. Only called with a tracer.
-func (p *Proxy) startSpan(c *fiber.Ctx, x *exchange) {
-	h := &c.Request().Header
+func (p *Proxy) startSpan(c *fasthttp.RequestCtx, x *exchange) {
+	h := &(&c.Request).Header
 	ctx := traceContext.Extract(context.Background(), headerCarrier{h})
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
-	if at := c.Context().Time(); !at.IsZero() {
+	if at := c.Time(); !at.IsZero() {
 		opts = append(opts, trace.WithTimestamp(at))
 	}
 	_, x.span = p.tracer.Start(ctx, methodString(h.Method()), opts...)

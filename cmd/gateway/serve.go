@@ -158,6 +158,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		adm.Mount(mainApp)
 	}
 	mainApp.Use(px.Handler)
+	// Proxy traffic skips Fiber's router and context; the reserved paths
+	// (API.md) still go through mainApp.
+	mainApp.Server().Handler = px.FastHandler(mainApp.Server().Handler, "/health", "/ready", "/metrics", "/admin")
 
 	// Background loops run until the listeners have drained.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
