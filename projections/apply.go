@@ -64,18 +64,9 @@ func Apply(s *Snapshot, ev events.Envelope) (*Snapshot, error) {
 // each event Apply would have answered with a *SkippedError. On an event out
 // of order it stops and returns the state before that event with the error.
 func ApplyBatch(s *Snapshot, evs []events.Envelope, skipped func(events.Envelope, error)) (*Snapshot, error) {
-	b := edit{tok: new(token), s: s.next()}
-	for _, ev := range evs {
-		if err := b.apply(ev); err != nil {
-			if errors.Is(err, ErrOutOfOrder) {
-				return b.s, err
-			}
-			if skipped != nil {
-				skipped(ev, err)
-			}
-		}
-	}
-	return b.s, nil
+	b := newEdit(s)
+	_, err := b.applyAll(evs, skipped)
+	return b.s, err
 }
 
 // Replay builds the state from an empty one and the log evs. The returned
@@ -95,6 +86,25 @@ func Replay(evs []events.Envelope) (*Snapshot, error) {
 type edit struct {
 	tok *token
 	s   *Snapshot
+}
+
+// newEdit starts an edit of the state that follows s.
+func newEdit(s *Snapshot) *edit { return &edit{tok: new(token), s: s.next()} }
+
+// applyAll applies evs in order as ApplyBatch does, and returns how many it
+// applied (skipped ones included) before an event out of order, if any.
+func (b *edit) applyAll(evs []events.Envelope, skipped func(events.Envelope, error)) (int, error) {
+	for i, ev := range evs {
+		if err := b.apply(ev); err != nil {
+			if errors.Is(err, ErrOutOfOrder) {
+				return i, err
+			}
+			if skipped != nil {
+				skipped(ev, err)
+			}
+		}
+	}
+	return len(evs), nil
 }
 
 // apply validates everything before it changes anything, so an event that is

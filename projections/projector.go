@@ -117,27 +117,30 @@ func (p *Projector) lock(ctx context.Context) error {
 
 func (p *Projector) unlock() { <-p.writer }
 
-// publish makes s current and wakes WaitFor; the writer lock is held.
-func (p *Projector) publish(s *Snapshot, evs []events.Envelope) {
+// publish makes s current and wakes WaitFor; the writer lock is held. pages
+// are the events s added, in order.
+func (p *Projector) publish(s *Snapshot, pages [][]events.Envelope) {
 	p.snap.Store(s)
 	ch := make(chan struct{})
 	close(*p.changed.Swap(&ch))
-	if p.cfg.OnApplied != nil && len(evs) > 0 {
-		p.notifyApplied(evs)
+	if p.cfg.OnApplied != nil {
+		p.notifyApplied(pages)
 	}
 }
 
 // notifyApplied calls OnApplied; a panic in it is logged, not spread to
 // whoever is writing (Run, or an admin request in WaitFor).
-func (p *Projector) notifyApplied(evs []events.Envelope) {
+func (p *Projector) notifyApplied(pages [][]events.Envelope) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("OnApplied panicked", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
 	now := time.Now()
-	for _, ev := range evs {
-		p.cfg.OnApplied(ev, now)
+	for _, evs := range pages {
+		for _, ev := range evs {
+			p.cfg.OnApplied(ev, now)
+		}
 	}
 }
 
@@ -147,13 +150,15 @@ func (p *Projector) applyLocked(evs []events.Envelope) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	next, err := ApplyBatch(p.snap.Load(), evs, func(ev events.Envelope, err error) {
-		p.log.Warn("event skipped", "seq", ev.Seq, "type", ev.Type, "aggregateId", ev.AggregateID, "err", err)
-	})
+	next, err := ApplyBatch(p.snap.Load(), evs, p.logSkipped)
 	if applied := evs[:next.Seq()-p.snap.Load().Seq()]; len(applied) > 0 {
-		p.publish(next, applied)
+		p.publish(next, [][]events.Envelope{applied})
 	}
 	return err
+}
+
+func (p *Projector) logSkipped(ev events.Envelope, err error) {
+	p.log.Warn("event skipped", "seq", ev.Seq, "type", ev.Type, "aggregateId", ev.AggregateID, "err", err)
 }
 
 // CatchUp reads the store after the applied seq up to its head and applies
@@ -176,22 +181,139 @@ func (p *Projector) catchUpTo(ctx context.Context, seq int64) error {
 }
 
 // catchUpLocked reads until the store has nothing more or, if until > 0,
-// until that seq is applied.
+// until that seq is applied. A reader goroutine fetches the next page while
+// this one applies the current page, so a long catch-up costs about the
+// slower of reading and applying rather than their sum.
 func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
-	for until <= 0 || p.AppliedSeq() < until {
-		from := p.AppliedSeq()
-		evs, err := p.store.Read(ctx, events.Query{After: from, Limit: p.cfg.BatchSize})
+	from := p.AppliedSeq()
+	if until > 0 && from >= until {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan page, readAhead)
+	done := make(chan struct{})
+	interrupted := false // the reader stopped because ctx ended
+	go func() {
+		defer close(done)
+		interrupted = !p.readPages(ctx, from, until, pages)
+	}()
+	defer func() {
+		cancel()
+		<-done // no read outlives the catch-up (nor the writer lock)
+	}()
+	// Pages apply to one edit, published when the reader is behind (so the
+	// snapshot shows what is applied meanwhile) or every publishEvery pages:
+	// the fewer snapshots published, the less of the state is copied.
+	var (
+		ed          *edit
+		unpublished [][]events.Envelope // applied to ed, for OnApplied
+	)
+	publish := func() {
+		if len(unpublished) > 0 {
+			p.publish(ed.s, unpublished)
+		}
+		ed, unpublished = nil, unpublished[:0]
+	}
+	for {
+		var (
+			pg page
+			ok bool
+		)
+		select {
+		case pg, ok = <-pages:
+		default:
+			publish()
+			pg, ok = <-pages
+		}
+		if !ok {
+			break
+		}
+		if pg.panicked != nil {
+			publish()
+			panic(pg.panicked) // as if the read had run here: Run recovers it
+		}
+		if pg.err != nil {
+			publish()
+			return pg.err
+		}
+		if ed == nil {
+			ed = newEdit(p.snap.Load())
+		}
+		n, err := ed.applyAll(pg.evs, p.logSkipped)
+		if n > 0 {
+			unpublished = append(unpublished, pg.evs[:n])
+		}
 		if err != nil {
-			return fmt.Errorf("projections: catch up after seq %d: %w", from, err)
+			publish()
+			return fmt.Errorf("projections: catch up after seq %d: %w", pg.after, err)
 		}
-		if err := p.applyLocked(evs); err != nil {
-			return fmt.Errorf("projections: catch up after seq %d: %w", from, err)
+		if last := pg.evs[len(pg.evs)-1].Seq; ed.s.Seq() != last {
+			// Unreachable with a gap-free store; stop rather than apply
+			// the pages read ahead on a wrong assumption.
+			publish()
+			return fmt.Errorf("projections: catch up after seq %d: applied seq %d, want %d", pg.after, p.AppliedSeq(), last)
 		}
-		if len(evs) < p.cfg.BatchSize {
-			return nil
+		if len(unpublished) >= publishEvery {
+			publish()
 		}
 	}
+	publish()
+	<-done
+	if interrupted {
+		return fmt.Errorf("projections: catch up after seq %d: %w", p.AppliedSeq(), ctx.Err())
+	}
 	return nil
+}
+
+// readAhead is how many pages a catch-up reads ahead of the one applied,
+// and publishEvery how many it applies at most before publishing; they bound
+// the memory a catch-up holds.
+const (
+	readAhead    = 4
+	publishEvery = 16
+)
+
+// page is one store read of a catch-up: events (never empty) or what ended
+// the reading.
+type page struct {
+	after    int64 // the read's Query.After
+	evs      []events.Envelope
+	err      error
+	panicked any // a panic in the read, re-raised by the writer
+}
+
+// readPages reads pages after seq from, and sends the non-empty ones in
+// order, until a short page, until (if > 0) is reached, an error or ctx
+// ends. It closes out, and reports false if ctx ended first.
+func (p *Projector) readPages(ctx context.Context, from, until int64, out chan<- page) (ok bool) {
+	defer close(out)
+	send := func(pg page) bool {
+		select {
+		case out <- pg:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			ok = send(page{after: from, panicked: fmt.Sprintf("%v (in a store read)\n%s", v, debug.Stack())})
+		}
+	}()
+	for until <= 0 || from < until {
+		evs, err := p.store.Read(ctx, events.Query{After: from, Limit: p.cfg.BatchSize})
+		if err != nil {
+			return send(page{after: from, err: fmt.Errorf("projections: catch up after seq %d: %w", from, err)})
+		}
+		if len(evs) > 0 && !send(page{after: from, evs: evs}) {
+			return false
+		}
+		if len(evs) < p.cfg.BatchSize {
+			return true
+		}
+		from = evs[len(evs)-1].Seq
+	}
+	return true
 }
 
 // WaitFor returns once the applied seq is at least seq. If it is not yet,
