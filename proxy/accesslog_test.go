@@ -90,3 +90,13 @@ func TestAccessLogWriterGetsOneLinePerRequestAndNoKey(t *testing.T) {
 		t.Fatalf("first line: %v", first)
 	}
 }
+
+func BenchmarkAccessLine(b *testing.B) {
+	x := &exchange{requestID: []byte("3f2a9c0d1e4b5a6f-1a2b"), method: "GET", upstream: "http://127.0.0.1:18081/a", attempts: 1, status: 200}
+	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendAccessLine(buf[:0], x, "0b7c2f4e-9a1d-4c3b-8e6f-5d2a1b0c9e8f", "7d1e3a5c-2b4f-4e6a-9c8d-1f0e2d3c4b5a", at, 1234567)
+	}
+}

@@ -231,6 +231,14 @@ func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time,
 	return append(b, "}\n"...)
 }
 
+// jsonSafe marks the ASCII bytes appendJSONString copies as they are.
+var jsonSafe = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s quoted as slog does: quote, backslash and
 // control characters escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029
 // escaped; no HTML escaping.
@@ -238,6 +246,17 @@ func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for i := 0; i < len(s); {
+		// A run of bytes that need no escaping goes in one append.
+		j := i
+		for j < len(s) && jsonSafe[s[j]] {
+			j++
+		}
+		if j > i {
+			b = append(b, s[i:j]...)
+			if i = j; i == len(s) {
+				break
+			}
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			switch {
