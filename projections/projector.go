@@ -253,6 +253,9 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 			publish()
 			return fmt.Errorf("projections: catch up after seq %d: applied seq %d, want %d", pg.after, p.AppliedSeq(), last)
 		}
+		if pg.final {
+			break // publish now, not after another look at the channel
+		}
 		if len(unpublished) >= publishEvery {
 			publish()
 		}
@@ -279,7 +282,8 @@ type page struct {
 	after    int64 // the read's Query.After
 	evs      []events.Envelope
 	err      error
-	panicked any // a panic in the read, re-raised by the writer
+	panicked any  // a panic in the read, re-raised by the writer
+	final    bool // no read follows
 }
 
 // readPages reads pages after seq from, and sends the non-empty ones in
@@ -305,13 +309,18 @@ func (p *Projector) readPages(ctx context.Context, from, until int64, out chan<-
 		if err != nil {
 			return send(page{after: from, err: fmt.Errorf("projections: catch up after seq %d: %w", from, err)})
 		}
-		if len(evs) > 0 && !send(page{after: from, evs: evs}) {
-			return false
-		}
-		if len(evs) < p.cfg.BatchSize {
+		if len(evs) == 0 {
 			return true
 		}
-		from = evs[len(evs)-1].Seq
+		last := evs[len(evs)-1].Seq
+		final := len(evs) < p.cfg.BatchSize || (until > 0 && last >= until)
+		if !send(page{after: from, evs: evs, final: final}) {
+			return false
+		}
+		if final {
+			return true
+		}
+		from = last
 	}
 	return true
 }

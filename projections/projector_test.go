@@ -132,11 +132,9 @@ func waitConverged(t *testing.T, store events.Store, ps ...*Projector) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, p := range ps {
-		eventually(t, "projector to reach the store head", func() bool { return p.AppliedSeq() == head })
-		if !p.Ready() {
-			t.Errorf("projector %d not ready", i)
-		}
+	for _, p := range ps {
+		// Ready is set right after the start-up catch-up publishes the head.
+		eventually(t, "projector to reach the store head and be ready", func() bool { return p.AppliedSeq() == head && p.Ready() })
 	}
 	want := storeState(t, store)
 	for i, p := range ps {
