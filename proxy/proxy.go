@@ -1,5 +1,6 @@
 // Package proxy is the gateway's data plane: the Fiber handler every
-// non-reserved path ends in. Handler reads top to bottom as the request path:
+// non-reserved path ends in (FastHandler serves those paths without Fiber's
+// router). Handler reads top to bottom as the request path:
 // tenant auth, rate limit, route match, upstream choice (healthy and breaker
 // closed, then load balanced), transform, forward with timeout and retry,
 // transform the response, respond (or serve the route's fallback).
