@@ -66,14 +66,14 @@ func TestSharedRecoversAfterRedisOutage(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
-		waitFor(t, "subscribed", 5*time.Second, s.subscribed.Load)
+		waitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
 		ins = append(ins, s)
 	}
 	a, b := ins[0], ins[1]
 	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 60_000}
 
 	kill()
-	waitFor(t, "subscriptions notice the outage", 5*time.Second, func() bool { return !a.subscribed.Load() && !b.subscribed.Load() })
+	waitFor(t, "subscriptions notice the outage", 5*time.Second, func() bool { return !a.listener.Subscribed() && !b.listener.Subscribed() })
 	a.Report(key, cfg, false)
 	if a.Allow(key, cfg) {
 		t.Fatal("a allows after its failure with Redis down")
@@ -84,7 +84,7 @@ func TestSharedRecoversAfterRedisOutage(t *testing.T) {
 
 	port, _ := strconv.Atoi(addr[len("127.0.0.1:"):])
 	startRedisServer(t, port)
-	waitFor(t, "resubscribed", 5*time.Second, func() bool { return a.subscribed.Load() && b.subscribed.Load() })
+	waitFor(t, "resubscribed", 5*time.Second, func() bool { return a.listener.Subscribed() && b.listener.Subscribed() })
 	waitFor(t, "b learns the opening made during the outage", 2*time.Second, func() bool { return !b.Allow(key, cfg) })
 	other := Key{TenantID: "t1", RouteID: "r9", Upstream: "http://127.0.0.1:9009"}
 	a.Report(other, cfg, false)

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/resilience/announce"
 )
 
 // SharedConfig configures NewShared. Zero fields take their defaults.
@@ -45,12 +45,12 @@ type SharedConfig struct {
 // While Redis is away each instance keeps working on its own breakers.
 type Shared struct {
 	*Local
-	client     redis.UniversalClient
-	cfg        SharedConfig
-	log        *slog.Logger
-	channel    string
-	subscribed atomic.Bool
-	lastLog    atomic.Int64
+	client   redis.UniversalClient
+	cfg      SharedConfig
+	log      *slog.Logger
+	channel  string
+	listener *announce.Listener
+	lastLog  atomic.Int64
 }
 
 // NewShared returns shared breakers; call Run to receive announcements.
@@ -77,6 +77,21 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger)
 	s := &Shared{Local: local, client: client, cfg: cfg, log: log.With("component", "breaker"),
 		channel: cfg.Prefix + "cb-events"}
 	local.notify = s.announce
+	s.listener = &announce.Listener{
+		Client:  client,
+		Channel: s.channel,
+		// On (re)subscribing: learn the breakers opened meanwhile, and tell
+		// the others about those opened here while Redis was away.
+		OnSubscribed: func(ctx context.Context) error {
+			if err := s.resync(ctx); err != nil {
+				return err
+			}
+			s.republish()
+			return nil
+		},
+		OnMessage: func(payload string) { s.apply([]byte(payload), false) },
+		OnError:   func(err error) { s.redisFailed("breaker subscription", err) },
+	}
 	return s, nil
 }
 
@@ -137,56 +152,7 @@ func (s *Shared) announce(k Key, cfg events.CircuitBreaker, tr transition) {
 
 // Run receives announcements until ctx ends. It resubscribes after Redis
 // failures and reloads the shared state each time it (re)subscribes.
-func (s *Shared) Run(ctx context.Context) error {
-	for ctx.Err() == nil {
-		err := s.listen(ctx)
-		s.subscribed.Store(false)
-		if ctx.Err() != nil {
-			break
-		}
-		s.redisFailed("breaker subscription", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
-}
-
-func (s *Shared) listen(ctx context.Context) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("breaker: panic: %v", p)
-		}
-	}()
-	ps := s.client.Subscribe(ctx, s.channel)
-	// Receive does not always return on ctx's end (go-redis only honours
-	// deadlines with ContextTimeoutEnabled); closing the PubSub unblocks it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer func() {
-		stop()
-		_ = ps.Close()
-	}()
-	for {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				// Subscribed first, then read: nothing opened in between is missed.
-				if err := s.resync(ctx); err != nil {
-					return err
-				}
-				s.republish()
-				s.subscribed.Store(true)
-			}
-		case *redis.Message:
-			s.apply([]byte(m.Payload), false)
-		}
-	}
-}
+func (s *Shared) Run(ctx context.Context) error { return s.listener.Run(ctx) }
 
 // resync applies every breaker opened in the cluster.
 func (s *Shared) resync(ctx context.Context) error {

@@ -49,7 +49,7 @@ func startShared(t *testing.T, url, prefix string) *Shared {
 		}
 		_ = c.Close()
 	})
-	waitFor(t, "subscribed", 5*time.Second, s.subscribed.Load)
+	waitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
 	return s
 }
 

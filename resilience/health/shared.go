@@ -7,13 +7,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantgate/gateway/resilience/announce"
 )
 
 // SharedConfig configures NewShared. Zero fields take their defaults.
@@ -42,11 +43,11 @@ type SharedConfig struct {
 // When Redis fails, each instance probes on its own until it is back.
 type Shared struct {
 	*core
-	client     redis.UniversalClient
-	scfg       SharedConfig
-	channel    string
-	subscribed atomic.Bool
-	lastLog    atomic.Int64
+	client   redis.UniversalClient
+	scfg     SharedConfig
+	channel  string
+	listener *announce.Listener
+	lastLog  atomic.Int64
 }
 
 // NewShared returns a cluster-wide checker; call Run.
@@ -71,6 +72,12 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, targets Targets, 
 	}
 	s := &Shared{core: c, client: client, scfg: cfg, channel: cfg.Prefix + "health-events"}
 	c.check = s.checkShared
+	s.listener = &announce.Listener{
+		Client:    client,
+		Channel:   s.channel,
+		OnMessage: s.applyAnnouncement,
+		OnError:   func(err error) { s.redisFailed("health subscription", err) },
+	}
 	return s, nil
 }
 
@@ -84,7 +91,7 @@ func (s *Shared) RedisKey(k Key) string {
 func (s *Shared) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.run(ctx) })
-	g.Go(func() error { return s.listen(ctx) })
+	g.Go(func() error { return s.listener.Run(ctx) })
 	return g.Wait()
 }
 
@@ -161,54 +168,15 @@ func (s *Shared) follow(ctx context.Context, t Target, st *status, key string) {
 	}
 }
 
-// listen applies announcements until ctx ends.
-func (s *Shared) listen(ctx context.Context) error {
-	for ctx.Err() == nil {
-		err := s.subscribe(ctx)
-		s.subscribed.Store(false)
-		if ctx.Err() != nil {
-			break
-		}
-		s.redisFailed("health subscription", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+// applyAnnouncement applies another instance's status flip.
+func (s *Shared) applyAnnouncement(payload string) {
+	var a announcement
+	if err := json.Unmarshal([]byte(payload), &a); err != nil {
+		return
 	}
-	return nil
-}
-
-func (s *Shared) subscribe(ctx context.Context) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("health: panic: %v", p)
-		}
-	}()
-	ps := s.client.Subscribe(ctx, s.channel)
-	// Receive may not return on ctx's end; closing the PubSub unblocks it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer func() {
-		stop()
-		_ = ps.Close()
-	}()
-	for {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			s.subscribed.Store(m.Kind == "subscribe")
-		case *redis.Message:
-			var a announcement
-			if err := json.Unmarshal([]byte(m.Payload), &a); err != nil {
-				continue
-			}
-			k := Key{TenantID: a.TenantID, RouteID: a.RouteID, Upstream: a.Upstream}
-			if v, ok := s.statuses.Load(k); ok && v.(*status).set(a.Healthy) {
-				s.flipped(Target{Key: k}, a.Healthy, "cluster")
-			}
-		}
+	k := Key{TenantID: a.TenantID, RouteID: a.RouteID, Upstream: a.Upstream}
+	if v, ok := s.statuses.Load(k); ok && v.(*status).set(a.Healthy) {
+		s.flipped(Target{Key: k}, a.Healthy, "cluster")
 	}
 }
 

@@ -34,7 +34,7 @@ func sharedCluster(t *testing.T, n int, targets Targets) []*Shared {
 		run(t, s)
 	}
 	for _, s := range out {
-		within(t, "subscribed", 5*time.Second, s.subscribed.Load)
+		within(t, "subscribed", 5*time.Second, s.listener.Subscribed)
 	}
 	return out
 }

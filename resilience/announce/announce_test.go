@@ -1,0 +1,89 @@
+package announce
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestListenerReloadsThenAppliesAnnouncements(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.RedisClient(t)
+	got := make(chan string, 4)
+	var reloads atomic.Int32
+	l := &Listener{
+		Client: client, Channel: prefix + "events",
+		OnSubscribed: func(context.Context) error { reloads.Add(1); return nil },
+		OnMessage:    func(p string) { got <- p },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	waitUntil(t, "subscribed", l.Subscribed)
+	if reloads.Load() != 1 {
+		t.Fatalf("OnSubscribed ran %d times before the first message, want 1", reloads.Load())
+	}
+	if err := client.Publish(ctx, prefix+"events", "opened").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "opened" {
+			t.Fatalf("payload %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("announcement never applied")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if l.Subscribed() {
+		t.Fatal("still reported subscribed after Run returned")
+	}
+}
+
+func TestListenerRetriesWhenTheReloadFails(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.RedisClient(t)
+	var attempts atomic.Int32
+	var reported atomic.Int32
+	l := &Listener{
+		Client: client, Channel: prefix + "events",
+		OnSubscribed: func(context.Context) error {
+			if attempts.Add(1) == 1 {
+				return errors.New("reload failed")
+			}
+			return nil
+		},
+		OnMessage: func(string) {},
+		OnError:   func(error) { reported.Add(1) },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	waitUntil(t, "subscribed after a failed reload", l.Subscribed)
+	if attempts.Load() != 2 || reported.Load() != 1 {
+		t.Fatalf("attempts %d, errors reported %d; want 2 and 1", attempts.Load(), reported.Load())
+	}
+}
