@@ -28,7 +28,7 @@ cleanup() {
 	trap - INT TERM EXIT
 	echo "stopping..."
 	kill "${pids[@]}" 2>/dev/null || true
-	[ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+	kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
 	wait 2>/dev/null || true
 	rm -rf "$work"
 }
