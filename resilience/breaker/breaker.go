@@ -5,7 +5,6 @@
 package breaker
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/resilience/promutil"
 )
 
 // Key names the upstream of one route of one tenant. All fields are copied
@@ -306,21 +306,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	tr, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	tr, err := promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "breaker", Name: "transitions_total",
 		Help: "Circuit-breaker state changes on this instance, by new state.",
 	}, []string{"to"}))
 	if err != nil {
 		return nil, err
 	}
-	st, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	st, err := promutil.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "gateway", Subsystem: "breaker", Name: "breakers",
 		Help: "Circuit breakers currently open or half-open on this instance.",
 	}, []string{"state"}))
 	if err != nil {
 		return nil, err
 	}
-	re, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	re, err := promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "breaker", Name: "redis_errors_total",
 		Help: "Failed writes, announcements or reads of shared breaker state; breakers then work locally.",
 	}))
@@ -347,17 +347,4 @@ func (m *metrics) redisError() {
 	if m != nil {
 		m.redisErrors.Inc()
 	}
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/resilience/promutil"
 )
 
 // Key names the upstream of one route of one tenant.
@@ -408,28 +409,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	probes, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	probes, err := promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "health", Name: "probes_total",
 		Help: "Health probes sent by this instance, by result.",
 	}, []string{"result"}))
 	if err != nil {
 		return nil, err
 	}
-	unhealthy, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	unhealthy, err := promutil.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "gateway", Subsystem: "health", Name: "unhealthy_upstreams",
 		Help: "Upstreams currently marked unhealthy, as this instance sees them.",
 	}))
 	if err != nil {
 		return nil, err
 	}
-	tracked, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	tracked, err := promutil.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "gateway", Subsystem: "health", Name: "checked_upstreams",
 		Help: "Upstreams with an enabled health check.",
 	}))
 	if err != nil {
 		return nil, err
 	}
-	re, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	re, err := promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "health", Name: "redis_errors_total",
 		Help: "Failed Redis calls of the shared checker; it then probes locally.",
 	}))
@@ -466,17 +467,4 @@ func (m *metrics) redisError() {
 	if m != nil {
 		m.redisErrors.Inc()
 	}
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -7,12 +7,12 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/resilience/promutil"
 )
 
 // Decision is the outcome of one Allow, with what the rate-limit headers need.
@@ -72,28 +72,28 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	decisions, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	decisions, err := promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "ratelimit", Name: "decisions_total",
 		Help: "Rate-limit decisions by result and by who decided (local, redis, fallback).",
 	}, []string{"result", "source"}))
 	if err != nil {
 		return nil, err
 	}
-	fallbacks, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	fallbacks, err := promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "ratelimit", Name: "redis_fallbacks_total",
 		Help: "Requests decided by the local limiter because Redis was unavailable.",
 	}))
 	if err != nil {
 		return nil, err
 	}
-	calls, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	calls, err := promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "gateway", Subsystem: "ratelimit", Name: "redis_calls_total",
 		Help: "Round trips to Redis (leases and checks); far fewer than decisions when leasing works.",
 	}))
 	if err != nil {
 		return nil, err
 	}
-	up, err := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	up, err := promutil.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "gateway", Subsystem: "ratelimit", Name: "redis_up",
 		Help: "1 while the shared rate limiter reaches Redis, 0 while it falls back.",
 	}))
@@ -120,19 +120,4 @@ func (m *metrics) decision(d Decision) {
 	} else {
 		m.denied.Inc()
 	}
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (several limiters may share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
