@@ -16,6 +16,13 @@ type Patch[T any] struct {
 // NewPatch returns a set Patch holding v.
 func NewPatch[T any](v T) Patch[T] { return Patch[T]{Set: true, Value: v} }
 
+// ApplyTo stores the new value in *dst when the field is set.
+func (p Patch[T]) ApplyTo(dst *T) {
+	if p.Set {
+		*dst = p.Value
+	}
+}
+
 // IsZero reports whether the field is absent; encoding/json's omitzero uses it.
 func (p Patch[T]) IsZero() bool { return !p.Set }
 

@@ -221,15 +221,9 @@ func (b *edit) tenantUpdated(ev events.Envelope) error {
 		return err
 	}
 	t := *old
-	if d.Name.Set {
-		t.Name = d.Name.Value
-	}
-	if d.Status.Set {
-		t.Status = d.Status.Value
-	}
-	if d.RateLimit.Set {
-		t.RateLimit = d.RateLimit.Value
-	}
+	d.Name.ApplyTo(&t.Name)
+	d.Status.ApplyTo(&t.Status)
+	d.RateLimit.ApplyTo(&t.RateLimit)
 	t.Version, t.UpdatedAt = ev.AggregateVersion, eventTime(ev)
 	b.putTenant(old, &t)
 	return nil
@@ -348,27 +342,13 @@ func (b *edit) routeUpdated(ev events.Envelope) error {
 		return err
 	}
 	r := *old
-	if d.Method.Set {
-		r.Method = d.Method.Value
-	}
-	if d.Path.Set {
-		r.Path = d.Path.Value
-	}
-	if d.PathType.Set {
-		r.PathType = d.PathType.Value
-	}
-	if d.Upstreams.Set {
-		r.Upstreams = d.Upstreams.Value
-	}
-	if d.LoadBalancing.Set {
-		r.LoadBalancing = d.LoadBalancing.Value
-	}
-	if d.Resilience.Set {
-		r.Resilience = d.Resilience.Value
-	}
-	if d.Transform.Set {
-		r.Transform = d.Transform.Value
-	}
+	d.Method.ApplyTo(&r.Method)
+	d.Path.ApplyTo(&r.Path)
+	d.PathType.ApplyTo(&r.PathType)
+	d.Upstreams.ApplyTo(&r.Upstreams)
+	d.LoadBalancing.ApplyTo(&r.LoadBalancing)
+	d.Resilience.ApplyTo(&r.Resilience)
+	d.Transform.ApplyTo(&r.Transform)
 	r.Version, r.UpdatedAt = ev.AggregateVersion, eventTime(ev)
 	compile(&r, old)
 	b.dropRoute(old)
