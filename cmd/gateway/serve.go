@@ -149,7 +149,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	if cfg.AdminPort != 0 {
 		// The admin listener is private: /metrics needs no key there, and the
 		// main port proxies /admin and /metrics like any other path.
-		adminApp = fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: px.FiberConfig().ErrorHandler})
+		adminApp = fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: proxy.ErrorHandler})
 		probes.mount(adminApp)
 		adminApp.Get("/metrics", metrics)
 		adm.Mount(adminApp)
