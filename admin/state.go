@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -57,19 +56,12 @@ func (a *API) replay(ctx context.Context, at int64) (*projections.Snapshot, erro
 	if at == 0 {
 		return projections.Empty(), nil
 	}
-	evs, err := a.read(ctx, events.Query{Until: at})
-	if err != nil {
-		return nil, err
-	}
-	snap, err := projections.Replay(evs)
-	if errors.Is(err, projections.ErrOutOfOrder) {
-		return nil, err
-	}
-	if err != nil {
-		// Skipped events leave the state as every instance has it.
-		a.log.Warn("admin: replay skipped events", "at", at, "err", err)
-	}
-	return snap, nil
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	// Skipped events leave the state as every instance has it.
+	return projections.ReplayStore(ctx, a.store, nil, at, func(ev events.Envelope, err error) {
+		a.log.Warn("admin: replay skipped an event", "at", at, "seq", ev.Seq, "err", err)
+	})
 }
 
 func (a *API) head(ctx context.Context) (int64, error) {

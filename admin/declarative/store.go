@@ -52,21 +52,12 @@ func Replay(ctx context.Context, store events.Store, at int64) (*projections.Sna
 }
 
 // catchUp applies the store's events after snap's seq, up to until (0: all).
-// Events that cannot be applied advance seq, as on every instance.
 func catchUp(ctx context.Context, store events.Store, snap *projections.Snapshot, until int64) (*projections.Snapshot, error) {
-	for {
-		evs, err := store.Read(ctx, events.Query{After: snap.Seq(), Until: until, Limit: 5000})
-		if err != nil {
-			return nil, fmt.Errorf("declarative: read events: %w", err)
-		}
-		if len(evs) == 0 {
-			return snap, nil
-		}
-		snap, err = projections.ApplyBatch(snap, evs, nil)
-		if err != nil {
-			return nil, fmt.Errorf("declarative: apply events: %w", err)
-		}
+	s, err := projections.ReplayStore(ctx, store, snap, until, nil)
+	if err != nil {
+		return nil, fmt.Errorf("declarative: %w", err)
 	}
+	return s, nil
 }
 
 // PastVersions returns the last version of each of ids that has events in

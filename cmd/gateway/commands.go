@@ -78,32 +78,11 @@ func replayCommand(ctx context.Context, cfg Config, args []string, stdout io.Wri
 	if err := migrations.Migrate(ctx, store.DB()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	snap, err := replayStore(ctx, store, *until)
+	snap, err := projections.ReplayStore(ctx, store, nil, *until, nil)
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(newStateDocument(snap))
-}
-
-// replayStore applies the store's events up to until (0: all) to an empty state.
-func replayStore(ctx context.Context, store events.Store, until int64) (*projections.Snapshot, error) {
-	snap := projections.Empty()
-	for {
-		evs, err := store.Read(ctx, events.Query{After: snap.Seq(), Until: until, Limit: 5000})
-		if err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
-		}
-		if len(evs) == 0 {
-			return snap, nil
-		}
-		for _, ev := range evs {
-			next, err := projections.Apply(snap, ev)
-			if next == nil {
-				return nil, fmt.Errorf("apply seq %d: %w", ev.Seq, err)
-			}
-			snap = next // an event that could not be applied still advances seq
-		}
-	}
 }
