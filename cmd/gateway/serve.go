@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -154,7 +152,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		adminApp.Get("/metrics", metrics)
 		adm.Mount(adminApp)
 	} else {
-		mainApp.Get("/metrics", requireAdminKey(cfg.AdminAPIKey), metrics)
+		mainApp.Get("/metrics", requireAdminKey(adm), metrics)
 		adm.Mount(mainApp)
 	}
 	mainApp.Use(px.Handler)
@@ -258,18 +256,14 @@ func (p probeHandlers) mount(app *fiber.App) {
 }
 
 // requireAdminKey accepts the admin key as X-Admin-Key or as a bearer token
-// (what Prometheus scrapers send), compared in constant time.
-func requireAdminKey(key string) fiber.Handler {
-	want := sha256.Sum256([]byte(key))
+// (what Prometheus scrapers send).
+func requireAdminKey(adm *admin.API) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		got := c.Get("X-Admin-Key")
-		if got == "" {
-			if auth := c.Get(fiber.HeaderAuthorization); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
-				got = auth[7:]
-			}
+		key := c.Request().Header.Peek("X-Admin-Key")
+		if auth := c.Request().Header.Peek(fiber.HeaderAuthorization); len(key) == 0 && len(auth) > 7 && strings.EqualFold(string(auth[:7]), "bearer ") {
+			key = auth[7:]
 		}
-		sum := sha256.Sum256([]byte(got))
-		if got == "" || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+		if !adm.IsAdminKey(key) {
 			return proxy.WriteError(c, fiber.StatusUnauthorized, "unauthorized", "missing or invalid admin key")
 		}
 		return c.Next()
