@@ -96,11 +96,11 @@ func TestStateAt(t *testing.T) {
 		if r.status != 200 {
 			t.Fatalf("at=%d: %d %s", n, r.status, r.raw)
 		}
-		if got, wantJSON := string(r.raw), mustJSON(t, newStateDocument(want)); got != wantJSON {
+		if got, wantJSON := string(r.raw), mustJSON(t, NewStateDocument(want)); got != wantJSON {
 			t.Fatalf("at=%d:\n got %s\nwant %s", n, got, wantJSON)
 		}
 	}
-	var empty stateDocument
+	var empty StateDocument
 	do(t, e.app, http.MethodGet, "/admin/state?at=0", "").decode(t, &empty)
 	if empty.At != 0 || empty.Tenants == nil || len(empty.Tenants) != 0 || len(empty.Routes) != 0 {
 		t.Fatalf("at=0: %+v", empty)
@@ -109,7 +109,7 @@ func TestStateAt(t *testing.T) {
 
 	// Without at: the current snapshot.
 	r := do(t, e.app, http.MethodGet, "/admin/state", "")
-	if string(r.raw) != mustJSON(t, newStateDocument(e.proj.Snapshot())) {
+	if string(r.raw) != mustJSON(t, NewStateDocument(e.proj.Snapshot())) {
 		t.Fatalf("current state: %s", r.raw)
 	}
 }

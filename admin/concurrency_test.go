@@ -173,7 +173,7 @@ func TestReplayProperty(t *testing.T) {
 		t.Fatalf("live seq %d hash %s, replay of %d events hash %s", live.Seq(), live.StateHash(), len(evs), replayed.StateHash())
 	}
 	r := do(t, e.app, http.MethodGet, "/admin/state", "")
-	if string(r.raw) != mustJSON(t, newStateDocument(replayed)) {
+	if string(r.raw) != mustJSON(t, NewStateDocument(replayed)) {
 		t.Fatal("GET /admin/state differs from the replay")
 	}
 	for _, n := range []int{1, len(evs) / 3, len(evs) / 2, len(evs) - 1, len(evs)} {
@@ -182,7 +182,7 @@ func TestReplayProperty(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := do(t, e.app, http.MethodGet, fmt.Sprintf("/admin/state?at=%d", n), "")
-		if string(r.raw) != mustJSON(t, newStateDocument(want)) {
+		if string(r.raw) != mustJSON(t, NewStateDocument(want)) {
 			t.Fatalf("state?at=%d differs from the replay of %d events", n, n)
 		}
 	}

@@ -14,15 +14,16 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
-// stateDocument is the JSON of GET /admin/state.
-type stateDocument struct {
+// StateDocument is the JSON of GET /admin/state (and of `gateway replay`).
+type StateDocument struct {
 	At      int64                 `json:"at"`
 	Tenants []*projections.Tenant `json:"tenants"`
 	Routes  []*projections.Route  `json:"routes"`
 }
 
-func newStateDocument(s *projections.Snapshot) stateDocument {
-	return stateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes())}
+// NewStateDocument is the state document of s: tenants and routes by id.
+func NewStateDocument(s *projections.Snapshot) StateDocument {
+	return StateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes())}
 }
 
 // state handles GET /admin/state?at=n: the state right after event n, rebuilt
@@ -31,7 +32,7 @@ func newStateDocument(s *projections.Snapshot) stateDocument {
 // at: this instance's current snapshot.
 func (a *API) state(c *fiber.Ctx) error {
 	if c.Query("at") == "" {
-		return c.JSON(newStateDocument(a.proj.Snapshot()))
+		return c.JSON(NewStateDocument(a.proj.Snapshot()))
 	}
 	at, err := intQuery(c, "at", 0, 0, 1<<62)
 	if err != nil {
@@ -48,7 +49,7 @@ func (a *API) state(c *fiber.Ctx) error {
 	if rerr != nil {
 		return fail(c, a.storeError(rerr))
 	}
-	return c.JSON(newStateDocument(snap))
+	return c.JSON(NewStateDocument(snap))
 }
 
 // replay rebuilds the state after event at.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tenantgate/gateway/admin"
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/migrations"
 	"github.com/tenantgate/gateway/projections"
@@ -40,24 +41,6 @@ func migrateCommand(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-// stateDocument is the JSON of GET /admin/state.
-type stateDocument struct {
-	At      int64                 `json:"at"`
-	Tenants []*projections.Tenant `json:"tenants"`
-	Routes  []*projections.Route  `json:"routes"`
-}
-
-func newStateDocument(s *projections.Snapshot) stateDocument {
-	doc := stateDocument{At: s.Seq(), Tenants: s.Tenants(), Routes: s.Routes()}
-	if doc.Tenants == nil {
-		doc.Tenants = []*projections.Tenant{}
-	}
-	if doc.Routes == nil {
-		doc.Routes = []*projections.Route{}
-	}
-	return doc
-}
-
 // replayCommand rebuilds the state from the store, as every instance does at
 // start, and prints it.
 func replayCommand(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
@@ -84,5 +67,5 @@ func replayCommand(ctx context.Context, cfg Config, args []string, stdout io.Wri
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(newStateDocument(snap))
+	return enc.Encode(admin.NewStateDocument(snap))
 }
