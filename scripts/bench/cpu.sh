@@ -20,7 +20,14 @@ VARIANTS=("$@")
 [ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "fiber=-fiber-router")
 
 cd "$(dirname "$0")/../.."
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+ensure_wrk() { # wrk from the distribution's packages, installed when missing
+	command -v wrk >/dev/null && return
+	local sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+	command -v apt-get >/dev/null || { echo "wrk is missing and apt-get is not here: install wrk" >&2; exit 1; }
+	echo "installing wrk" >&2
+	$sudo apt-get install -y wrk >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y wrk >/dev/null; }
+}
+ensure_wrk
 bin=$(mktemp -d)
 pids=()
 cleanup() {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
@@ -49,6 +50,7 @@ func main() {
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
 	redisURL := flag.String("redis", "", "full path: share the (never reached) rate limit and the route's circuit breaker through this Redis; the route also gets a retry block")
 	redisPrefix := flag.String("redis-prefix", "bench:", "prefix of the Redis keys (-redis)")
+	withMetrics := flag.Bool("metrics", true, "record the Prometheus series cmd/gateway serves on /metrics")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
 	deadlines := flag.Bool("server-deadlines", false, "comparison: enforce the timeouts with fasthttp's per-request socket deadlines instead of proxy.Listener")
@@ -75,6 +77,9 @@ func main() {
 		}
 	}
 	deps := proxy.Deps{Snapshots: static{snap}}
+	if *withMetrics {
+		deps.Metrics = prometheus.NewRegistry()
+	}
 	if *rateLimit {
 		deps.Limiter = ratelimit.NewLocal()
 	}
