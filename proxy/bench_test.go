@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
@@ -61,9 +63,14 @@ func BenchmarkRequestPathInMemory(b *testing.B) {
 		}
 		w.route(events.RouteSpec{TenantID: ten, Path: "/api/users", LoadBalancing: events.BalanceWeighted,
 			Upstreams: []events.Upstream{{URL: "http://mem/a", Weight: 3}, {URL: "http://mem/b", Weight: 1}},
-			Transform: &events.Transform{Request: &events.RequestTransform{Headers: &events.HeaderOps{
-				Set: map[string]string{"X-Tenant": "${tenant.id}"}, Remove: []string{"Cookie"}}}}})
-		p, err := New(Config{Log: slog.New(slog.DiscardHandler)}, Deps{Snapshots: w})
+			Transform: &events.Transform{
+				Request: &events.RequestTransform{Headers: &events.HeaderOps{
+					Set: map[string]string{"X-Tenant": "${tenant.id}"}, Remove: []string{"Cookie"}}},
+				Response: &events.ResponseTransform{Headers: &events.HeaderOps{
+					Set: map[string]string{"X-Served-By": "gateway"}}}}})
+		// As cmd/gateway serves: JSON access log and Prometheus series.
+		p, err := New(Config{Log: slog.New(slog.DiscardHandler), AccessLog: io.Discard},
+			Deps{Snapshots: w, Metrics: prometheus.NewRegistry()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantgate/gateway/projections"
@@ -17,6 +18,8 @@ import (
 // exchange is one request's state, pooled. Everything in it is owned by the
 // gateway (copied out of Fiber's buffers), and nothing outlives the handler.
 type exchange struct {
+	uri        *fasthttp.URI // the client's request target, parsed without the Host header
+	uriOK      bool          // ... and it parsed
 	start      time.Time
 	method     string
 	requestID  []byte
@@ -41,7 +44,7 @@ type exchange struct {
 	span       trace.Span // nil unless tracing
 }
 
-var exchanges = sync.Pool{New: func() any { return &exchange{} }}
+var exchanges = sync.Pool{New: func() any { return &exchange{uri: new(fasthttp.URI)} }}
 
 func acquireExchange() *exchange { return exchanges.Get().(*exchange) }
 
@@ -49,9 +52,22 @@ func releaseExchange(x *exchange) {
 	if cap(x.body) > 256<<10 {
 		x.body = nil // do not pin a large buffer in the pool
 	}
-	*x = exchange{requestID: x.requestID[:0], body: x.body[:0], buf: x.buf[:0]}
+	*x = exchange{uri: x.uri, requestID: x.requestID[:0], body: x.body[:0], buf: x.buf[:0]}
 	exchanges.Put(x)
 }
+
+// parseURI parses req's request target into x.uri. Unlike req.URI() it
+// leaves out the Host header, which the gateway never routes on (the
+// upstream's host replaces it) and which fasthttp would validate and
+// unescape on every request; a placeholder host keeps the parse of the
+// target itself as req.URI() does it (without one, "//a/b" would read as
+// host a).
+func (x *exchange) parseURI(req *fasthttp.Request) bool {
+	x.uriOK = x.uri.Parse(placeholderHost, req.Header.RequestURI()) == nil
+	return x.uriOK
+}
+
+var placeholderHost = []byte("gateway")
 
 func (x *exchange) bodyTooLarge() bool { return x.stream.exceeded }
 

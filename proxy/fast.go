@@ -34,12 +34,17 @@ func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fas
 		return false
 	}
 	return func(c *fasthttp.RequestCtx) {
-		uri := c.URI()
-		if !standardMethod(c.Request.Header.Method()) || isReserved(uri.PathOriginal()) || isReserved(uri.Path()) {
+		if !standardMethod(c.Request.Header.Method()) {
 			app(c)
 			return
 		}
-		p.handle(c)
+		x := acquireExchange()
+		if !x.parseURI(&c.Request) || isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
+			releaseExchange(x)
+			app(c)
+			return
+		}
+		p.handle(c, x)
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -62,4 +63,68 @@ func TestFastHandlerSendsReservedPathsThroughTheApp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRequestTargetForms: the route is matched on the request target's path
+// whatever its form, and the Host header (which the gateway parses no URI
+// from) only travels in X-Forwarded-Host.
+func TestRequestTargetForms(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	up := newUpstream(t, "u", nil)
+	ten, key := w.tenant("acme")
+	w.route(events.RouteSpec{TenantID: ten, Path: "/api", Upstreams: ups(up.URL + "/base")})
+	gw, _ := gateway(t, Config{}, Deps{Snapshots: w})
+	addr := strings.TrimPrefix(gw, "http://")
+	upHost := strings.TrimPrefix(up.URL, "http://")
+
+	for _, tc := range []struct {
+		name, target, host  string
+		wantPath, wantQuery string
+	}{
+		{name: "origin form", target: "/api/users?id=7&x=%2F", host: "gw.example", wantPath: "/base/api/users", wantQuery: "id=7&x=%2F"},
+		{name: "absolute form", target: "http://elsewhere.example/api/users?id=7", host: "gw.example", wantPath: "/base/api/users", wantQuery: "id=7"},
+		{name: "escaped path", target: "/api/a%20b%2Fc", host: "gw.example", wantPath: "/base/api/a%20b/c"},
+		{name: "dot segments and double slashes", target: "//api/./x/../users", host: "gw.example", wantPath: "/base/api/users"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := "GET " + tc.target + " HTTP/1.1\r\nHost: " + tc.host + "\r\nX-API-Key: " + key + "\r\nConnection: close\r\n\r\n"
+			if got := rawStatuses(t, addr, raw); len(got) != 1 || got[0] != 200 {
+				t.Fatalf("statuses %v, want [200]", got)
+			}
+			s := up.last(t)
+			if s.Path != tc.wantPath || s.RawQuery != tc.wantQuery {
+				t.Errorf("upstream saw %s?%s, want %s?%s", s.Path, s.RawQuery, tc.wantPath, tc.wantQuery)
+			}
+			if s.Host != upHost || s.Header.Get("X-Forwarded-Host") != tc.host {
+				t.Errorf("upstream saw Host %q, X-Forwarded-Host %q; want %q, %q", s.Host, s.Header.Get("X-Forwarded-Host"), upHost, tc.host)
+			}
+		})
+	}
+}
+
+// FuzzRequestTarget: the gateway's parse of a request target (without the
+// Host header) finds the path and query fasthttp's own parse finds.
+func FuzzRequestTarget(f *testing.F) {
+	for _, s := range []string{"/", "/api/users?id=7", "http://h.example/a?b", "//a/b", "/a/../../b", "/%2e%2e/x", "*", "/a?b#c", "/a#b?c", "https://u@h/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		var req fasthttp.Request
+		req.Header.SetRequestURI(target)
+		req.Header.SetHost("client.example")
+		x := &exchange{uri: new(fasthttp.URI)}
+		ok := x.parseURI(&req)
+		var want fasthttp.URI // what req.URI() holds
+		err := want.Parse(req.Header.Host(), req.Header.RequestURI())
+		if !ok {
+			if err == nil {
+				t.Fatalf("%q: refused, but fasthttp parses it", target)
+			}
+			return
+		}
+		if string(x.uri.Path()) != string(want.Path()) || string(x.uri.QueryString()) != string(want.QueryString()) {
+			t.Fatalf("%q: parsed %q ? %q, fasthttp %q ? %q", target, x.uri.Path(), x.uri.QueryString(), want.Path(), want.QueryString())
+		}
+	})
 }

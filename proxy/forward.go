@@ -208,10 +208,12 @@ func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	up.Header.SetNoDefaultContentType(true)
 	stripRequest(&req.Header, &up.Header, x.present)
 	// The URI is built from parts (scheme, host, path per attempt); only the
-	// raw query comes from the client, so the copied request line is not
-	// parsed again.
+	// raw query comes from the client. The copied request line and Host are
+	// cleared first, so that up's URI starts empty instead of parsing them
+	// again (the upstream's host goes in Host when the request is written).
 	up.Header.SetRequestURIBytes(nil)
-	up.URI().SetQueryStringBytes(req.URI().QueryString())
+	up.Header.SetHostBytes(nil)
+	up.URI().SetQueryStringBytes(x.uri.QueryString())
 	p.setForwarded(c, x, up)
 	up.Header.SetCanonical(canonXRequestID, x.requestID)
 	if x.span != nil {

@@ -238,13 +238,14 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 
 // Handler proxies one request. Mount it last: it answers every path.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
-	p.handle(c.Context())
+	x := acquireExchange()
+	x.uriOK = x.parseURI(&c.Context().Request)
+	p.handle(c.Context(), x)
 	return nil
 }
 
-// handle is Handler on fasthttp's context, for FastHandler.
-func (p *Proxy) handle(c *fasthttp.RequestCtx) {
-	x := acquireExchange()
+// handle serves the request in x (its request target parsed), and releases x.
+func (p *Proxy) handle(c *fasthttp.RequestCtx, x *exchange) {
 	defer releaseExchange(x)
 	if p.tracer != nil {
 		p.startSpan(c, x)
@@ -317,7 +318,11 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	}
 
 	// 3. Route match on the normalized path (what we match is what we forward).
-	x.path = string(req.URI().Path())
+	if !x.uriOK {
+		p.reject(c, x, fiber.StatusBadRequest, "bad_request", "malformed request target")
+		return
+	}
+	x.path = string(x.uri.Path())
 	route, ok := snap.Match(tenant, x.method, x.path)
 	if !ok {
 		p.reject(c, x, fiber.StatusNotFound, "route_not_found", "no route matches this request")
