@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -209,7 +210,7 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 // encoding); this is a few appends.
 func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time, d time.Duration) []byte {
 	b = append(b, `{"time":"`...)
-	b = at.AppendFormat(b, time.RFC3339Nano) // as slog's JSONHandler
+	b = appendRFC3339Nano(b, at) // as slog's JSONHandler
 	b = append(b, `","level":"INFO","msg":"proxy","request_id":`...)
 	b = appendJSONString(b, x.requestID)
 	b = append(b, `,"method":`...)
@@ -230,6 +231,43 @@ func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time,
 	b = strconv.AppendInt(b, int64(d), 10)
 	return append(b, "}\n"...)
 }
+
+// appendRFC3339Nano is t.AppendFormat(b, time.RFC3339Nano) with the date,
+// time of day and zone of the last second formatted kept for the lines of
+// the same second: the full format was about a third of the line's cost.
+func appendRFC3339Nano(b []byte, t time.Time) []byte {
+	sec, loc := t.Unix(), t.Location()
+	s := lastSecond.Load()
+	if s == nil || s.unix != sec || s.loc != loc {
+		full := t.Truncate(time.Second).AppendFormat(nil, time.RFC3339)
+		s = &formattedSecond{unix: sec, loc: loc, date: full[:19], zone: full[19:]}
+		lastSecond.Store(s)
+	}
+	b = append(b, s.date...)
+	if ns := t.Nanosecond(); ns != 0 { // a fraction without trailing zeros, as .999999999 prints
+		var d [10]byte
+		d[0] = '.'
+		for i := 9; i > 0; i-- {
+			d[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for d[n-1] == '0' {
+			n--
+		}
+		b = append(b, d[:n]...)
+	}
+	return append(b, s.zone...)
+}
+
+// formattedSecond is one second's "2006-01-02T15:04:05" and "Z07:00" in loc.
+type formattedSecond struct {
+	unix       int64
+	loc        *time.Location
+	date, zone []byte
+}
+
+var lastSecond atomic.Pointer[formattedSecond]
 
 // jsonSafe marks the ASCII bytes appendJSONString copies as they are.
 var jsonSafe = func() (t [256]bool) {
