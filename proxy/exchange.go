@@ -26,6 +26,7 @@ type exchange struct {
 	present    dropSet // never-forwarded headers the client sent
 	tenant     *projections.Tenant
 	route      *projections.Route
+	state      *routeState // route's prepared state
 	limit      ratelimit.Decision
 	limited    bool // send the rate-limit headers
 	path       string

@@ -221,13 +221,11 @@ func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	}
 
 	x.fwdPath = x.path
-	if t := x.route.Transform; t != nil && t.Request != nil {
-		if t.Request.Headers != nil {
-			x.buf = applyHeaderOps(requestHeaders{&up.Header}, t.Request.Headers, x, x.buf)
-		}
-		if x.route.Rewrite != nil && t.Request.Path != nil {
-			x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
-		}
+	if e := x.state.reqHeaders; e != nil {
+		x.buf = applyHeaderEdits(&up.Header, e, x, x.buf)
+	}
+	if t := x.route.Transform; t != nil && t.Request != nil && t.Request.Path != nil && x.route.Rewrite != nil {
+		x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
 	}
 	p.prepareBody(req, x, up)
 }
@@ -426,7 +424,7 @@ func dialFailed(err error) bool {
 func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
 	r := x.route
 	n := len(r.Upstreams)
-	picker := p.balancers.Picker(r.ID, r.LoadBalancing, r.Upstreams)
+	picker := x.state.picker
 	down := p.unhealthy(x)
 	var refused balance.Skip
 	cb := breakerOf(r)
@@ -471,7 +469,7 @@ func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	x.upstream = u.URL
 	x.attempts++
 	resp := (&c.Response)
-	err := p.send(x, up, resp, u.URL, timeout)
+	err := p.send(x, up, resp, x.state.targets[i], timeout)
 	if cb := breakerOf(x.route); cb != nil && p.breakers != nil {
 		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
 	}
@@ -483,10 +481,9 @@ func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	return nil
 }
 
-func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, upstreamURL string, timeout time.Duration) error {
-	t, err := p.pool.target(upstreamURL)
-	if err != nil {
-		return err
+func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, t *target, timeout time.Duration) error {
+	if t == nil {
+		return errInvalidUpstream
 	}
 	uri := up.URI()
 	uri.SetScheme(t.scheme)
@@ -519,6 +516,8 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 	}
 }
 
+var errInvalidUpstream = errors.New("proxy: invalid upstream URL")
+
 // upstreamPool keeps one fasthttp.HostClient per scheme+host for the life of
 // the process, so a snapshot swap neither drops nor re-dials connections.
 type upstreamPool struct {
@@ -542,7 +541,7 @@ func (p *upstreamPool) target(raw string) (*target, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("proxy: invalid upstream URL")
+		return nil, errInvalidUpstream
 	}
 	tls := u.Scheme == "https"
 	key := u.Scheme + "://" + u.Host

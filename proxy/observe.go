@@ -171,7 +171,12 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 	d := time.Since(x.start)
 	tenant, route := tenantID(x), routeID(x)
 	if m := p.metrics; m != nil {
-		s := m.series(tenant, route)
+		var s *series
+		if x.state != nil {
+			s = x.state.series
+		} else {
+			s = m.series(tenant, route)
+		}
 		s.requests[classOf(x.status)].Inc()
 		s.latency.Observe(d.Seconds())
 		if x.code == "fallback" {

@@ -38,6 +38,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -195,6 +196,7 @@ type Proxy struct {
 	budgets   *retry.Budgets
 	trusted   []netip.Prefix
 	balancers *balance.Registry
+	routes    sync.Map // *projections.Route -> *routeState
 	pool      *upstreamPool
 	ids       *idSource
 	metrics   *metrics
@@ -329,6 +331,7 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	x.route = route
+	x.state = p.stateOf(route)
 	if rc := retryOf(route); rc != nil && rc.MaxRetries > 0 {
 		x.retries = true
 		x.mayRetry = retry.MethodRetryable(x.method, *rc)
@@ -390,6 +393,7 @@ func (p *Proxy) pruneOnChange(snap *projections.Snapshot) {
 				hosts[u.URL] = true
 			}
 		}
+		p.pruneRoutes(snap)
 		p.balancers.Prune(func(id string) bool { return live[id] })
 		p.metrics.forget(func(id string) bool { return live[id] })
 		p.pool.prune(func(url string) bool { return hosts[url] })

@@ -5,35 +5,38 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/tenantgate/gateway/events"
 )
 
-// headerSet is what applyHeaderOps needs of a request or response header.
+// headerSet is what applyHeaderEdits needs of a request or response header.
 type headerSet interface {
 	Del(key string)
-	SetBytesV(key string, value []byte)
-	AddBytesV(key string, value []byte)
+	SetCanonical(key, value []byte)
+	AddBytesKV(key, value []byte)
 }
 
-type requestHeaders struct{ *fasthttp.RequestHeader }
-type responseHeaders struct{ *fasthttp.ResponseHeader }
-
-// applyHeaderOps applies a transform in the contract's order: remove, then
-// set (replace), then add (append). Values expand ${tenant.id},
+// applyHeaderEdits applies a transform in the contract's order: remove,
+// then set (replace), then add (append). Values expand ${tenant.id},
 // ${tenant.name}, ${route.id} and ${request.id}. buf is scratch space,
 // returned for reuse.
-func applyHeaderOps(h headerSet, ops *events.HeaderOps, x *exchange, buf []byte) []byte {
-	for _, name := range ops.Remove {
+func applyHeaderEdits(h headerSet, e *headerEdits, x *exchange, buf []byte) []byte {
+	for _, name := range e.remove {
 		h.Del(name)
 	}
-	for name, v := range ops.Set {
-		buf = expand(buf[:0], v, x)
-		h.SetBytesV(name, buf)
+	for _, s := range e.set {
+		v := s.literal
+		if v == nil {
+			buf = expand(buf[:0], s.value, x)
+			v = buf
+		}
+		h.SetCanonical(s.name, v)
 	}
-	for name, v := range ops.Add {
-		buf = expand(buf[:0], v, x)
-		h.AddBytesV(name, buf)
+	for _, a := range e.add {
+		v := a.literal
+		if v == nil {
+			buf = expand(buf[:0], a.value, x)
+			v = buf
+		}
+		h.AddBytesKV(a.name, v)
 	}
 	return buf
 }
@@ -104,7 +107,7 @@ func joinPath(dst []byte, base, path string) []byte {
 
 // transformResponse applies the route's response header transform.
 func (p *Proxy) transformResponse(x *exchange, resp *fasthttp.Response) {
-	if t := x.route.Transform; t != nil && t.Response != nil && t.Response.Headers != nil {
-		x.buf = applyHeaderOps(responseHeaders{&resp.Header}, t.Response.Headers, x, x.buf)
+	if e := x.state.respHeaders; e != nil {
+		x.buf = applyHeaderEdits(&resp.Header, e, x, x.buf)
 	}
 }

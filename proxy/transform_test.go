@@ -3,11 +3,13 @@ package proxy
 import (
 	"bufio"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
 
@@ -241,5 +243,30 @@ func TestScanHeaders(t *testing.T) {
 				t.Fatalf("scanHeaders ok = %v, want %v", got, tc.ok)
 			}
 		})
+	}
+}
+
+func TestHeaderEditsApplyInOrder(t *testing.T) {
+	t.Parallel()
+	e := compileHeaderOps(&events.HeaderOps{
+		Remove: []string{"x-drop"},
+		Set:    map[string]string{"x-zeta": "z", "X-ALPHA": "${route.id}", "x-drop": "again"},
+		Add:    map[string]string{"x-multi": "${tenant.id}"},
+	})
+	if got := []string{string(e.set[0].name), string(e.set[1].name), string(e.set[2].name)}; !slices.Equal(got, []string{"X-Alpha", "X-Drop", "X-Zeta"}) {
+		t.Fatalf("set names %q, want canonical and sorted", got)
+	}
+	var h fasthttp.RequestHeader
+	h.Set("X-Drop", "old")
+	h.Set("X-Multi", "first")
+	x := &exchange{tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: "r1"}}
+	applyHeaderEdits(&h, e, x, nil)
+	var lines []string
+	for k, v := range h.All() {
+		lines = append(lines, string(k)+": "+string(v))
+	}
+	want := []string{"X-Multi: first", "X-Alpha: r1", "X-Drop: again", "X-Zeta: z", "X-Multi: t1"}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("headers %q, want %q", lines, want)
 	}
 }

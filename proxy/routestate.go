@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/resilience/balance"
+)
+
+// routeState is what the request path needs of one route version beyond
+// its spec, prepared on the route's first request instead of looked up by
+// id and URL on every one: its balancer, its upstreams' clients, its metric
+// series and its header transforms. It is keyed by the *projections.Route,
+// which every change of the route replaces, so a request never sees a
+// state prepared for another version.
+type routeState struct {
+	picker      balance.Picker
+	targets     []*target // per upstream; nil where the URL is invalid
+	series      *series   // nil without metrics
+	reqHeaders  *headerEdits
+	respHeaders *headerEdits
+}
+
+func (p *Proxy) stateOf(r *projections.Route) *routeState {
+	if v, ok := p.routes.Load(r); ok {
+		return v.(*routeState)
+	}
+	s := &routeState{
+		// The registry keeps balancer state across versions of a route whose
+		// upstreams did not change.
+		picker:  p.balancers.Picker(r.ID, r.LoadBalancing, r.Upstreams),
+		targets: make([]*target, len(r.Upstreams)),
+	}
+	for i, u := range r.Upstreams {
+		s.targets[i], _ = p.pool.target(u.URL)
+	}
+	if p.metrics != nil {
+		s.series = p.metrics.series(r.TenantID, r.ID)
+	}
+	if t := r.Transform; t != nil {
+		if t.Request != nil {
+			s.reqHeaders = compileHeaderOps(t.Request.Headers)
+		}
+		if t.Response != nil {
+			s.respHeaders = compileHeaderOps(t.Response.Headers)
+		}
+	}
+	v, _ := p.routes.LoadOrStore(r, s)
+	return v.(*routeState)
+}
+
+// pruneRoutes drops the states of route versions snap no longer holds.
+func (p *Proxy) pruneRoutes(snap *projections.Snapshot) {
+	live := make(map[*projections.Route]bool)
+	for _, r := range snap.Routes() {
+		live[r] = true
+	}
+	p.routes.Range(func(k, _ any) bool {
+		if !live[k.(*projections.Route)] {
+			p.routes.Delete(k)
+		}
+		return true
+	})
+}
+
+// headerEdits is a route's header transform ready to apply: names in
+// fasthttp's canonical form (no normalizing per request), set and add in
+// name order (a map's order would change from one request to the next), and
+// each value either a literal or marked for placeholder expansion.
+type headerEdits struct {
+	remove   []string
+	set, add []headerEdit
+}
+
+type headerEdit struct {
+	name    []byte
+	value   string
+	literal []byte // value, when it has no placeholder
+}
+
+func compileHeaderOps(ops *events.HeaderOps) *headerEdits {
+	if ops == nil {
+		return nil
+	}
+	return &headerEdits{remove: slices.Clone(ops.Remove), set: compileEdits(ops.Set), add: compileEdits(ops.Add)}
+}
+
+func compileEdits(m map[string]string) []headerEdit {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out := make([]headerEdit, 0, len(names))
+	for _, name := range names {
+		e := headerEdit{name: canonicalName(name), value: m[name]}
+		if !strings.Contains(e.value, "${") {
+			e.literal = []byte(e.value)
+		}
+		out = append(out, e)
+	}
+	return out
+}
