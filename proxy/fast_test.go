@@ -85,6 +85,7 @@ func TestRequestTargetForms(t *testing.T) {
 		{name: "origin form", target: "/api/users?id=7&x=%2F", host: "gw.example", wantPath: "/base/api/users", wantQuery: "id=7&x=%2F"},
 		{name: "absolute form", target: "http://elsewhere.example/api/users?id=7", host: "gw.example", wantPath: "/base/api/users", wantQuery: "id=7"},
 		{name: "escaped path", target: "/api/a%20b%2Fc", host: "gw.example", wantPath: "/base/api/a%20b/c"},
+		{name: "absolute form with userinfo", target: "http://user:secret@elsewhere.example/api/x", host: "gw.example", wantPath: "/base/api/x"},
 		{name: "dot segments and double slashes", target: "//api/./x/../users", host: "gw.example", wantPath: "/base/api/users"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +96,9 @@ func TestRequestTargetForms(t *testing.T) {
 			s := up.last(t)
 			if s.Path != tc.wantPath || s.RawQuery != tc.wantQuery {
 				t.Errorf("upstream saw %s?%s, want %s?%s", s.Path, s.RawQuery, tc.wantPath, tc.wantQuery)
+			}
+			if a := s.Header.Get("Authorization"); a != "" {
+				t.Errorf("upstream got Authorization %q made from the request target", a)
 			}
 			if s.Host != upHost || s.Header.Get("X-Forwarded-Host") != tc.host {
 				t.Errorf("upstream saw Host %q, X-Forwarded-Host %q; want %q, %q", s.Host, s.Header.Get("X-Forwarded-Host"), upHost, tc.host)

@@ -201,20 +201,21 @@ func delConnectionTokens(h deleter, v []byte) {
 
 // prepare builds the upstream request from the client's: headers minus
 // hop-by-hop and key headers, forwarding headers, the request transform and
-// the body (buffered when it may be replayed, else streamed).
-func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
-	req := (&c.Request)
-	req.Header.CopyTo(&up.Header)
+// the body (buffered when it may be replayed, else streamed). It edits the
+// client's request in place, as the bare proxy forwards it, unless the body
+// streams through the size limit: fasthttp cannot take that wrapper in place
+// (setting a body stream releases the server's own), so then a copy goes.
+// Everything read from the client is read before the same field is written.
+func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
+	req := &c.Request
+	up := req
+	if p.streamsBody(req, x) {
+		up = fasthttp.AcquireRequest()
+		req.Header.CopyTo(&up.Header)
+	}
 	up.Header.SetNoDefaultContentType(true)
 	stripRequest(&req.Header, &up.Header, x.present)
-	// The URI is built from parts (scheme, host, path per attempt); only the
-	// raw query comes from the client. The copied request line and Host are
-	// cleared first, so that up's URI starts empty instead of parsing them
-	// again (the upstream's host goes in Host when the request is written).
-	up.Header.SetRequestURIBytes(nil)
-	up.Header.SetHostBytes(nil)
-	up.URI().SetQueryStringBytes(x.uri.QueryString())
-	p.setForwarded(c, x, up)
+	p.setForwarded(c, x, up) // reads the client's Host, cleared below
 	up.Header.SetCanonical(canonXRequestID, x.requestID)
 	if x.span != nil {
 		injectTrace(&up.Header, x.span)
@@ -227,24 +228,43 @@ func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	if t := x.route.Transform; t != nil && t.Request != nil && t.Request.Path != nil && x.route.Rewrite != nil {
 		x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
 	}
+
+	// The URI is built from parts (scheme, host, path per attempt); only the
+	// raw query comes from the client. The request line, Host and any URI
+	// the server parsed (userinfo included) are dropped first, so up's URI
+	// starts empty instead of parsing them again; the upstream's host goes
+	// in Host when the request is written.
+	up.Header.SetRequestURIBytes(nil)
+	up.Header.SetHostBytes(nil)
+	up.SetURI(nil)
+	up.URI().SetQueryStringBytes(x.uri.QueryString())
 	p.prepareBody(req, x, up)
+	return up
 }
 
-// prepareBody decides between replay and streaming. A body is buffered (and
-// so may be retried) when it is empty, or when a retry could apply and its
-// Content-Length is at most MaxReplayBytes; otherwise it streams through,
-// bounded by MaxBodyBytes, and the request is not retried.
-func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
+// streamsBody reports whether the client's body streams to the upstream
+// (and so is never retried): it has one, of unknown length or too large to
+// buffer for a retry, or on a route that does not retry. Any other body is
+// empty, already read, or buffered here so it can be sent again.
+func (p *Proxy) streamsBody(req *fasthttp.Request, x *exchange) bool {
+	if req.BodyStream() == nil {
+		return false
+	}
 	cl := req.Header.ContentLength()
+	return cl != 0 && (cl < 0 || int64(cl) > p.cfg.MaxReplayBytes || !x.retries)
+}
+
+// prepareBody gives up its body. Streamed, it is bounded by MaxBodyBytes;
+// a body up to MaxReplayBytes on a retrying route is read into x.body first.
+func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
 	stream := req.BodyStream()
 	switch {
-	case stream == nil:
-		x.body = append(x.body[:0], req.Body()...)
-		up.SetBodyRaw(x.body)
-		x.replayable = true
-	case cl == 0:
-		x.replayable = true
-	case cl > 0 && int64(cl) <= p.cfg.MaxReplayBytes && x.retries:
+	case p.streamsBody(req, x): // up is a copy
+		x.stream.reset(stream, p.cfg.MaxBodyBytes)
+		up.SetBodyStream(&x.stream, req.Header.ContentLength())
+	case stream == nil || req.Header.ContentLength() == 0:
+		x.replayable = true // up is req: its body (if any) stays and can go again
+	default: // up is req, whose stream ends here
 		x.stream.reset(stream, p.cfg.MaxBodyBytes)
 		b, err := appendAll(x.body[:0], &x.stream)
 		x.body = b
@@ -253,9 +273,6 @@ func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Req
 		}
 		up.SetBodyRaw(x.body)
 		x.replayable = true
-	default:
-		x.stream.reset(stream, p.cfg.MaxBodyBytes)
-		up.SetBodyStream(&x.stream, cl)
 	}
 }
 
@@ -388,9 +405,6 @@ func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 			return last
 		}
 		tried = tried.With(i)
-		if attempt > 0 && x.replayable {
-			up.SetBodyRaw(x.body)
-		}
 		err := p.attempt(c, x, up, i, timeout)
 		again := false
 		if err != nil {

@@ -342,9 +342,10 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	}
 
 	// 4. Transform the request once; each attempt only swaps the upstream.
-	up := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(up)
-	p.prepare(c, x, up)
+	up := p.prepare(c, x)
+	if up != &c.Request {
+		defer fasthttp.ReleaseRequest(up)
+	}
 
 	// 5. Forward with timeout and retry.
 	out := p.forward(c, x, up)
