@@ -5,8 +5,8 @@
 # CPU it costs.
 #
 # Usage: scripts/bench/cpu.sh [variant ...]
-#   a variant is a name and gateway flags, e.g. "fiber=-fiber-router";
-#   default: gateway (as cmd/gateway serves) and fiber (-fiber-router).
+#   a variant is a name and gateway flags, e.g. "router=-fiber-router";
+#   default: gateway (as cmd/gateway serves) and router (-fiber-router).
 #   env: DURATION=4s CONNS=32 PROCS=1 ROUNDS=2
 set -euo pipefail
 
@@ -17,7 +17,7 @@ PROCS=${PROCS:-1}
 KEY=gw_benchmark_key_0123456789abcdef
 UP=127.0.0.1:18091
 VARIANTS=("$@")
-[ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "fiber=-fiber-router")
+[ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "router=-fiber-router")
 
 cd "$(dirname "$0")/../.."
 ensure_wrk() { # wrk from the distribution's packages, installed when missing
