@@ -241,7 +241,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 // Handler proxies one request. Mount it last: it answers every path.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
 	x := acquireExchange()
-	x.uriOK = x.parseURI(&c.Context().Request)
+	x.parseURI(&c.Context().Request)
 	p.handle(c.Context(), x)
 	return nil
 }
@@ -345,6 +345,8 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	up := p.prepare(c, x)
 	if up != &c.Request {
 		defer fasthttp.ReleaseRequest(up)
+	} else if len(x.body) > 0 {
+		defer up.SetBodyRaw(nil) // x.body goes back to the pool with x
 	}
 
 	// 5. Forward with timeout and retry.
