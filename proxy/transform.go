@@ -22,23 +22,26 @@ func applyHeaderEdits(h headerSet, e *headerEdits, x *exchange, buf []byte) []by
 	for _, name := range e.remove {
 		h.Del(name)
 	}
+	var v []byte
 	for _, s := range e.set {
-		v := s.literal
-		if v == nil {
-			buf = expand(buf[:0], s.value, x)
-			v = buf
-		}
+		v, buf = s.valueFor(x, buf)
 		h.SetCanonical(s.name, v)
 	}
 	for _, a := range e.add {
-		v := a.literal
-		if v == nil {
-			buf = expand(buf[:0], a.value, x)
-			v = buf
-		}
+		v, buf = a.valueFor(x, buf)
 		h.AddBytesKV(a.name, v)
 	}
 	return buf
+}
+
+// valueFor is e's value for x's request: the literal, or the expansion
+// written into buf (returned for reuse).
+func (e headerEdit) valueFor(x *exchange, buf []byte) (value, scratch []byte) {
+	if e.literal != nil {
+		return e.literal, buf
+	}
+	buf = expand(buf[:0], e.value, x)
+	return buf, buf
 }
 
 // expand appends v to dst with its placeholders replaced. Unknown
