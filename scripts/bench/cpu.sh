@@ -20,14 +20,9 @@ VARIANTS=("$@")
 [ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "router=-fiber-router")
 
 cd "$(dirname "$0")/../.."
-ensure_wrk() { # wrk from the distribution's packages, installed when missing
-	command -v wrk >/dev/null && return
-	local sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-	command -v apt-get >/dev/null || { echo "wrk is missing and apt-get is not here: install wrk" >&2; exit 1; }
-	echo "installing wrk" >&2
-	$sudo apt-get install -y wrk >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y wrk >/dev/null; }
-}
-ensure_wrk
+# shellcheck source=scripts/bench/lib.sh
+. scripts/bench/lib.sh
+ensure_pkg wrk wrk || exit 1
 bin=$(mktemp -d)
 pids=()
 cleanup() {
@@ -38,13 +33,6 @@ cleanup() {
 trap cleanup EXIT
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 
-wait_ready() {
-	local url=$1 deadline=$((SECONDS + 20))
-	until curl -fsS -o /dev/null -H "X-API-Key: $KEY" "$url"; do
-		[ $SECONDS -lt $deadline ] || { echo "not ready: $url" >&2; exit 1; }
-		sleep 0.1
-	done
-}
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime
 
 GOMAXPROCS=$PROCS "$bin/upstream" -addr "$UP" & pids+=($!)

@@ -36,13 +36,8 @@ declare -A ADDR=([direct]=$UP [bare]=127.0.0.1:18082 [gateway]=127.0.0.1:18083 [
 	[full]=127.0.0.1:18085 [fiber]=127.0.0.1:18086 [nginx]=127.0.0.1:18087)
 
 cd "$(dirname "$0")/../.."
-sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-ensure_pkg() { # ensure_pkg COMMAND PACKAGE: install from the distribution when missing
-	command -v "$1" >/dev/null && return
-	command -v apt-get >/dev/null || { echo "$1 is missing and apt-get is not here: install $2" >&2; return 1; }
-	echo "installing $2" >&2
-	$sudo apt-get install -y "$2" >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
-}
+# shellcheck source=scripts/bench/lib.sh
+. scripts/bench/lib.sh
 ensure_pkg wrk wrk || exit 1
 if [[ " $TARGETS " == *" nginx "* ]] && ! ensure_pkg nginx nginx-light; then
 	echo "nginx could not be installed: skipping it" >&2
@@ -53,7 +48,6 @@ bin=$(mktemp -d)
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	[ -f "$bin/nginx.pid" ] && kill "$(cat "$bin/nginx.pid")" 2>/dev/null || true
 	wait 2>/dev/null || true
 	rm -rf "$bin"
 }
@@ -95,13 +89,6 @@ CONF
 	esac
 done
 
-wait_ready() { # poll with a deadline instead of sleeping a guessed time
-	local url=$1 deadline=$((SECONDS + 20))
-	until curl -fsS -o /dev/null -H "X-API-Key: $KEY" "$url"; do
-		[ $SECONDS -lt $deadline ] || { echo "not ready: $url" >&2; exit 1; }
-		sleep 0.1
-	done
-}
 for t in $TARGETS; do wait_ready "http://${ADDR[$t]}/api/users/7"; done
 
 # run NAME URL CONNS -> "rps p50_us p99_us"

@@ -1,0 +1,20 @@
+# Shared by run.sh and cpu.sh (sourced; KEY must be set).
+
+# ensure_pkg COMMAND PACKAGE: install PACKAGE from the distribution when COMMAND is missing.
+ensure_pkg() {
+	command -v "$1" >/dev/null && return
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	command -v apt-get >/dev/null || { echo "$1 is missing and apt-get is not here: install $2" >&2; return 1; }
+	echo "installing $2" >&2
+	$sudo apt-get install -y "$2" >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
+}
+
+# wait_ready URL: poll with a deadline instead of sleeping a guessed time.
+wait_ready() {
+	local url=$1 deadline=$((SECONDS + 20))
+	until curl -fsS -o /dev/null -H "X-API-Key: $KEY" "$url"; do
+		[ $SECONDS -lt $deadline ] || { echo "not ready: $url" >&2; exit 1; }
+		sleep 0.1
+	done
+}
