@@ -50,6 +50,7 @@ func main() {
 	rateLimit := flag.Bool("rate-limit", false, "give the tenant a (never reached) local rate limit")
 	redisURL := flag.String("redis", "", "full path: share the (never reached) rate limit and the route's circuit breaker through this Redis; the route also gets a retry block")
 	redisPrefix := flag.String("redis-prefix", "bench:", "prefix of the Redis keys (-redis)")
+	logBuffer := flag.Int("log-buffer", 64<<10, "size of the access log's batch buffer (cmd/gateway: 64 KiB)")
 	withMetrics := flag.Bool("metrics", true, "record the Prometheus series cmd/gateway serves on /metrics")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
@@ -69,7 +70,7 @@ func main() {
 	if *accessLog {
 		// Batched, as cmd/gateway writes its logs: one syscall per flush,
 		// not per line.
-		w := newBatchWriter(os.Stderr)
+		w := newBatchWriter(os.Stderr, *logBuffer)
 		if *viaSlog {
 			cfg.Log = slog.New(slog.NewJSONHandler(w, nil))
 		} else {
@@ -175,8 +176,8 @@ type batchWriter struct {
 	buf *bufio.Writer
 }
 
-func newBatchWriter(w *os.File) *batchWriter {
-	b := &batchWriter{buf: bufio.NewWriterSize(w, 64<<10)}
+func newBatchWriter(w *os.File, size int) *batchWriter {
+	b := &batchWriter{buf: bufio.NewWriterSize(w, size)}
 	go func() {
 		for range time.Tick(100 * time.Millisecond) {
 			b.mu.Lock()
