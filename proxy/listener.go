@@ -15,14 +15,16 @@ import (
 // records, in an atomic, when it must end, the deadline calls of the server
 // become no-ops, and one goroutine per listener checks the connections a few
 // times per timeout and expires the socket of one blocked too long, which
-// the server sees as the same timeout error. Timeouts fire up to an eighth
-// of the shortest timeout late (at most 500ms). Serve with FiberConfig as
-// usual; the wrapped listener stops its checker when closed.
+// the server sees as the same timeout error. The deadlines are taken from a
+// clock the checker advances each tick, not from a clock read per call.
+// Timeouts fire up to an eighth of the shortest timeout late (at most
+// 500ms), never early. Serve with FiberConfig as usual; the wrapped
+// listener stops its checker when closed.
 func (p *Proxy) Listener(ln net.Listener) net.Listener {
-	tick := 500 * time.Millisecond
+	tick := 250 * time.Millisecond
 	for _, d := range []time.Duration{p.cfg.ReadTimeout, p.cfg.WriteTimeout, p.cfg.IdleTimeout} {
 		if d > 0 {
-			tick = min(tick, max(d/8, 5*time.Millisecond))
+			tick = min(tick, max(d/16, 5*time.Millisecond))
 		}
 	}
 	return &timeoutListener{
@@ -36,6 +38,7 @@ type timeoutListener struct {
 	epoch             time.Time // deadlines are nanoseconds on its monotonic clock
 	tick              time.Duration
 	read, write, idle int64
+	clock             atomic.Int64 // now() at the checker's last tick (or the last Accept)
 
 	conns     sync.Map // *timedConn -> struct{}
 	startOnce sync.Once
@@ -45,11 +48,16 @@ type timeoutListener struct {
 
 func (l *timeoutListener) now() int64 { return int64(time.Since(l.epoch)) }
 
+// later is a time no earlier than now while the checker keeps ticking (its
+// clock plus one tick), for deadlines that may fire late but never early.
+func (l *timeoutListener) later() int64 { return l.clock.Load() + int64(l.tick) }
+
 func (l *timeoutListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
+	l.clock.Store(l.now())
 	l.startOnce.Do(func() { go l.check() })
 	tc := &timedConn{Conn: c, l: l}
 	tc.wait.Store(l.read) // the first request has ReadTimeout to arrive, as in fasthttp
@@ -75,6 +83,7 @@ func (l *timeoutListener) check() {
 		case <-t.C:
 		}
 		now := l.now()
+		l.clock.Store(now)
 		l.conns.Range(func(k, _ any) bool {
 			c := k.(*timedConn)
 			if d := c.deadline.Load(); d != 0 && now > d {
@@ -98,11 +107,10 @@ type timedConn struct {
 
 func (c *timedConn) Read(b []byte) (int, error) {
 	l := c.l
-	now := l.now()
 	var d int64
 	if c.between.Load() {
 		if w := c.wait.Load(); w > 0 {
-			d = now + w
+			d = l.later() + w
 		}
 	} else if l.read > 0 {
 		// The whole request, body included, within ReadTimeout.
@@ -112,7 +120,7 @@ func (c *timedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.deadline.Store(0)
 	if n > 0 && c.between.Load() {
-		c.reqStart.Store(l.now()) // the wait is over: the request starts now
+		c.reqStart.Store(l.later()) // the wait is over: the request starts now
 		c.between.Store(false)
 	}
 	return n, err
@@ -121,7 +129,7 @@ func (c *timedConn) Read(b []byte) (int, error) {
 func (c *timedConn) Write(b []byte) (int, error) {
 	l := c.l
 	if l.write > 0 {
-		c.deadline.Store(l.now() + l.write)
+		c.deadline.Store(l.later() + l.write)
 	}
 	n, err := c.Conn.Write(b)
 	c.deadline.Store(0)

@@ -124,6 +124,21 @@ func TestListenerTimeouts(t *testing.T) {
 				t.Fatalf("idle connection kept for %v", d)
 			}
 		}},
+		{name: "never early: an idle connection lasts at least IdleTimeout", run: func(t *testing.T) {
+			c := dial(t)
+			if _, err := io.WriteString(c, request); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if d := closedAfter(t, c); d < timeout-10*time.Millisecond || d > timeout+time.Second {
+				t.Fatalf("idle connection closed after %v, want %v..%v", d, timeout, timeout+time.Second)
+			}
+		}},
 		{name: "a slow upstream is not a slow client", run: func(t *testing.T) {
 			if r := get(t, gw+"/slow", key); r.status != 200 {
 				t.Fatalf("slow upstream answer (longer than ReadTimeout): %d %s", r.status, r.body)
