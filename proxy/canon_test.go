@@ -1,6 +1,9 @@
 package proxy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCanonicalNames(t *testing.T) {
 	t.Parallel()
@@ -14,6 +17,20 @@ func TestCanonicalNames(t *testing.T) {
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestDropIndex(t *testing.T) {
+	t.Parallel()
+	for i, name := range dropNames {
+		if got := dropIndex([]byte(name)); got != i {
+			t.Errorf("dropIndex(%q) = %d, want %d", name, got, i)
+		}
+	}
+	for _, name := range []string{"", "Content-Type", "X-Api-Kez", "Connections", "Te ", strings.Repeat("X", 40)} {
+		if got := dropIndex([]byte(name)); got != -1 {
+			t.Errorf("dropIndex(%q) = %d, want -1", name, got)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/bits"
 	"net"
 	"net/netip"
 	"net/url"
@@ -37,13 +38,25 @@ var dropNames = [...]string{
 }
 
 func dropIndex(name []byte) int {
-	for i, d := range dropNames {
-		if string(name) == d {
+	if len(name) >= len(dropByLen) {
+		return -1
+	}
+	for set := dropByLen[len(name)]; set != 0; set &= set - 1 {
+		if i := bits.TrailingZeros16(uint16(set)); string(name) == dropNames[i] {
 			return i
 		}
 	}
 	return -1
 }
+
+// dropByLen has, for each name length, the dropNames of that length: most
+// headers have none, and are passed over without a comparison.
+var dropByLen = func() (t [20]dropSet) {
+	for i, d := range dropNames {
+		t[len(d)] |= 1 << i
+	}
+	return t
+}()
 
 // tokenChars are the characters of an RFC 9110 token (a header name).
 var tokenChars = func() (t [256]bool) {
