@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/bits"
@@ -118,16 +119,41 @@ func scanHeaders(h *fasthttp.RequestHeader) (present dropSet, ok bool) {
 		if colon <= 0 {
 			return 0, false
 		}
-		for _, c := range line[colon+1:] {
-			if (c < 0x20 && c != '\t') || c == 0x7f {
-				return 0, false
-			}
+		if !validFieldValue(line[colon+1:]) {
+			return 0, false
 		}
 		if i := dropIndexFold(line[:colon]); i >= 0 {
 			present |= 1 << i
 		}
 	}
 	return present, true
+}
+
+// validFieldValue reports whether v holds no control character other than
+// tab. Values are most of a header block's bytes, so they are checked eight
+// at a time: a word with no byte below 0x20 and none equal to 0x7f passes
+// whole; any other word is checked byte by byte.
+func validFieldValue(v []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; len(v) >= 8; v = v[8:] {
+		w := binary.LittleEndian.Uint64(v)
+		below20 := (w - 0x20*ones) & ^w & highs // some byte < 0x20 (never missed; bytes >= 0x80 never flagged)
+		del := w ^ 0x7f*ones
+		is7f := (del - ones) & ^del & highs // some byte == 0x7f
+		if below20|is7f != 0 && !validFieldBytes(v[:8]) {
+			return false
+		}
+	}
+	return validFieldBytes(v)
+}
+
+func validFieldBytes(v []byte) bool {
+	for _, c := range v {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // dropIndexFold is dropIndex for a name as the client spelled it.
