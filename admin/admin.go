@@ -232,6 +232,23 @@ func (a *API) limitBody(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// createInput is what every create handler starts from: the acting admin,
+// the body as decode reads it, and a fresh id for the new aggregate.
+func createInput[T any](c *fiber.Ctx, decode func(any) (T, *Error)) (who string, v T, id string, err *Error) {
+	if who, err = actor(c); err != nil {
+		return who, v, id, err
+	}
+	body, err := parseJSON(c.Request().Body())
+	if err != nil {
+		return who, v, id, err
+	}
+	if v, err = decode(body); err != nil {
+		return who, v, id, err
+	}
+	id, err = newID()
+	return who, v, id, err
+}
+
 // actor is the X-Actor header, default "admin".
 func actor(c *fiber.Ctx) (string, *Error) {
 	v := c.Get("X-Actor")

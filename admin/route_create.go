@@ -9,19 +9,7 @@ import (
 
 // createRoute handles POST /admin/routes -> 201 with the normalized route.
 func (a *API) createRoute(c *fiber.Ctx) error {
-	who, err := actor(c)
-	if err != nil {
-		return fail(c, err)
-	}
-	body, err := parseJSON(c.Request().Body())
-	if err != nil {
-		return fail(c, err)
-	}
-	spec, err := decodeRoute(body)
-	if err != nil {
-		return fail(c, err)
-	}
-	id, err := newID()
+	who, spec, id, err := createInput(c, decodeRoute)
 	if err != nil {
 		return fail(c, err)
 	}

@@ -9,19 +9,7 @@ import (
 
 // createTenant handles POST /admin/tenants -> 201 with the key, shown once.
 func (a *API) createTenant(c *fiber.Ctx) error {
-	who, err := actor(c)
-	if err != nil {
-		return fail(c, err)
-	}
-	body, err := parseJSON(c.Request().Body())
-	if err != nil {
-		return fail(c, err)
-	}
-	f, err := decodeTenant(body)
-	if err != nil {
-		return fail(c, err)
-	}
-	id, err := newID()
+	who, f, id, err := createInput(c, decodeTenant)
 	if err != nil {
 		return fail(c, err)
 	}
