@@ -40,6 +40,17 @@ func figure(t *testing.T, name string, kv ...any) {
 	t.Logf("FIGURE %s:%s", name, b.String())
 }
 
+// servingCluster starts n instances on e, gives tenant acme a route for
+// path to a test upstream answering after delay, and waits until every
+// instance serves it. It returns the cluster, the tenant's id and its key.
+func servingCluster(t *testing.T, e clusterEnv, n int, path string, delay time.Duration) (c *cluster, tid, key string) {
+	c = startCluster(t, e, n)
+	tid, key = createTenant(t, c.procs[0], "acme")
+	createRoute(t, c.procs[0], tid, path, upstream(t, delay))
+	waitServing(t, key, path+"/warm", c.procs...)
+	return c, tid, key
+}
+
 // markBaseline records, once the cluster is set up, the store's head and how
 // many events each instance has applied (its config-lag metric counts each
 // application once, from the moment the instance is live).
@@ -243,10 +254,7 @@ func testPostgresUnreachable(t *testing.T, o outage) {
 	e := newClusterEnv(t)
 	px := newToxi(t, hostPort(t, e.directDSN))
 	e.dsn = withHost(t, e.directDSN, px.addr())
-	c := startCluster(t, e, 2)
-	tid, key := createTenant(t, c.procs[0], "acme")
-	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
-	waitServing(t, key, "/api/x", c.procs...)
+	c, _, key := servingCluster(t, e, 2, "/api", 0)
 	c.markBaseline()
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
@@ -329,10 +337,7 @@ func testRedisUnreachable(t *testing.T, o outage) {
 	e := newClusterEnv(t)
 	px := newToxi(t, hostPort(t, e.redisURL))
 	e.redisURL = withHost(t, e.redisURL, px.addr())
-	c := startCluster(t, e, 2)
-	tid, key := createTenant(t, c.procs[0], "acme")
-	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
-	waitServing(t, key, "/api/x", c.procs...)
+	c, _, key := servingCluster(t, e, 2, "/api", 0)
 	c.markBaseline()
 
 	tr := startTraffic(targets(c.procs...), "/api/x", key, 100)
@@ -373,10 +378,7 @@ func testRedisUnreachable(t *testing.T, o outage) {
 func TestFaultKillOneInstance(t *testing.T) {
 	t.Parallel()
 	e := newClusterEnv(t)
-	c := startCluster(t, e, 3)
-	tid, key := createTenant(t, c.procs[0], "acme")
-	createRoute(t, c.procs[0], tid, "/api", upstream(t, 0))
-	waitServing(t, key, "/api/x", c.procs...)
+	c, tid, key := servingCluster(t, e, 3, "/api", 0)
 	lb := startBalancer(t, c.procs...)
 	c.markBaseline()
 
@@ -413,10 +415,7 @@ func TestFaultSIGTERMDrain(t *testing.T) {
 	t.Parallel()
 	e := newClusterEnv(t)
 	e.extra = map[string]string{"SHUTDOWN_DELAY": "500ms", "SHUTDOWN_TIMEOUT": "5s"}
-	c := startCluster(t, e, 2)
-	tid, key := createTenant(t, c.procs[0], "acme")
-	createRoute(t, c.procs[0], tid, "/slow", upstream(t, 2*time.Second))
-	waitServing(t, key, "/slow/warm", c.procs...)
+	c, _, key := servingCluster(t, e, 2, "/slow", 2*time.Second)
 	lb := startBalancer(t, c.procs...)
 
 	tr := startTraffic([]func() string{func() string { return lb.base }}, "/slow/x", key, 20)
