@@ -16,6 +16,14 @@ type Patch[T any] struct {
 // NewPatch returns a set Patch holding v.
 func NewPatch[T any](v T) Patch[T] { return Patch[T]{Set: true, Value: v} }
 
+// PatchIf is NewPatch(v) when set, and the unset Patch otherwise.
+func PatchIf[T any](set bool, v T) Patch[T] {
+	if !set {
+		return Patch[T]{}
+	}
+	return NewPatch(v)
+}
+
 // ApplyTo stores the new value in *dst when the field is set.
 func (p Patch[T]) ApplyTo(dst *T) {
 	if p.Set {

@@ -490,46 +490,31 @@ func nextVersion(current *projections.Snapshot, c Change, past map[string]int64)
 }
 
 func tenantUpdate(c Change) events.TenantUpdatedData {
-	var d events.TenantUpdatedData
 	t := c.tenant
-	if _, ok := c.Fields["name"]; ok {
-		d.Name = events.NewPatch(t.Name)
+	return events.TenantUpdatedData{
+		Name:      events.PatchIf(c.has("name"), t.Name),
+		Status:    events.PatchIf(c.has("status"), t.Status),
+		RateLimit: events.PatchIf(c.has("rateLimit"), t.RateLimit),
 	}
-	if _, ok := c.Fields["status"]; ok {
-		d.Status = events.NewPatch(t.Status)
-	}
-	if _, ok := c.Fields["rateLimit"]; ok {
-		d.RateLimit = events.NewPatch(t.RateLimit)
-	}
-	return d
 }
 
 func routeUpdate(c Change) events.RouteUpdatedData {
-	var d events.RouteUpdatedData
 	r := c.route
-	has := func(name string) bool { _, ok := c.Fields[name]; return ok }
-	if has("method") {
-		d.Method = events.NewPatch(r.Method)
+	return events.RouteUpdatedData{
+		Method:        events.PatchIf(c.has("method"), r.Method),
+		Path:          events.PatchIf(c.has("path"), r.Path),
+		PathType:      events.PatchIf(c.has("pathType"), r.PathType),
+		Upstreams:     events.PatchIf(c.has("upstreams"), r.Upstreams),
+		LoadBalancing: events.PatchIf(c.has("loadBalancing"), r.LoadBalancing),
+		Resilience:    events.PatchIf(c.has("resilience"), r.Resilience),
+		Transform:     events.PatchIf(c.has("transform"), r.Transform),
 	}
-	if has("path") {
-		d.Path = events.NewPatch(r.Path)
-	}
-	if has("pathType") {
-		d.PathType = events.NewPatch(r.PathType)
-	}
-	if has("upstreams") {
-		d.Upstreams = events.NewPatch(r.Upstreams)
-	}
-	if has("loadBalancing") {
-		d.LoadBalancing = events.NewPatch(r.LoadBalancing)
-	}
-	if has("resilience") {
-		d.Resilience = events.NewPatch(r.Resilience)
-	}
-	if has("transform") {
-		d.Transform = events.NewPatch(r.Transform)
-	}
-	return d
+}
+
+// has reports whether the change touches field.
+func (c Change) has(field string) bool {
+	_, ok := c.Fields[field]
+	return ok
 }
 
 // apiKey is a fresh key and what may be stored of it; the admin API issues
