@@ -25,17 +25,9 @@ func TestConcurrentPatchesWithIfMatch(t *testing.T) {
 	tn := e.createTenant(t, `{"name":"race"}`)
 	apps := []*fiber.App{e.app, e.secondInstance(t)}
 	const n = 100
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"name":"race-%d"}`, i), header{"If-Match", `"1"`})
-			statuses[i] = r.status
-		}()
-	}
-	wg.Wait()
+	statuses := concurrently(n, func(i int) int {
+		return do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"name":"race-%d"}`, i), header{"If-Match", `"1"`}).status
+	})
 	count := map[int]int{}
 	for _, s := range statuses {
 		count[s]++
@@ -59,16 +51,9 @@ func TestConcurrentCreatesKeepNamesUnique(t *testing.T) {
 	e := newPostgresEnv(t)
 	apps := []*fiber.App{e.app, e.secondInstance(t)}
 	const n = 20
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i] = do(t, apps[i%2], http.MethodPost, "/admin/tenants", `{"name":"same"}`).status
-		}()
-	}
-	wg.Wait()
+	statuses := concurrently(n, func(i int) int {
+		return do(t, apps[i%2], http.MethodPost, "/admin/tenants", `{"name":"same"}`).status
+	})
 	count := map[int]int{}
 	for _, s := range statuses {
 		count[s]++
@@ -295,16 +280,9 @@ func TestConcurrentPatchesWithoutIfMatch(t *testing.T) {
 	tn := e.createTenant(t, `{"name":"busy"}`)
 	apps := []*fiber.App{e.app, e.secondInstance(t)}
 	const n = 100
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i] = do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"rateLimit":{"limit":%d,"windowMs":1000}}`, i+1)).status
-		}()
-	}
-	wg.Wait()
+	statuses := concurrently(n, func(i int) int {
+		return do(t, apps[i%2], http.MethodPatch, "/admin/tenants/"+tn.ID, fmt.Sprintf(`{"rateLimit":{"limit":%d,"windowMs":1000}}`, i+1)).status
+	})
 	for i, s := range statuses {
 		if s != 200 {
 			t.Fatalf("PATCH %d answered %d", i, s)
@@ -319,4 +297,15 @@ func TestConcurrentPatchesWithoutIfMatch(t *testing.T) {
 	if got.Version != n+1 || len(e.allEvents(t)) != n+1 {
 		t.Fatalf("version %d, want %d: a write was lost", got.Version, n+1)
 	}
+}
+
+// concurrently runs request(0..n-1) at once and returns their statuses in order.
+func concurrently(n int, request func(i int) int) []int {
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { statuses[i] = request(i) })
+	}
+	wg.Wait()
+	return statuses
 }
