@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
 )
 
 // writeCache runs a cache over path, adds evs and stops it (which flushes).
@@ -167,7 +168,7 @@ func TestProjectorStartsFromTheCacheWhileTheStoreIsDown(t *testing.T) {
 
 	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: 20 * time.Millisecond, Initial: cached}, store, events.NewMemoryBus())
 	startProjector(t, p)
-	eventually(t, "ready on the cached snapshot", p.Ready)
+	testenv.WaitFor(t, "ready on the cached snapshot", 30*time.Second, p.Ready)
 	if p.AppliedSeq() != 2 || len(p.Snapshot().Routes()) != 1 {
 		t.Fatalf("serving seq %d with %d routes, want the cached seq 2 with 1 route", p.AppliedSeq(), len(p.Snapshot().Routes()))
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
 )
 
 // hangingStore's Head blocks until its context ends while hang is set, as a
@@ -40,10 +41,10 @@ func TestProjectorAppliesTheBusWhileTheStoreHangs(t *testing.T) {
 	f.append(1)
 	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: 10 * time.Millisecond}, store, bus)
 	startProjector(t, p)
-	eventually(t, "ready", p.Ready)
+	testenv.WaitFor(t, "ready", 30*time.Second, p.Ready)
 
 	store.hang.Store(true)
-	eventually(t, "a head check to hang", func() bool { return store.hung.Load() > 0 })
+	testenv.WaitFor(t, "a head check to hang", 30*time.Second, func() bool { return store.hung.Load() > 0 })
 	f.publish(bus, f.append(1))
 	deadline := time.Now().Add(time.Second)
 	for p.AppliedSeq() < 2 {

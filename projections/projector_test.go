@@ -103,18 +103,6 @@ func startProjector(t *testing.T, p *Projector) {
 	})
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // storeState replays everything the store holds.
 func storeState(t *testing.T, store events.Store) *Snapshot {
 	t.Helper()
@@ -134,7 +122,7 @@ func waitConverged(t *testing.T, store events.Store, ps ...*Projector) {
 	}
 	for _, p := range ps {
 		// Ready is set right after the start-up catch-up publishes the head.
-		eventually(t, "projector to reach the store head and be ready", func() bool { return p.AppliedSeq() == head && p.Ready() })
+		testenv.WaitFor(t, "projector to reach the store head and be ready", 30*time.Second, func() bool { return p.AppliedSeq() == head && p.Ready() })
 	}
 	want := storeState(t, store)
 	for i, p := range ps {
@@ -245,7 +233,7 @@ func TestProjectorWaitFor(t *testing.T) {
 			p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: time.Hour}, store, events.NewMemoryBus())
 			if running {
 				startProjector(t, p)
-				eventually(t, "ready", p.Ready)
+				testenv.WaitFor(t, "ready", 30*time.Second, p.Ready)
 			}
 			written := f.append(1)
 			if err := p.WaitFor(testContext(t), written[0].Seq); err != nil {
@@ -299,7 +287,7 @@ func TestProjectorStoreDownAtStart(t *testing.T) {
 	store.down.Store(true)
 	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: 50 * time.Millisecond}, store, events.NewMemoryBus())
 	startProjector(t, p)
-	eventually(t, "retries", func() bool { return store.fails.Load() >= 2 })
+	testenv.WaitFor(t, "retries", 30*time.Second, func() bool { return store.fails.Load() >= 2 })
 	if p.Ready() || p.AppliedSeq() != 0 {
 		t.Fatal("ready while the store is down")
 	}
@@ -340,12 +328,12 @@ func TestProjectorRecoversFromPanic(t *testing.T) {
 	startProjector(t, p)
 	waitConverged(t, store, p)
 	f.publish(bus, f.append(5))
-	eventually(t, "the OnApplied panic", panicked.Load)
+	testenv.WaitFor(t, "the OnApplied panic", 30*time.Second, panicked.Load)
 	waitConverged(t, store, p)
 
 	store.armed.Store(true)
 	f.append(5) // unpublished: the head check's catch-up reads, and panics
-	eventually(t, "the Read panic", func() bool { return !store.armed.Load() })
+	testenv.WaitFor(t, "the Read panic", 30*time.Second, func() bool { return !store.armed.Load() })
 	f.publish(bus, f.append(10))
 	waitConverged(t, store, p)
 }
@@ -432,7 +420,7 @@ func TestProjectorsConverge(t *testing.T) {
 
 	t.Run("lost publish found by the head check", func(t *testing.T) {
 		f.append(3)
-		eventually(t, "a to find it", func() bool { return a.AppliedSeq() == int64(f.next) })
+		testenv.WaitFor(t, "a to find it", 30*time.Second, func() bool { return a.AppliedSeq() == int64(f.next) })
 		// b finds it at the next gap.
 		f.publish(pub, f.append(2))
 		waitConverged(t, store, a, b)
@@ -467,7 +455,7 @@ func TestProjectorsConverge(t *testing.T) {
 		if n, err := client.XLen(testContext(t), stream).Result(); err != nil || n >= 800 {
 			t.Fatalf("stream not trimmed: %d entries (%v)", n, err)
 		}
-		eventually(t, "a to keep up", func() bool { return a.AppliedSeq() == int64(f.next) })
+		testenv.WaitFor(t, "a to keep up", 30*time.Second, func() bool { return a.AppliedSeq() == int64(f.next) })
 		gated.release()
 		waitConverged(t, store, a, b)
 	})
@@ -497,7 +485,7 @@ func TestProjectorResubscribes(t *testing.T) {
 	// Only the bus can bring new events: the head check never comes.
 	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: time.Hour}, store, bus)
 	startProjector(t, p)
-	eventually(t, "ready", p.Ready)
+	testenv.WaitFor(t, "ready", 30*time.Second, p.Ready)
 	f.publish(mem, f.append(20))
 	waitConverged(t, store, p)
 	if n := bus.subs.Load(); n < 2 {

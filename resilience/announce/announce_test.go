@@ -10,17 +10,6 @@ import (
 	"github.com/tenantgate/gateway/events/testenv"
 )
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestListenerReloadsThenAppliesAnnouncements(t *testing.T) {
 	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
@@ -34,7 +23,7 @@ func TestListenerReloadsThenAppliesAnnouncements(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	waitUntil(t, "subscribed", l.Subscribed)
+	testenv.WaitFor(t, "subscribed", 5*time.Second, l.Subscribed)
 	if reloads.Load() != 1 {
 		t.Fatalf("OnSubscribed ran %d times before the first message, want 1", reloads.Load())
 	}
@@ -82,7 +71,7 @@ func TestListenerRetriesWhenTheReloadFails(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = l.Run(ctx) }()
-	waitUntil(t, "subscribed after a failed reload", l.Subscribed)
+	testenv.WaitFor(t, "subscribed after a failed reload", 5*time.Second, l.Subscribed)
 	if attempts.Load() != 2 || reported.Load() != 1 {
 		t.Fatalf("attempts %d, errors reported %d; want 2 and 1", attempts.Load(), reported.Load())
 	}

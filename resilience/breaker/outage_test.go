@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
 )
 
 // startRedisServer runs a disposable redis-server on port (0: a free one),
@@ -45,7 +46,7 @@ func startRedisServer(t *testing.T, port int) (addr string, kill func()) {
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	waitFor(t, "redis-server up", 5*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil })
+	testenv.WaitFor(t, "redis-server up", 5*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil })
 	return addr, kill
 }
 
@@ -66,14 +67,14 @@ func TestSharedRecoversAfterRedisOutage(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
-		waitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
+		testenv.WaitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
 		ins = append(ins, s)
 	}
 	a, b := ins[0], ins[1]
 	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 60_000}
 
 	kill()
-	waitFor(t, "subscriptions notice the outage", 5*time.Second, func() bool { return !a.listener.Subscribed() && !b.listener.Subscribed() })
+	testenv.WaitFor(t, "subscriptions notice the outage", 5*time.Second, func() bool { return !a.listener.Subscribed() && !b.listener.Subscribed() })
 	a.Report(key, cfg, false)
 	if a.Allow(key, cfg) {
 		t.Fatal("a allows after its failure with Redis down")
@@ -84,9 +85,9 @@ func TestSharedRecoversAfterRedisOutage(t *testing.T) {
 
 	port, _ := strconv.Atoi(addr[len("127.0.0.1:"):])
 	startRedisServer(t, port)
-	waitFor(t, "resubscribed", 5*time.Second, func() bool { return a.listener.Subscribed() && b.listener.Subscribed() })
-	waitFor(t, "b learns the opening made during the outage", 2*time.Second, func() bool { return !b.Allow(key, cfg) })
+	testenv.WaitFor(t, "resubscribed", 5*time.Second, func() bool { return a.listener.Subscribed() && b.listener.Subscribed() })
+	testenv.WaitFor(t, "b learns the opening made during the outage", 2*time.Second, func() bool { return !b.Allow(key, cfg) })
 	other := Key{TenantID: "t1", RouteID: "r9", Upstream: "http://127.0.0.1:9009"}
 	a.Report(other, cfg, false)
-	waitFor(t, "b refuses the breaker opened after the outage", time.Second, func() bool { return !b.Allow(other, cfg) })
+	testenv.WaitFor(t, "b refuses the breaker opened after the outage", time.Second, func() bool { return !b.Allow(other, cfg) })
 }

@@ -49,19 +49,8 @@ func startShared(t *testing.T, url, prefix string) *Shared {
 		}
 		_ = c.Close()
 	})
-	waitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
+	testenv.WaitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
 	return s
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func TestSharedOpeningReachesOtherInstances(t *testing.T) {
@@ -79,7 +68,7 @@ func TestSharedOpeningReachesOtherInstances(t *testing.T) {
 		t.Fatal("the instance that saw the failures still allows")
 	}
 	start := time.Now()
-	waitFor(t, "other instances refuse", 200*time.Millisecond, func() bool { return !b.Allow(key, cfg) && !c.Allow(key, cfg) })
+	testenv.WaitFor(t, "other instances refuse", 200*time.Millisecond, func() bool { return !b.Allow(key, cfg) && !c.Allow(key, cfg) })
 	t.Logf("opening reached the other instances in %v", time.Since(start))
 	other := key
 	other.RouteID = "r2"
@@ -94,7 +83,7 @@ func TestSharedClosingAndLateJoiner(t *testing.T) {
 	a, b := startShared(t, url, prefix), startShared(t, url, prefix)
 	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 300}
 	a.Report(key, cfg, false)
-	waitFor(t, "b opens", time.Second, func() bool { return b.State(key) == Open })
+	testenv.WaitFor(t, "b opens", time.Second, func() bool { return b.State(key) == Open })
 
 	// An instance started now reads the breakers opened before it.
 	late := startShared(t, url, prefix)
@@ -103,12 +92,12 @@ func TestSharedClosingAndLateJoiner(t *testing.T) {
 	}
 
 	// After the timeout a probes and succeeds: everyone closes.
-	waitFor(t, "a half-open", 2*time.Second, func() bool { return a.Allow(key, cfg) })
+	testenv.WaitFor(t, "a half-open", 2*time.Second, func() bool { return a.Allow(key, cfg) })
 	a.Report(key, cfg, true)
 	if a.State(key) != Closed {
 		t.Fatalf("a: %v after a good probe, want closed", a.State(key))
 	}
-	waitFor(t, "b and the late instance close", time.Second, func() bool {
+	testenv.WaitFor(t, "b and the late instance close", time.Second, func() bool {
 		return b.State(key) == Closed && late.State(key) == Closed
 	})
 }
@@ -136,7 +125,7 @@ func TestSharedWorksLocallyWithoutRedis(t *testing.T) {
 	if s.Allow(key, cfg) {
 		t.Fatal("allowed after the failures with Redis down")
 	}
-	waitFor(t, "half-open", time.Second, func() bool { return s.Allow(key, cfg) })
+	testenv.WaitFor(t, "half-open", time.Second, func() bool { return s.Allow(key, cfg) })
 	s.Report(key, cfg, true)
 	if s.State(key) != Closed {
 		t.Fatalf("state %v, want closed", s.State(key))

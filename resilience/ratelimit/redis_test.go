@@ -247,17 +247,6 @@ func (d *disposableRedis) kill() {
 	}
 }
 
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestRedisUnreachableFallsBackFast(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -312,7 +301,7 @@ func TestRedisUnreachableFallsBackFast(t *testing.T) {
 			}
 
 			startDisposable(t, srv.port) // Redis returns, empty
-			waitFor(t, "limiter uses Redis again", 3*time.Second, l.Up)
+			testenv.WaitFor(t, "limiter uses Redis again", 3*time.Second, l.Up)
 			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
 				t.Fatalf("after recovery: %+v, want the shared (fresh) count", d)
 			}
