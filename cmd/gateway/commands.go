@@ -16,6 +16,20 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
+// openMigratedStore is openStore with the schema migrated, for the commands
+// that use the store directly.
+func openMigratedStore(ctx context.Context, cfg Config) (*events.SQLStore, error) {
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrations.Migrate(ctx, store.DB()); err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return store, nil
+}
+
 // openStore opens PostgreSQL when DATABASE_URL is set, else the embedded SQLite
 // store under DATA_DIR. It does not migrate.
 func openStore(ctx context.Context, cfg Config) (*events.SQLStore, error) {
@@ -29,14 +43,11 @@ func openStore(ctx context.Context, cfg Config) (*events.SQLStore, error) {
 }
 
 func migrateCommand(ctx context.Context, cfg Config, log *slog.Logger) error {
-	store, err := openStore(ctx, cfg)
+	store, err := openMigratedStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := migrations.Migrate(ctx, store.DB()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	log.Info("migrations applied", "store", store.Kind())
 	return nil
 }
@@ -53,14 +64,11 @@ func replayCommand(ctx context.Context, cfg Config, args []string, stdout io.Wri
 	if *until < 0 || fs.NArg() > 0 {
 		return fmt.Errorf("%w: replay takes only --until-seq N with N >= 0", errUsage)
 	}
-	store, err := openStore(ctx, cfg)
+	store, err := openMigratedStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := migrations.Migrate(ctx, store.DB()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	snap, err := projections.ReplayStore(ctx, store, nil, *until, nil)
 	if err != nil {
 		return err

@@ -26,7 +26,6 @@ import (
 
 	"github.com/tenantgate/gateway/admin"
 	"github.com/tenantgate/gateway/admin/declarative"
-	"github.com/tenantgate/gateway/migrations"
 )
 
 // exportCommand prints the configuration at the head or at --at SEQ.
@@ -41,14 +40,11 @@ func exportCommand(ctx context.Context, cfg Config, args []string, stdout io.Wri
 	if fs.NArg() > 0 || *at < -1 || (*format != "yaml" && *format != "json") {
 		return fmt.Errorf("%w: export takes only [--at SEQ] [-o yaml|json]", errUsage)
 	}
-	store, err := openStore(ctx, cfg)
+	store, err := openMigratedStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := migrations.Migrate(ctx, store.DB()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	snap, err := declarative.Replay(ctx, store, *at)
 	if err != nil {
 		return err
@@ -89,14 +85,11 @@ func applyCommand(ctx context.Context, cfg Config, args []string, stdout io.Writ
 	if err != nil {
 		return fmt.Errorf("%s: %w", *file, err)
 	}
-	store, err := openStore(ctx, cfg)
+	store, err := openMigratedStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if err := migrations.Migrate(ctx, store.DB()); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	res, err := declarative.ApplyToStore(ctx, store, doc, declarative.ApplyOptions{Actor: *actor, DryRun: *dryRun})
 	if err != nil {
 		return documentError(*file, err)
