@@ -42,39 +42,15 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 	for key, val := range obj {
 		switch {
 		case key == "tenants":
-			items, d := declItems(val, key)
-			details = append(details, d...)
-			for i, item := range items {
-				path := key + "[" + strconv.Itoa(i) + "]"
-				id, rest, d := declID(item, path)
-				details = append(details, d...)
-				if rest == nil {
-					continue
-				}
+			doc.Tenants = append(doc.Tenants, declEntries(key, val, &details, func(id string, rest any) (declarative.TenantConfig, *Error) {
 				f, err := decodeTenant(rest)
-				if err != nil {
-					details = append(details, prefixDetails(path, err)...)
-					continue
-				}
-				doc.Tenants = append(doc.Tenants, declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit})
-			}
+				return declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit}, err
+			})...)
 		case key == "routes":
-			items, d := declItems(val, key)
-			details = append(details, d...)
-			for i, item := range items {
-				path := key + "[" + strconv.Itoa(i) + "]"
-				id, rest, d := declID(item, path)
-				details = append(details, d...)
-				if rest == nil {
-					continue
-				}
+			doc.Routes = append(doc.Routes, declEntries(key, val, &details, func(id string, rest any) (declarative.RouteConfig, *Error) {
 				spec, err := decodeRoute(rest)
-				if err != nil {
-					details = append(details, prefixDetails(path, err)...)
-					continue
-				}
-				doc.Routes = append(doc.Routes, declarative.RouteConfig{ID: id, RouteSpec: spec})
-			}
+				return declarative.RouteConfig{ID: id, RouteSpec: spec}, err
+			})...)
 		case key == "dryRun" && withDryRun:
 			b, isBool := val.(bool)
 			if !isBool && val != nil {
@@ -89,6 +65,30 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 		return declarative.Document{}, false, errValidation(details...)
 	}
 	return doc, dryRun, nil
+}
+
+// declEntries decodes the list under key item by item: its id, then the
+// rest with decode. Items that fail add their details (at "key[i]...") and
+// are left out.
+func declEntries[T any](key string, val any, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
+	items, d := declItems(val, key)
+	*details = append(*details, d...)
+	var out []T
+	for i, item := range items {
+		path := key + "[" + strconv.Itoa(i) + "]"
+		id, rest, d := declID(item, path)
+		*details = append(*details, d...)
+		if rest == nil {
+			continue
+		}
+		v, err := decode(id, rest)
+		if err != nil {
+			*details = append(*details, prefixDetails(path, err)...)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // declItems reads an array of objects; null or absent is empty.
