@@ -232,13 +232,20 @@ func (a *API) limitBody(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// createInput is what every create handler starts from: the acting admin,
+// commandInput is what every write handler starts from: the acting admin
+// and the parsed JSON body.
+func commandInput(c *fiber.Ctx) (who string, body any, err *Error) {
+	if who, err = actor(c); err != nil {
+		return who, nil, err
+	}
+	body, err = parseJSON(c.Request().Body())
+	return who, body, err
+}
+
+// createInput is what every create handler starts from: commandInput with
 // the body as decode reads it, and a fresh id for the new aggregate.
 func createInput[T any](c *fiber.Ctx, decode func(any) (T, *Error)) (who string, v T, id string, err *Error) {
-	if who, err = actor(c); err != nil {
-		return who, v, id, err
-	}
-	body, err := parseJSON(c.Request().Body())
+	who, body, err := commandInput(c)
 	if err != nil {
 		return who, v, id, err
 	}

@@ -78,11 +78,7 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 
 // declApply handles POST /admin/apply.
 func (a *API) declApply(c *fiber.Ctx) error {
-	who, err := actor(c)
-	if err != nil {
-		return fail(c, err)
-	}
-	body, err := parseJSON(c.Request().Body())
+	who, body, err := commandInput(c)
 	if err != nil {
 		return fail(c, err)
 	}
@@ -99,11 +95,7 @@ func (a *API) declApply(c *fiber.Ctx) error {
 
 // declRollback handles POST /admin/rollback {"toSeq": N}.
 func (a *API) declRollback(c *fiber.Ctx) error {
-	who, err := actor(c)
-	if err != nil {
-		return fail(c, err)
-	}
-	body, err := parseJSON(c.Request().Body())
+	who, body, err := commandInput(c)
 	if err != nil {
 		return fail(c, err)
 	}
