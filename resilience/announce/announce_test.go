@@ -76,3 +76,27 @@ func TestListenerRetriesWhenTheReloadFails(t *testing.T) {
 		t.Fatalf("attempts %d, errors reported %d; want 2 and 1", attempts.Load(), reported.Load())
 	}
 }
+
+func TestLogThrottleLetsOneLinePerPeriod(t *testing.T) {
+	t.Parallel()
+	var th LogThrottle
+	if !th.Allow(time.Hour) {
+		t.Fatal("the first line must pass")
+	}
+	if th.Allow(time.Hour) {
+		t.Fatal("a second line within the period passed")
+	}
+	if !th.Allow(0) {
+		t.Fatal("a line after the period was held back")
+	}
+}
+
+func TestURLHashAndInstanceID(t *testing.T) {
+	t.Parallel()
+	if h := URLHash("http://a:1/x"); len(h) != 16 || h != URLHash("http://a:1/x") || h == URLHash("http://a:1/y") {
+		t.Fatalf("URLHash = %q: want 16 hex characters, stable, distinct per URL", h)
+	}
+	if a, b := NewInstanceID(), NewInstanceID(); len(a) != 12 || a == b {
+		t.Fatalf("NewInstanceID gave %q and %q", a, b)
+	}
+}

@@ -2,13 +2,9 @@ package breaker
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +46,7 @@ type Shared struct {
 	log      *slog.Logger
 	channel  string
 	listener *announce.Listener
-	lastLog  atomic.Int64
+	logged   announce.LogThrottle
 }
 
 // NewShared returns shared breakers; call Run to receive announcements.
@@ -59,7 +55,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger)
 		cfg.Timeout = 500 * time.Millisecond
 	}
 	if cfg.InstanceID == "" {
-		cfg.InstanceID = randomID()
+		cfg.InstanceID = announce.NewInstanceID()
 	}
 	if cfg.Timeout < 0 {
 		return nil, errors.New("breaker: Timeout must be positive")
@@ -97,14 +93,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger)
 
 // RedisKey is the key holding k's shared state.
 func (s *Shared) RedisKey(k Key) string {
-	return s.cfg.Prefix + "cb:" + k.TenantID + ":" + k.RouteID + ":" + URLHash(k.Upstream)
-}
-
-// URLHash is the upstream's part of a Redis key: short, and free of the
-// characters a URL may hold.
-func URLHash(upstream string) string {
-	sum := sha256.Sum256([]byte(upstream))
-	return hex.EncodeToString(sum[:8])
+	return s.cfg.Prefix + "cb:" + k.TenantID + ":" + k.RouteID + ":" + announce.URLHash(k.Upstream)
 }
 
 // announcement is both the message on the channel and the value of the key.
@@ -211,16 +200,8 @@ func (s *Shared) apply(body []byte, fromKey bool) {
 // redisFailed logs at most once every 30 s and counts every failure.
 func (s *Shared) redisFailed(what string, err error) {
 	s.m.redisError()
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if now-last < int64(30*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+	if !s.logged.Allow(30 * time.Second) {
 		return
 	}
 	s.log.Warn("redis unavailable, circuit breakers work locally", "op", what, "err", err)
-}
-
-func randomID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
+	"github.com/tenantgate/gateway/resilience/announce"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -148,8 +149,8 @@ func TestRedisKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := s.RedisKey(key)
-	want := "p:cb:t1:r1:" + URLHash(key.Upstream)
-	if got != want || len(URLHash(key.Upstream)) != 16 {
+	want := "p:cb:t1:r1:" + announce.URLHash(key.Upstream)
+	if got != want || len(announce.URLHash(key.Upstream)) != 16 {
 		t.Fatalf("RedisKey = %q, want %q", got, want)
 	}
 }

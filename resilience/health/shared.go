@@ -2,13 +2,9 @@ package health
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,7 +43,7 @@ type Shared struct {
 	scfg     SharedConfig
 	channel  string
 	listener *announce.Listener
-	lastLog  atomic.Int64
+	logged   announce.LogThrottle
 }
 
 // NewShared returns a cluster-wide checker; call Run.
@@ -62,9 +58,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, targets Targets, 
 		return nil, errors.New("health: RedisTimeout must be positive")
 	}
 	if cfg.InstanceID == "" {
-		b := make([]byte, 6)
-		_, _ = rand.Read(b)
-		cfg.InstanceID = hex.EncodeToString(b)
+		cfg.InstanceID = announce.NewInstanceID()
 	}
 	c, err := newCore(cfg.Config, targets, log)
 	if err != nil {
@@ -83,8 +77,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, targets Targets, 
 
 // RedisKey is the key of k's shared status.
 func (s *Shared) RedisKey(k Key) string {
-	sum := sha256.Sum256([]byte(k.Upstream))
-	return s.scfg.Prefix + "health:" + k.TenantID + ":" + k.RouteID + ":" + hex.EncodeToString(sum[:8])
+	return s.scfg.Prefix + "health:" + k.TenantID + ":" + k.RouteID + ":" + announce.URLHash(k.Upstream)
 }
 
 // Run probes (or follows the prober) and listens to announcements until ctx ends.
@@ -183,9 +176,7 @@ func (s *Shared) applyAnnouncement(payload string) {
 // redisFailed counts every failure and logs at most once every 30 s.
 func (s *Shared) redisFailed(what string, err error) {
 	s.m.redisError()
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if now-last < int64(30*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+	if !s.logged.Allow(30 * time.Second) {
 		return
 	}
 	s.log.Warn("redis unavailable, health checks run locally", "op", what, "err", err)
