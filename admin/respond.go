@@ -1,9 +1,6 @@
 package admin
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -47,11 +44,8 @@ func (k apiKey) GoString() string { return k.String() }
 
 func (k apiKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
-// newAPIKey issues a key: "gw_" and 256 random bits, base64url without padding.
+// newAPIKey issues a key (projections.NewAPIKey) that logs and prints redacted.
 func newAPIKey() apiKey {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
-	plain := "gw_" + base64.RawURLEncoding.EncodeToString(b[:])
-	sum := projections.KeyHash([]byte(plain))
-	return apiKey{plain: plain, hash: hex.EncodeToString(sum[:]), prefix: plain[:7]}
+	plain, hash, prefix := projections.NewAPIKey()
+	return apiKey{plain: plain, hash: hash, prefix: prefix}
 }

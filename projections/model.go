@@ -4,7 +4,10 @@
 package projections
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"regexp"
 	"time"
 
@@ -15,6 +18,17 @@ import (
 // Keys carry at least 128 random bits, so a plain SHA-256 cannot be reversed
 // by guessing; events carry it hex-encoded.
 func KeyHash(key []byte) [32]byte { return sha256.Sum256(key) }
+
+// NewAPIKey issues a tenant API key: "gw_" and 256 random bits, base64url
+// without padding. With it come what events store of it: the hex of its
+// KeyHash and its first 7 characters, for display.
+func NewAPIKey() (plain, hashHex, prefix string) {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+	plain = "gw_" + base64.RawURLEncoding.EncodeToString(b[:])
+	sum := KeyHash([]byte(plain))
+	return plain, hex.EncodeToString(sum[:]), plain[:7]
+}
 
 // Tenant is a live tenant. Its JSON is the contract's tenant object (the key
 // digest is never part of it).

@@ -27,9 +27,6 @@ package declarative
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -422,11 +419,11 @@ func Events(current *projections.Snapshot, changes []Change, actor string, now t
 		var data any
 		switch {
 		case c.AggregateType == events.AggregateTenant && c.Change == Created:
-			key := newAPIKey()
+			plain, hash, prefix := projections.NewAPIKey()
 			typ = events.TenantCreated
 			data = events.TenantCreatedData{Name: c.tenant.Name, Status: c.tenant.Status, RateLimit: c.tenant.RateLimit,
-				APIKeyHash: key.hash, APIKeyPrefix: key.prefix}
-			b.Keys = append(b.Keys, IssuedKey{TenantID: c.AggregateID, Name: c.tenant.Name, APIKey: key.plain})
+				APIKeyHash: hash, APIKeyPrefix: prefix}
+			b.Keys = append(b.Keys, IssuedKey{TenantID: c.AggregateID, Name: c.tenant.Name, APIKey: plain})
 		case c.AggregateType == events.AggregateTenant && c.Change == Updated:
 			typ, data = events.TenantUpdated, tenantUpdate(c)
 		case c.AggregateType == events.AggregateTenant && c.Change == Deleted:
@@ -515,17 +512,4 @@ func routeUpdate(c Change) events.RouteUpdatedData {
 func (c Change) has(field string) bool {
 	_, ok := c.Fields[field]
 	return ok
-}
-
-// apiKey is a fresh key and what may be stored of it; the admin API issues
-// keys of the same form.
-type apiKey struct{ plain, hash, prefix string }
-
-// newAPIKey issues "gw_" and 256 random bits, base64url without padding.
-func newAPIKey() apiKey {
-	var b [32]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
-	plain := "gw_" + base64.RawURLEncoding.EncodeToString(b[:])
-	sum := projections.KeyHash([]byte(plain))
-	return apiKey{plain: plain, hash: hex.EncodeToString(sum[:]), prefix: plain[:7]}
 }
