@@ -138,18 +138,21 @@ func Check(current *projections.Snapshot, desired Document) error {
 		probs = append(probs, Problem{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 	ids := map[string]string{} // id -> path of its first use, tenants and routes together
+	checkID := func(p, id string) {
+		switch {
+		case id == "":
+			add(p+".id", "is required")
+		case ids[id] != "":
+			add(p+".id", "is also the id of %s", ids[id])
+		default:
+			ids[id] = p
+		}
+	}
 	names := map[string]string{}
 	tenants := map[string]bool{}
 	for i, t := range desired.Tenants {
 		p := fmt.Sprintf("tenants[%d]", i)
-		switch {
-		case t.ID == "":
-			add(p+".id", "is required")
-		case ids[t.ID] != "":
-			add(p+".id", "is also the id of %s", ids[t.ID])
-		default:
-			ids[t.ID] = p
-		}
+		checkID(p, t.ID)
 		if first, dup := names[t.Name]; dup {
 			add(p+".name", "is also the name of %s", first)
 		} else {
@@ -159,14 +162,7 @@ func Check(current *projections.Snapshot, desired Document) error {
 	}
 	for i, r := range desired.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
-		switch {
-		case r.ID == "":
-			add(p+".id", "is required")
-		case ids[r.ID] != "":
-			add(p+".id", "is also the id of %s", ids[r.ID])
-		default:
-			ids[r.ID] = p
-		}
+		checkID(p, r.ID)
 		if !tenants[r.TenantID] {
 			add(p+".tenantId", "must be the id of a tenant in the document")
 		}
