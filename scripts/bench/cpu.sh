@@ -29,14 +29,7 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/bench/lib.sh
 . scripts/bench/lib.sh
 ensure_pkg wrk wrk || exit 1
-bin=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$bin"
-}
-trap cleanup EXIT
+workspace # sets bin; the processes put in pids are stopped on exit
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 vegeta=$(command -v vegeta || true)
 if [ -n "$RATE" ] && [ -z "$vegeta" ]; then

@@ -18,3 +18,17 @@ wait_ready() {
 		sleep 0.1
 	done
 }
+
+# workspace: a temporary directory in $bin for the built programs, and $pids,
+# the processes to stop; both are cleaned up when the script exits.
+workspace() {
+	bin=$(mktemp -d)
+	pids=()
+	trap cleanup EXIT
+}
+
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$bin"
+}

@@ -44,14 +44,7 @@ if [[ " $TARGETS " == *" nginx "* ]] && ! ensure_pkg nginx nginx-light; then
 	TARGETS=${TARGETS/nginx/}
 fi
 
-bin=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$bin"
-}
-trap cleanup EXIT
+workspace # sets bin; the processes put in pids are stopped on exit
 
 echo "building..." >&2
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway ./scripts/bench/fiberproxy
