@@ -298,7 +298,7 @@ func (p *Proxy) streamsBody(req *fasthttp.Request, x *exchange) bool {
 func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
 	stream := req.BodyStream()
 	switch {
-	case p.streamsBody(req, x): // up is a copy
+	case up != req: // a copy: the body streams (streamsBody)
 		x.stream.reset(stream, p.cfg.MaxBodyBytes)
 		up.SetBodyStream(&x.stream, req.Header.ContentLength())
 	case stream == nil || req.Header.ContentLength() == 0:
