@@ -201,6 +201,25 @@ func parseIfMatch(h string) ifMatch {
 	return m
 }
 
+// liveTenant is tenant id for a command: 404 when it is not live, 412 when
+// match refuses its version.
+func liveTenant(snap *projections.Snapshot, id string, match ifMatch) (*projections.Tenant, *Error) {
+	t, found := snap.Tenant(id)
+	if !found {
+		return nil, errNotFound("tenant")
+	}
+	return t, match.check(t.Version)
+}
+
+// liveRoute is liveTenant for route id.
+func liveRoute(snap *projections.Snapshot, id string, match ifMatch) (*projections.Route, *Error) {
+	r, found := snap.Route(id)
+	if !found {
+		return nil, errNotFound("route")
+	}
+	return r, match.check(r.Version)
+}
+
 // check fails with 412 when the header is set and does not name current.
 func (m ifMatch) check(current int64) *Error {
 	if !m.set || m.any {

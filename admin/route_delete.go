@@ -22,11 +22,8 @@ func (a *API) deleteRoute(c *fiber.Ctx) error {
 
 func (a *API) deleteRouteCmd(who, id string, match ifMatch) command {
 	return func(snap *projections.Snapshot) (plan, *Error) {
-		r, found := snap.Route(id)
-		if !found {
-			return plan{}, errNotFound("route")
-		}
-		if err := match.check(r.Version); err != nil {
+		r, err := liveRoute(snap, id, match)
+		if err != nil {
 			return plan{}, err
 		}
 		ev, err := a.events(who).event(events.RouteDeleted, id, r.Version+1, r.TenantID, events.RouteDeletedData{})

@@ -38,11 +38,8 @@ func (a *API) updateRoute(c *fiber.Ctx) error {
 
 func (a *API) updateRouteCmd(who, id string, patch map[string]any, match ifMatch) command {
 	return func(snap *projections.Snapshot) (plan, *Error) {
-		r, found := snap.Route(id)
-		if !found {
-			return plan{}, errNotFound("route")
-		}
-		if err := match.check(r.Version); err != nil {
+		r, err := liveRoute(snap, id, match)
+		if err != nil {
 			return plan{}, err
 		}
 		cur := r.RouteSpec

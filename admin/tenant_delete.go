@@ -25,11 +25,8 @@ func (a *API) deleteTenant(c *fiber.Ctx) error {
 // meanwhile cannot outlive its tenant.
 func (a *API) deleteTenantCmd(who, id string, match ifMatch) command {
 	return func(snap *projections.Snapshot) (plan, *Error) {
-		t, found := snap.Tenant(id)
-		if !found {
-			return plan{}, errNotFound("tenant")
-		}
-		if err := match.check(t.Version); err != nil {
+		t, err := liveTenant(snap, id, match)
+		if err != nil {
 			return plan{}, err
 		}
 		f := a.events(who)

@@ -29,11 +29,8 @@ func (a *API) rotateKey(c *fiber.Ctx) error {
 
 func (a *API) rotateKeyCmd(who, id string, key apiKey, match ifMatch) command {
 	return func(snap *projections.Snapshot) (plan, *Error) {
-		t, found := snap.Tenant(id)
-		if !found {
-			return plan{}, errNotFound("tenant")
-		}
-		if err := match.check(t.Version); err != nil {
+		t, err := liveTenant(snap, id, match)
+		if err != nil {
 			return plan{}, err
 		}
 		ev, err := a.events(who).event(events.TenantAPIKeyRotated, id, t.Version+1, id,

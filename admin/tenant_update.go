@@ -35,11 +35,8 @@ func (a *API) updateTenant(c *fiber.Ctx) error {
 
 func (a *API) updateTenantCmd(who, id string, patch map[string]any, match ifMatch) command {
 	return func(snap *projections.Snapshot) (plan, *Error) {
-		t, found := snap.Tenant(id)
-		if !found {
-			return plan{}, errNotFound("tenant")
-		}
-		if err := match.check(t.Version); err != nil {
+		t, err := liveTenant(snap, id, match)
+		if err != nil {
 			return plan{}, err
 		}
 		current := tenantFields{Name: t.Name, Status: t.Status, RateLimit: t.RateLimit}
