@@ -103,6 +103,7 @@ type timedConn struct {
 	reqStart atomic.Int64 // when the current request's first byte arrived
 	between  atomic.Bool  // no request in progress: the next Read waits for one
 	wait     atomic.Int64 // how long that wait may last (ReadTimeout first, then IdleTimeout)
+	keys     keyMemo      // the server's goroutine only (keyDigest)
 }
 
 func (c *timedConn) Read(b []byte) (int, error) {

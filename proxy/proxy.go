@@ -294,7 +294,7 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 		p.reject(c, x, fiber.StatusUnauthorized, "missing_api_key", "missing X-API-Key header")
 		return
 	}
-	tenant, ok := snap.Authenticate(projections.KeyHash(key))
+	tenant, ok := snap.Authenticate(keyDigest(c, key))
 	if !ok {
 		p.reject(c, x, fiber.StatusForbidden, "invalid_api_key", "invalid API key")
 		return
