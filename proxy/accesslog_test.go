@@ -124,3 +124,20 @@ func TestAppendRFC3339NanoIsTimeFormat(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAccessLineIsSlogsJSON holds the access line's string encoding (a word
+// at a time where it can) to slog's for any request id and upstream.
+func FuzzAccessLineIsSlogsJSON(f *testing.F) {
+	for _, s := range []string{"", "0190a0b0-7c1e-4a5b", `abcdefg"hijklmno`, "abcdefgh\\ijklmnop", "abcdefghijklmno\x1f",
+		"abcdefg\x7fhijklmno", "abcdefgé日本😀\u2028xyzxyzxy", "a\xff\xfeb\xe2\x82cdefghijk", "http://127.0.0.1:9001/base"} {
+		f.Add(s, s+s)
+	}
+	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
+	f.Fuzz(func(t *testing.T, id, upstream string) {
+		x := &exchange{requestID: []byte(id), method: "GET", upstream: upstream, attempts: 1, status: 200}
+		got := string(appendAccessLine(nil, x, "t1", upstream, at, time.Millisecond))
+		if want := slogLine(t, x, "t1", upstream, at, time.Millisecond); got != want {
+			t.Fatalf("\ngot  %s\nwant %s", got, want)
+		}
+	})
+}
