@@ -78,24 +78,33 @@ type dropSet uint16
 
 const dropAll = dropSet(1<<len(dropNames) - 1)
 
+// scanned is what scanHeaders read in the client's header block.
+type scanned struct {
+	present   dropSet // the dropNames the client sent
+	apiKey    []byte  // the first X-API-Key value, as Peek gives it
+	requestID []byte  // the first X-Request-Id value, as Peek gives it
+}
+
 // scanHeaders checks the client's header block as received, in one pass
 // over the raw bytes (fasthttp's AllInOrder would parse the block a second
 // time and normalize every name). fasthttp accepts a name with whitespace
 // before the colon ("X-API-Key : k") and would forward it under a name a
 // lenient upstream trims back to X-API-Key; RFC 9112 says to refuse it. Also
 // refused: other non-token names (an obs-fold continuation line among them),
-// control characters in values, and bare LF line endings. It returns the
-// dropNames the client sent; a header not parsed from the wire is taken to
-// hold them all.
-func scanHeaders(h *fasthttp.RequestHeader) (present dropSet, ok bool) {
+// control characters in values, and bare LF line endings. On the way it
+// picks up the two values the request path reads, which saves a Peek (a
+// copy and normalization of the name, then a walk of the headers) for each.
+// A header not parsed from the wire is taken to hold every dropName, and
+// its values are peeked.
+func scanHeaders(h *fasthttp.RequestHeader) (s scanned, ok bool) {
 	raw := h.RawHeaders()
 	if len(raw) == 0 {
-		return dropAll, true
+		return scanned{present: dropAll, apiKey: h.Peek(HeaderAPIKey), requestID: h.Peek(fiber.HeaderXRequestID)}, true
 	}
 	for len(raw) > 0 {
 		eol := bytes.IndexByte(raw, '\n')
 		if eol == 0 || (eol > 0 && raw[eol-1] != '\r') {
-			return 0, false
+			return s, false
 		}
 		var line []byte
 		if eol < 0 { // fasthttp keeps only whole lines; take the rest as one
@@ -113,20 +122,39 @@ func scanHeaders(h *fasthttp.RequestHeader) (present dropSet, ok bool) {
 				break
 			}
 			if !tokenChars[c] {
-				return 0, false
+				return s, false
 			}
 		}
 		if colon <= 0 {
-			return 0, false
+			return s, false
 		}
-		if !validFieldValue(line[colon+1:]) {
-			return 0, false
+		name, value := line[:colon], line[colon+1:]
+		if !validFieldValue(value) {
+			return s, false
 		}
-		if i := dropIndexFold(line[:colon]); i >= 0 {
-			present |= 1 << i
+		if i := dropIndexFold(name); i >= 0 {
+			if i == apiKeyIndex && s.present&(1<<i) == 0 {
+				s.apiKey = trimOWS(value)
+			}
+			s.present |= 1 << i
+		} else if s.requestID == nil && len(name) == len(fiber.HeaderXRequestID) && equalFoldName(name, fiber.HeaderXRequestID) {
+			s.requestID = trimOWS(value)
 		}
 	}
-	return present, true
+	return s, true
+}
+
+var apiKeyIndex = dropIndex([]byte("X-Api-Key"))
+
+// trimOWS drops the spaces and tabs around a header value, as fasthttp does.
+func trimOWS(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 // validFieldValue reports whether v holds no control character other than

@@ -275,13 +275,14 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
 	}
 	x.method = methodString(req.Header.Method())
-	x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
-	present, ok := scanHeaders(&req.Header)
+	scan, ok := scanHeaders(&req.Header)
 	if !ok {
+		x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
 		p.reject(c, x, fiber.StatusBadRequest, "bad_request", "malformed header field")
 		return
 	}
-	x.present = present
+	x.setRequestID(scan.requestID, p.ids)
+	x.present = scan.present
 
 	// One snapshot for the whole request: a config change mid-request
 	// cannot mix two versions.
@@ -289,7 +290,7 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	p.pruneOnChange(snap)
 
 	// 1. Tenant auth: a digest lookup in memory, no I/O.
-	key := req.Header.Peek(HeaderAPIKey)
+	key := scan.apiKey
 	if len(key) == 0 {
 		p.reject(c, x, fiber.StatusUnauthorized, "missing_api_key", "missing X-API-Key header")
 		return

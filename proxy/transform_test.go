@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"regexp"
 	"slices"
 	"strings"
@@ -168,7 +169,8 @@ func TestStripRequest(t *testing.T) {
 			}
 			var up fasthttp.RequestHeader
 			orig.CopyTo(&up)
-			present, ok := scanHeaders(&orig)
+			scan, ok := scanHeaders(&orig)
+			present := scan.present
 			if !ok {
 				t.Fatal("valid header refused")
 			}
@@ -202,7 +204,8 @@ func TestScanHeadersFindsNamesInAnyCase(t *testing.T) {
 	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
 		t.Fatal(err)
 	}
-	present, ok := scanHeaders(&h)
+	scan, ok := scanHeaders(&h)
+	present := scan.present
 	want := dropSet(1<<dropIndex([]byte("X-Api-Key")) | 1<<dropIndex([]byte("Connection")))
 	if !ok || present != want {
 		t.Fatalf("scanHeaders = %b, %v; want %b, true", present, ok, want)
@@ -269,4 +272,35 @@ func TestHeaderEditsApplyInOrder(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Fatalf("headers %q, want %q", lines, want)
 	}
+}
+
+// FuzzScanHeadersAgreesWithPeek: the API key and request id the scan picks
+// up are what fasthttp's Peek returns, for any header block both accept.
+func FuzzScanHeadersAgreesWithPeek(f *testing.F) {
+	for _, s := range []string{
+		"X-API-Key: k\r\nX-Request-Id: r\r\n",
+		"x-api-key:\t k \t\r\nx-request-id:r  \r\n",
+		"X-API-Key: first\r\nX-Api-Key: second\r\nX-Request-ID: a\r\nX-Request-Id: b\r\n",
+		"X-API-Key:\r\nX-Request-Id: \r\n",
+		"X-API-Keys: no\r\nX-Request-Idx: no\r\n",
+		"Cookie: c\r\nX-API-KEY: k k\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, block string) {
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: h\r\n" + block + "\r\n"))); err != nil {
+			return
+		}
+		s, ok := scanHeaders(&h)
+		if !ok {
+			return
+		}
+		if got, want := s.apiKey, h.Peek(HeaderAPIKey); !bytes.Equal(got, want) {
+			t.Fatalf("api key %q, Peek %q", got, want)
+		}
+		if got, want := s.requestID, h.Peek("X-Request-Id"); !bytes.Equal(got, want) {
+			t.Fatalf("request id %q, Peek %q", got, want)
+		}
+	})
 }
