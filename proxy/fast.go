@@ -39,7 +39,8 @@ func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fas
 			return
 		}
 		x := acquireExchange()
-		if !x.parseURI(&c.Request) || isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
+		x.useTarget(&c.Request)
+		if isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
 			releaseExchange(x)
 			app(c)
 			return

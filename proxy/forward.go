@@ -296,15 +296,16 @@ func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
 		x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
 	}
 
-	// The URI is built from parts (scheme, host, path per attempt); only the
-	// raw query comes from the client. The request line, Host and any URI
-	// the server parsed (userinfo included) are dropped first, so up's URI
-	// starts empty instead of parsing them again; the upstream's host goes
-	// in Host when the request is written.
-	up.Header.SetRequestURIBytes(nil)
-	up.Header.SetHostBytes(nil)
-	up.SetURI(nil)
-	up.URI().SetQueryStringBytes(x.uri.QueryString())
+	// The upstream URI is the client's as the server parsed it, query kept,
+	// with the scheme, host and path of each attempt (send). Request.Write
+	// takes the request line and Host from it. Userinfo of an absolute-form
+	// target goes: fasthttp would send it as an Authorization header.
+	if up != req {
+		up.SetURI(x.uri)
+	}
+	uri := up.URI()
+	uri.SetUsernameBytes(nil)
+	uri.SetPasswordBytes(nil)
 	p.prepareBody(req, x, up)
 	return up
 }

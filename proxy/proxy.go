@@ -241,7 +241,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 // Handler proxies one request. Mount it last: it answers every path.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
 	x := acquireExchange()
-	x.parseURI(&c.Context().Request)
+	x.useTarget(&c.Context().Request)
 	p.handle(c.Context(), x)
 	return nil
 }
@@ -321,10 +321,6 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	}
 
 	// 3. Route match on the normalized path (what we match is what we forward).
-	if !x.uriOK {
-		p.reject(c, x, fiber.StatusBadRequest, "bad_request", "malformed request target")
-		return
-	}
 	x.path = string(x.uri.Path())
 	route, ok := snap.Match(tenant, x.method, x.path)
 	if !ok {
