@@ -16,22 +16,33 @@ import (
 // ones (Fiber answers those itself). Everything else goes straight to the
 // proxy, which is where app would have sent it. app must end in Handler.
 func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fasthttp.RequestHandler {
-	prefixes := make([][]byte, 0, len(reserved))
+	// Prefixes by the lowercased byte after their '/': a path is compared
+	// only with those it could match (most paths, with none).
+	var byInitial [256][][]byte
+	var short [][]byte // "/" or a prefix not starting with '/'
 	for _, r := range reserved {
-		if r != "" {
-			prefixes = append(prefixes, []byte(r))
+		switch {
+		case r == "":
+		case len(r) < 2 || r[0] != '/':
+			short = append(short, []byte(r))
+		default:
+			c := lowerASCII(r[1])
+			byInitial[c] = append(byInitial[c], []byte(r))
 		}
 	}
-	isReserved := func(path []byte) bool {
-		if len(path) == 0 || path[0] != '/' {
-			return true
-		}
+	hasPrefix := func(path []byte, prefixes [][]byte) bool {
 		for _, pfx := range prefixes {
 			if len(path) >= len(pfx) && bytes.EqualFold(path[:len(pfx)], pfx) {
 				return true
 			}
 		}
 		return false
+	}
+	isReserved := func(path []byte) bool {
+		if len(path) < 2 || path[0] != '/' {
+			return len(path) == 0 || path[0] != '/' || hasPrefix(path, short)
+		}
+		return hasPrefix(path, byInitial[lowerASCII(path[1])]) || hasPrefix(path, short)
 	}
 	return func(c *fasthttp.RequestCtx) {
 		if !standardMethod(c.Request.Header.Method()) {
@@ -47,6 +58,13 @@ func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fas
 		}
 		p.handle(c, x)
 	}
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func standardMethod(m []byte) bool {
