@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
 )
 
 // slogLine is the line observe writes through slog's JSONHandler.
@@ -48,10 +49,19 @@ func TestAccessLineIsSlogsJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			x := &exchange{requestID: []byte(tc.id), method: "GET", upstream: tc.upstream, attempts: 2, status: 503, code: tc.code}
-			got := string(appendAccessLine(nil, x, "t1", "r1", tc.at, 1234567*time.Nanosecond))
-			if want := slogLine(t, x, "t1", "r1", tc.at, 1234567*time.Nanosecond); got != want {
+			x := &exchange{requestID: []byte(tc.id), method: "GET", upstream: tc.upstream, attempts: 2, status: 503, code: tc.code,
+				tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: "r1"}}
+			want := slogLine(t, x, "t1", "r1", tc.at, 1234567*time.Nanosecond)
+			if got := string(appendAccessLine(nil, x, tc.at, 1234567*time.Nanosecond)); got != want {
 				t.Fatalf("\ngot  %s\nwant %s", got, want)
+			}
+			// The same line from the fields a route's state encodes once.
+			x.state = &routeState{logIDs: appendLogIDs(nil, "t1", "r1")}
+			if tc.upstream != "" {
+				x.upstreamJSON = appendJSONString(nil, tc.upstream)
+			}
+			if got := string(appendAccessLine(nil, x, tc.at, 1234567*time.Nanosecond)); got != want {
+				t.Fatalf("from the route's state:\ngot  %s\nwant %s", got, want)
 			}
 		})
 	}
@@ -86,18 +96,19 @@ func TestAccessLogWriterGetsOneLinePerRequestAndNoKey(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
 		t.Fatalf("not JSON: %v: %s", err, lines[0])
 	}
-	if first["msg"] != "proxy" || first["tenant"] != ten || first["route"] != rid || first["status"] != float64(200) {
+	if first["msg"] != "proxy" || first["tenant"] != ten || first["route"] != rid || first["upstream"] != up.URL || first["status"] != float64(200) {
 		t.Fatalf("first line: %v", first)
 	}
 }
 
 func BenchmarkAccessLine(b *testing.B) {
-	x := &exchange{requestID: []byte("3f2a9c0d1e4b5a6f-1a2b"), method: "GET", upstream: "http://127.0.0.1:18081/a", attempts: 1, status: 200}
+	x := &exchange{requestID: []byte("3f2a9c0d1e4b5a6f-1a2b"), method: "GET", upstream: "http://127.0.0.1:18081/a", attempts: 1, status: 200,
+		tenant: &projections.Tenant{ID: "0b7c2f4e-9a1d-4c3b-8e6f-5d2a1b0c9e8f"}, route: &projections.Route{ID: "7d1e3a5c-2b4f-4e6a-9c8d-1f0e2d3c4b5a"}}
 	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendAccessLine(buf[:0], x, "0b7c2f4e-9a1d-4c3b-8e6f-5d2a1b0c9e8f", "7d1e3a5c-2b4f-4e6a-9c8d-1f0e2d3c4b5a", at, 1234567)
+		buf = appendAccessLine(buf[:0], x, at, 1234567)
 	}
 }
 
@@ -134,8 +145,9 @@ func FuzzAccessLineIsSlogsJSON(f *testing.F) {
 	}
 	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
 	f.Fuzz(func(t *testing.T, id, upstream string) {
-		x := &exchange{requestID: []byte(id), method: "GET", upstream: upstream, attempts: 1, status: 200}
-		got := string(appendAccessLine(nil, x, "t1", upstream, at, time.Millisecond))
+		x := &exchange{requestID: []byte(id), method: "GET", upstream: upstream, attempts: 1, status: 200,
+			tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: upstream}}
+		got := string(appendAccessLine(nil, x, at, time.Millisecond))
 		if want := slogLine(t, x, "t1", upstream, at, time.Millisecond); got != want {
 			t.Fatalf("\ngot  %s\nwant %s", got, want)
 		}

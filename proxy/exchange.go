@@ -18,30 +18,31 @@ import (
 // exchange is one request's state, pooled. Everything in it is owned by the
 // gateway (copied out of Fiber's buffers), and nothing outlives the handler.
 type exchange struct {
-	uri        *fasthttp.URI // the client's request target as the server parsed it (not owned)
-	start      time.Time
-	method     string
-	requestID  []byte
-	present    dropSet // never-forwarded headers the client sent
-	tenant     *projections.Tenant
-	route      *projections.Route
-	state      *routeState // route's prepared state
-	limit      ratelimit.Decision
-	limited    bool // send the rate-limit headers
-	path       string
-	fwdPath    string
-	retries    bool // the route retries (a dial error, whatever the method)
-	mayRetry   bool // ... and its retry block applies to this method
-	replayable bool // the body can be sent again
-	body       []byte
-	bodyErr    error
-	stream     limitedBody
-	upstream   string
-	attempts   int
-	status     int
-	code       string     // the gateway's error code, or "fallback"
-	buf        []byte     // scratch
-	span       trace.Span // nil unless tracing
+	uri          *fasthttp.URI // the client's request target as the server parsed it (not owned)
+	start        time.Time
+	method       string
+	requestID    []byte
+	present      dropSet // never-forwarded headers the client sent
+	tenant       *projections.Tenant
+	route        *projections.Route
+	state        *routeState // route's prepared state
+	limit        ratelimit.Decision
+	limited      bool // send the rate-limit headers
+	path         string
+	fwdPath      string
+	retries      bool // the route retries (a dial error, whatever the method)
+	mayRetry     bool // ... and its retry block applies to this method
+	replayable   bool // the body can be sent again
+	body         []byte
+	bodyErr      error
+	stream       limitedBody
+	upstream     string
+	upstreamJSON []byte // upstream as a JSON string, when tried
+	attempts     int
+	status       int
+	code         string     // the gateway's error code, or "fallback"
+	buf          []byte     // scratch
+	span         trace.Span // nil unless tracing
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}

@@ -548,7 +548,7 @@ func (p *Proxy) unhealthy(x *exchange) balance.Skip {
 // is always given back.
 func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
 	u := x.route.Upstreams[i]
-	x.upstream = u.URL
+	x.upstream, x.upstreamJSON = u.URL, x.state.logURLs[i]
 	x.attempts++
 	resp := (&c.Response)
 	err := p.send(x, up, resp, x.state.targets[i], timeout)

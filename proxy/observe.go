@@ -184,7 +184,7 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 		}
 	}
 	if w := p.cfg.AccessLog; w != nil {
-		x.buf = appendAccessLine(x.buf[:0], x, tenant, route, x.start.Add(d), d)
+		x.buf = appendAccessLine(x.buf[:0], x, x.start.Add(d), d)
 		_, _ = w.Write(x.buf)
 		return
 	}
@@ -213,19 +213,24 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 // write for observe's record, newline included. slog costs a tenth of the
 // gateway's CPU per request (attribute slice, reflection-free but generic
 // encoding); this is a few appends.
-func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time, d time.Duration) []byte {
+func appendAccessLine(b []byte, x *exchange, at time.Time, d time.Duration) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendRFC3339Nano(b, at) // as slog's JSONHandler
 	b = append(b, `","level":"INFO","msg":"proxy","request_id":`...)
 	b = appendJSONString(b, x.requestID)
 	b = append(b, `,"method":`...)
 	b = appendJSONString(b, x.method)
-	b = append(b, `,"tenant":`...)
-	b = appendJSONString(b, tenant)
-	b = append(b, `,"route":`...)
-	b = appendJSONString(b, route)
+	if x.state != nil { // the route's, encoded once
+		b = append(b, x.state.logIDs...)
+	} else {
+		b = appendLogIDs(b, tenantID(x), routeID(x))
+	}
 	b = append(b, `,"upstream":`...)
-	b = appendJSONString(b, x.upstream)
+	if x.upstreamJSON != nil {
+		b = append(b, x.upstreamJSON...)
+	} else {
+		b = appendJSONString(b, x.upstream)
+	}
 	b = append(b, `,"attempts":`...)
 	b = strconv.AppendInt(b, int64(x.attempts), 10)
 	b = append(b, `,"status":`...)
@@ -235,6 +240,14 @@ func appendAccessLine(b []byte, x *exchange, tenant, route string, at time.Time,
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(d), 10)
 	return append(b, "}\n"...)
+}
+
+// appendLogIDs appends the access line's tenant and route fields.
+func appendLogIDs(b []byte, tenant, route string) []byte {
+	b = append(b, `,"tenant":`...)
+	b = appendJSONString(b, tenant)
+	b = append(b, `,"route":`...)
+	return appendJSONString(b, route)
 }
 
 // appendRFC3339Nano is t.AppendFormat(b, time.RFC3339Nano) with the date,

@@ -12,7 +12,7 @@ import (
 // routeState is what the request path needs of one route version beyond
 // its spec, prepared on the route's first request instead of looked up by
 // id and URL on every one: its balancer, its upstreams' clients, its metric
-// series and its header transforms. It is keyed by the *projections.Route,
+// series, its header transforms and its access-log fields. It is keyed by the *projections.Route,
 // which every change of the route replaces, so a request never sees a
 // state prepared for another version.
 type routeState struct {
@@ -21,6 +21,8 @@ type routeState struct {
 	series      *series   // nil without metrics
 	reqHeaders  *headerEdits
 	respHeaders *headerEdits
+	logIDs      []byte   // the access line's tenant and route fields
+	logURLs     [][]byte // per upstream: its URL as a JSON string
 }
 
 func (p *Proxy) stateOf(r *projections.Route) *routeState {
@@ -32,9 +34,12 @@ func (p *Proxy) stateOf(r *projections.Route) *routeState {
 		// upstreams did not change.
 		picker:  p.balancers.Picker(r.ID, r.LoadBalancing, r.Upstreams),
 		targets: make([]*target, len(r.Upstreams)),
+		logIDs:  appendLogIDs(nil, r.TenantID, r.ID),
+		logURLs: make([][]byte, len(r.Upstreams)),
 	}
 	for i, u := range r.Upstreams {
 		s.targets[i], _ = p.pool.target(u.URL)
+		s.logURLs[i] = appendJSONString(nil, u.URL)
 	}
 	if p.metrics != nil {
 		s.series = p.metrics.series(r.TenantID, r.ID)
