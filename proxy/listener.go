@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gofiber/fiber/v2"
 )
 
 // Listener wraps ln so that the server's read, write and idle timeouts
@@ -18,8 +20,8 @@ import (
 // the server sees as the same timeout error. The deadlines are taken from a
 // clock the checker advances each tick, not from a clock read per call.
 // Timeouts fire up to an eighth of the shortest timeout late (at most
-// 500ms), never early. Serve with FiberConfig as usual; the wrapped
-// listener stops its checker when closed.
+// 500ms), never early. Serve with FiberConfig as usual, through
+// ServeListener; the wrapped listener stops its checker when closed.
 func (p *Proxy) Listener(ln net.Listener) net.Listener {
 	tick := 250 * time.Millisecond
 	for _, d := range []time.Duration{p.cfg.ReadTimeout, p.cfg.WriteTimeout, p.cfg.IdleTimeout} {
@@ -31,6 +33,16 @@ func (p *Proxy) Listener(ln net.Listener) net.Listener {
 		Listener: ln, epoch: time.Now(), tick: tick, stop: make(chan struct{}),
 		read: int64(p.cfg.ReadTimeout), write: int64(p.cfg.WriteTimeout), idle: int64(p.cfg.IdleTimeout),
 	}
+}
+
+// ServeListener serves app (built with FiberConfig) on Listener(ln). The
+// server's own read, write and idle timeouts are switched off, as Listener
+// enforces them: otherwise the server reads the clock three times per
+// request to compute deadlines that Listener's connections ignore.
+func (p *Proxy) ServeListener(app *fiber.App, ln net.Listener) error {
+	s := app.Server()
+	s.ReadTimeout, s.WriteTimeout, s.IdleTimeout = 0, 0, 0
+	return app.Listener(p.Listener(ln))
 }
 
 type timeoutListener struct {

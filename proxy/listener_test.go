@@ -29,7 +29,7 @@ func gatewayOnListener(t *testing.T, cfg Config, deps Deps) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = app.Listener(p.Listener(ln)) }()
+	go func() { _ = p.ServeListener(app, ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
 	return "http://" + ln.Addr().String()
 }

@@ -181,7 +181,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		return err
 	}
 	serving, servingCtx := errgroup.WithContext(ctx)
-	serving.Go(func() error { return mainApp.Listener(px.Listener(listeners[0])) })
+	serving.Go(func() error { return px.ServeListener(mainApp, listeners[0]) })
 	if adminApp != nil {
 		serving.Go(func() error { return adminApp.Listener(listeners[1]) })
 	}

@@ -120,10 +120,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if !*deadlines {
-		ln = p.Listener(ln)
+	if *deadlines {
+		log.Fatal(app.Listener(ln))
 	}
-	log.Fatal(app.Listener(ln))
+	log.Fatal(p.ServeListener(app, ln))
 }
 
 func eventsFor(key, upstream string, limited, resilient bool) []events.Envelope {
