@@ -15,8 +15,9 @@ import (
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 )
 
-// exchange is one request's state, pooled. Everything in it is owned by the
-// gateway (copied out of Fiber's buffers), and nothing outlives the handler.
+// exchange is one request's state, pooled. Everything in it but uri is owned
+// by the gateway (copied out of the server's buffers), and nothing outlives
+// the handler.
 type exchange struct {
 	uri          *fasthttp.URI // the client's request target as the server parsed it (not owned)
 	start        time.Time
