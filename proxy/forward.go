@@ -630,7 +630,7 @@ func (p *upstreamPool) target(raw string) (*target, error) {
 	hc, ok := p.clients.Load(key)
 	if !ok {
 		hc, _ = p.clients.LoadOrStore(key, &fasthttp.HostClient{
-			Dial:                     p.dial,
+			DialTimeout:              p.dialUpstream,
 			Addr:                     fasthttp.AddMissingPort(u.Host, tls),
 			IsTLS:                    tls,
 			MaxConns:                 p.cfg.MaxConnsPerUpstream,
