@@ -186,8 +186,11 @@ func validFieldBytes(v []byte) bool {
 
 // dropIndexFold is dropIndex for a name as the client spelled it.
 func dropIndexFold(name []byte) int {
-	for i, d := range dropNames {
-		if len(name) == len(d) && equalFoldName(name, d) {
+	if len(name) >= len(dropByLen) {
+		return -1
+	}
+	for set := dropByLen[len(name)]; set != 0; set &= set - 1 {
+		if i := bits.TrailingZeros16(uint16(set)); equalFoldName(name, dropNames[i]) {
 			return i
 		}
 	}
@@ -221,10 +224,8 @@ func stripRequest(orig, up *fasthttp.RequestHeader, present dropSet) {
 		}
 	}
 	present |= keyHeaders
-	for i, name := range dropNames {
-		if present&(1<<i) != 0 {
-			up.Del(name)
-		}
+	for ; present != 0; present &= present - 1 {
+		up.Del(dropNames[bits.TrailingZeros16(uint16(present))])
 	}
 	up.ResetConnectionClose()
 }
