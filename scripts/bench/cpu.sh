@@ -29,6 +29,8 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/bench/lib.sh
 . scripts/bench/lib.sh
 ensure_pkg wrk wrk || exit 1
+# shellcheck disable=SC2046 # one address per word
+ports_free "$UP" $(for p in $(seq 18092 $((18092 + ${#VARIANTS[@]}))); do echo 127.0.0.1:$p; done)
 workspace # sets bin; the processes put in pids are stopped on exit
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 vegeta=$(command -v vegeta || true)

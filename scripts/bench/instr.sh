@@ -28,6 +28,8 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/lib.sh
 ensure_pkg wrk wrk || exit 1
 ensure_pkg valgrind valgrind || exit 1
+# shellcheck disable=SC2046 # one address per word
+ports_free "$UP" $(for p in $(seq 18092 $((18092 + ${#VARIANTS[@]}))); do echo 127.0.0.1:$p; done)
 workspace
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway
 

@@ -1,4 +1,4 @@
-# Shared by run.sh and cpu.sh (sourced; KEY must be set).
+# Shared by run.sh, cpu.sh and instr.sh (sourced; KEY must be set).
 
 # ensure_pkg COMMAND PACKAGE: install PACKAGE from the distribution when COMMAND is missing.
 ensure_pkg() {
@@ -31,4 +31,15 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$bin"
+}
+
+# ports_free HOST:PORT...: stop when something already listens on one of
+# them: a server left behind by an earlier run would answer in place of the
+# one this run starts (which fails to bind), and be measured instead.
+ports_free() {
+	local a busy=
+	for a in "$@"; do
+		if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then busy+=" $a"; fi
+	done
+	[ -z "$busy" ] || { echo "already in use, stop what listens there first:$busy" >&2; exit 1; }
 }

@@ -44,6 +44,8 @@ if [[ " $TARGETS " == *" nginx "* ]] && ! ensure_pkg nginx nginx-light; then
 	TARGETS=${TARGETS/nginx/}
 fi
 
+# shellcheck disable=SC2046 # one address per word
+ports_free "$UP" $(for t in $TARGETS; do echo "${ADDR[$t]}"; done)
 workspace # sets bin; the processes put in pids are stopped on exit
 
 echo "building..." >&2
