@@ -365,9 +365,7 @@ func appendAll(dst []byte, r io.Reader) ([]byte, error) {
 // values are extended or kept; anyone else's are replaced.
 func (p *Proxy) setForwarded(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
 	req := (&c.Request)
-	peer, _ := netip.AddrFromSlice(c.RemoteIP())
-	peer = peer.Unmap()
-	trusted := p.isTrusted(peer)
+	peer, trusted := p.peer(c)
 
 	buf := x.buf[:0]
 	if trusted {
@@ -381,7 +379,7 @@ func (p *Proxy) setForwarded(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.R
 	if len(buf) > 0 {
 		buf = append(buf, ", "...)
 	}
-	buf = peer.AppendTo(buf)
+	buf = append(buf, peer...)
 	up.Header.SetCanonical(canonXForwardedFor, buf)
 	x.buf = buf
 

@@ -116,6 +116,7 @@ type timedConn struct {
 	between  atomic.Bool  // no request in progress: the next Read waits for one
 	wait     atomic.Int64 // how long that wait may last (ReadTimeout first, then IdleTimeout)
 	keys     keyMemo      // the server's goroutine only (keyDigest)
+	peer     peerMemo     // the server's goroutine only (Proxy.peer)
 }
 
 func (c *timedConn) Read(b []byte) (int, error) {

@@ -1,7 +1,13 @@
 package proxy
 
+// What a connection accepted by Listener remembers from one request to the
+// next: a keep-alive client sends the same key from the same address on
+// every request, and working them out again was a measurable part of the
+// gateway's own work.
+
 import (
 	"crypto/subtle"
+	"net/netip"
 
 	"github.com/valyala/fasthttp"
 
@@ -44,4 +50,28 @@ func (m *keyMemo) digest(key []byte) [32]byte {
 		m.sum = sum
 	}
 	return sum
+}
+
+// peer is the client's address as X-Forwarded-For carries it, and whether
+// it is a trusted proxy; a connection accepted by Listener works them out
+// once, not on every request.
+func (p *Proxy) peer(c *fasthttp.RequestCtx) (addr []byte, trusted bool) {
+	tc, ok := c.Conn().(*timedConn)
+	if ok && tc.peer.addr != nil {
+		return tc.peer.addr, tc.peer.trusted
+	}
+	a, _ := netip.AddrFromSlice(c.RemoteIP())
+	a = a.Unmap()
+	m := peerMemo{addr: a.AppendTo(nil), trusted: p.isTrusted(a)}
+	if ok {
+		tc.peer = m
+	}
+	return m.addr, m.trusted
+}
+
+// peerMemo is a connection's client address, formatted, and whether it is
+// a trusted proxy.
+type peerMemo struct {
+	addr    []byte // nil: not worked out yet
+	trusted bool
 }

@@ -93,3 +93,46 @@ func TestKeyMemoDigest(t *testing.T) {
 		t.Fatalf("remembered a %d-byte key", len(m.key))
 	}
 }
+
+// The client address a Listener connection remembers goes into
+// X-Forwarded-For on every request of the connection, trusted or not.
+func TestPeerMemoOnOneConnection(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		want    string
+	}{
+		{name: "untrusted client: its header replaced", want: "127.0.0.1"},
+		{name: "trusted proxy: its header extended", trusted: []string{"127.0.0.1"}, want: "10.0.0.1, 127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			up := newUpstream(t, "u", nil)
+			ten, key := w.tenant("acme")
+			w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(up.URL)})
+			gw := gatewayOnListener(t, Config{TrustedProxies: tc.trusted}, Deps{Snapshots: w})
+			conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			rd := bufio.NewReader(conn)
+			for i := range 3 {
+				req := "GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: " + key + "\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+				if _, err := conn.Write([]byte(req)); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(rd, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = resp.Body.Close()
+				if got := up.last(t).Header.Get("X-Forwarded-For"); resp.StatusCode != 200 || got != tc.want {
+					t.Fatalf("request %d: status %d, X-Forwarded-For %q, want %q", i, resp.StatusCode, got, tc.want)
+				}
+			}
+		})
+	}
+}
