@@ -26,23 +26,10 @@ func TestKeyMemoOnOneConnection(t *testing.T) {
 	w.route(events.RouteSpec{TenantID: tenB, Path: "/", Upstreams: ups(upB.URL)})
 	gw := gatewayOnListener(t, Config{}, Deps{Snapshots: w})
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rd := bufio.NewReader(conn)
+	roundTrip := keepAlive(t, gw)
 	send := func(key string) int {
 		t.Helper()
-		if _, err := conn.Write([]byte("GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: " + key + "\r\n\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(rd, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode
+		return roundTrip("GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: " + key + "\r\n\r\n")
 	}
 	count := func(u *upstream) int { u.mu.Lock(); defer u.mu.Unlock(); return len(u.got) }
 
@@ -113,26 +100,37 @@ func TestPeerMemoOnOneConnection(t *testing.T) {
 			ten, key := w.tenant("acme")
 			w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(up.URL)})
 			gw := gatewayOnListener(t, Config{TrustedProxies: tc.trusted}, Deps{Snapshots: w})
-			conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			rd := bufio.NewReader(conn)
+			roundTrip := keepAlive(t, gw)
 			for i := range 3 {
-				req := "GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: " + key + "\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
-				if _, err := conn.Write([]byte(req)); err != nil {
-					t.Fatal(err)
-				}
-				resp, err := http.ReadResponse(rd, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_ = resp.Body.Close()
-				if got := up.last(t).Header.Get("X-Forwarded-For"); resp.StatusCode != 200 || got != tc.want {
-					t.Fatalf("request %d: status %d, X-Forwarded-For %q, want %q", i, resp.StatusCode, got, tc.want)
+				status := roundTrip("GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: " + key + "\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+				if got := up.last(t).Header.Get("X-Forwarded-For"); status != 200 || got != tc.want {
+					t.Fatalf("request %d: status %d, X-Forwarded-For %q, want %q", i, status, got, tc.want)
 				}
 			}
 		})
+	}
+}
+
+// keepAlive dials the gateway at gw once and returns a function that sends a
+// raw request on that connection and returns the response's status.
+func keepAlive(t *testing.T, gw string) func(raw string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	rd := bufio.NewReader(conn)
+	return func(raw string) int {
+		t.Helper()
+		if _, err := conn.Write([]byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
 	}
 }
