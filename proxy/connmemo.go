@@ -52,21 +52,21 @@ func (m *keyMemo) digest(key []byte) [32]byte {
 	return sum
 }
 
-// peer is the client's address as X-Forwarded-For carries it, and whether
-// it is a trusted proxy; a connection accepted by Listener works them out
-// once, not on every request.
-func (p *Proxy) peer(c *fasthttp.RequestCtx) (addr []byte, trusted bool) {
+// appendPeer appends the client's address as X-Forwarded-For carries it
+// and reports whether it is a trusted proxy; a connection accepted by
+// Listener works both out once, not on every request.
+func (p *Proxy) appendPeer(dst []byte, c *fasthttp.RequestCtx) ([]byte, bool) {
 	tc, ok := c.Conn().(*timedConn)
 	if ok && tc.peer.addr != nil {
-		return tc.peer.addr, tc.peer.trusted
+		return append(dst, tc.peer.addr...), tc.peer.trusted
 	}
 	a, _ := netip.AddrFromSlice(c.RemoteIP())
 	a = a.Unmap()
-	m := peerMemo{addr: a.AppendTo(nil), trusted: p.isTrusted(a)}
+	trusted := p.isTrusted(a)
 	if ok {
-		tc.peer = m
+		tc.peer = peerMemo{addr: a.AppendTo(nil), trusted: trusted}
 	}
-	return m.addr, m.trusted
+	return a.AppendTo(dst), trusted
 }
 
 // peerMemo is a connection's client address, formatted, and whether it is

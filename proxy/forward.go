@@ -365,7 +365,8 @@ func appendAll(dst []byte, r io.Reader) ([]byte, error) {
 // values are extended or kept; anyone else's are replaced.
 func (p *Proxy) setForwarded(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
 	req := (&c.Request)
-	peer, trusted := p.peer(c)
+	var room [64]byte // an address fits: no allocation
+	peer, trusted := p.appendPeer(room[:0], c)
 
 	buf := x.buf[:0]
 	if trusted {
