@@ -162,13 +162,9 @@ func trimOWS(v []byte) []byte {
 // at a time: a word with no byte below 0x20 and none equal to 0x7f passes
 // whole; any other word is checked byte by byte.
 func validFieldValue(v []byte) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	for ; len(v) >= 8; v = v[8:] {
 		w := binary.LittleEndian.Uint64(v)
-		below20 := (w - 0x20*ones) & ^w & highs // some byte < 0x20 (never missed; bytes >= 0x80 never flagged)
-		del := w ^ 0x7f*ones
-		is7f := (del - ones) & ^del & highs // some byte == 0x7f
-		if below20|is7f != 0 && !validFieldBytes(v[:8]) {
+		if (hasByteBelow(w, 0x20) || hasByte(w, 0x7f)) && !validFieldBytes(v[:8]) {
 			return false
 		}
 	}

@@ -299,17 +299,12 @@ var jsonSafe = func() (t [256]bool) {
 // all need no escaping: ASCII from space up, neither quote nor backslash.
 // Ids and URLs are all such bytes, and a word costs about what a byte costs.
 func jsonSafeRun[S string | []byte](s S) int {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	// hasZero: some byte of v is zero; hasBelow20: some byte is below 0x20
-	// (exact as booleans, for words without a byte >= 0x80).
-	hasZero := func(v uint64) bool { return (v-ones)&^v&highs != 0 }
-	hasBelow20 := func(v uint64) bool { return (v-0x20*ones)&^v&highs != 0 }
 	n := 0
 	for ; len(s)-n >= 8; n += 8 {
 		t := s[n : n+8]
 		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
 			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
-		if w&highs != 0 || hasBelow20(w) || hasZero(w^'"'*ones) || hasZero(w^'\\'*ones) {
+		if hasHighByte(w) || hasByteBelow(w, 0x20) || hasByte(w, '"') || hasByte(w, '\\') {
 			break
 		}
 	}
