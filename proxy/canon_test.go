@@ -62,18 +62,18 @@ func TestValidFieldValueEveryByteEveryPosition(t *testing.T) {
 	}
 }
 
-func TestDropIndexFold(t *testing.T) {
+func TestDropIndexAnyCase(t *testing.T) {
 	t.Parallel()
 	for i, name := range dropNames {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
-			if got := dropIndexFold([]byte(spelled)); got != i {
-				t.Errorf("dropIndexFold(%q) = %d, want %d", spelled, got, i)
+			if got := dropIndex([]byte(spelled)); got != i {
+				t.Errorf("dropIndex(%q) = %d, want %d", spelled, got, i)
 			}
 		}
 	}
 	for _, name := range []string{"", "Content-Type", "x-api-kez", "CONNECTIONS", "T_", "X-Api_Key", strings.Repeat("x", 40)} {
-		if got := dropIndexFold([]byte(name)); got != -1 {
-			t.Errorf("dropIndexFold(%q) = %d, want -1", name, got)
+		if got := dropIndex([]byte(name)); got != -1 {
+			t.Errorf("dropIndex(%q) = %d, want -1", name, got)
 		}
 	}
 }

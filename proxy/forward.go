@@ -38,12 +38,14 @@ var dropNames = [...]string{
 	"X-Api-Key", "X-Admin-Key", "Expect",
 }
 
+// dropIndex is the index in dropNames of name, in any case (as the client
+// spelled it, or as fasthttp normalized it), or -1.
 func dropIndex(name []byte) int {
 	if len(name) >= len(dropByLen) {
 		return -1
 	}
 	for set := dropByLen[len(name)]; set != 0; set &= set - 1 {
-		if i := bits.TrailingZeros16(uint16(set)); string(name) == dropNames[i] {
+		if i := bits.TrailingZeros16(uint16(set)); equalFoldName(name, dropNames[i]) {
 			return i
 		}
 	}
@@ -132,30 +134,19 @@ func scanHeaders(h *fasthttp.RequestHeader) (s scanned, ok bool) {
 		if !validFieldValue(value) {
 			return s, false
 		}
-		if i := dropIndexFold(name); i >= 0 {
+		if i := dropIndex(name); i >= 0 {
 			if i == apiKeyIndex && s.present&(1<<i) == 0 {
-				s.apiKey = trimOWS(value)
+				s.apiKey = bytes.Trim(value, " \t")
 			}
 			s.present |= 1 << i
 		} else if s.requestID == nil && len(name) == len(fiber.HeaderXRequestID) && equalFoldName(name, fiber.HeaderXRequestID) {
-			s.requestID = trimOWS(value)
+			s.requestID = bytes.Trim(value, " \t")
 		}
 	}
 	return s, true
 }
 
 var apiKeyIndex = dropIndex([]byte("X-Api-Key"))
-
-// trimOWS drops the spaces and tabs around a header value, as fasthttp does.
-func trimOWS(v []byte) []byte {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
 
 // validFieldValue reports whether v holds no control character other than
 // tab. Values are most of a header block's bytes, so they are checked eight
@@ -178,19 +169,6 @@ func validFieldBytes(v []byte) bool {
 		}
 	}
 	return true
-}
-
-// dropIndexFold is dropIndex for a name as the client spelled it.
-func dropIndexFold(name []byte) int {
-	if len(name) >= len(dropByLen) {
-		return -1
-	}
-	for set := dropByLen[len(name)]; set != 0; set &= set - 1 {
-		if i := bits.TrailingZeros16(uint16(set)); equalFoldName(name, dropNames[i]) {
-			return i
-		}
-	}
-	return -1
 }
 
 // equalFoldName compares a token with d, a name made of letters and '-',
@@ -227,7 +205,7 @@ func stripRequest(orig, up *fasthttp.RequestHeader, present dropSet) {
 }
 
 // keyHeaders are X-Api-Key and X-Admin-Key in dropNames.
-var keyHeaders = dropSet(1<<dropIndex([]byte("X-Api-Key")) | 1<<dropIndex([]byte("X-Admin-Key")))
+var keyHeaders = dropSet(1<<apiKeyIndex | 1<<dropIndex([]byte("X-Admin-Key")))
 
 // stripResponse removes the hop-by-hop headers of an upstream answer.
 func stripResponse(h *fasthttp.ResponseHeader) {
