@@ -44,16 +44,20 @@ func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fas
 		}
 		return hasPrefix(path, byInitial[lowerASCII(path[1])]) || hasPrefix(path, short)
 	}
+	toApp := func(c *fasthttp.RequestCtx) {
+		app(c)
+		settleBody(c, false) // app's handlers read a body whole (Body) or not at all
+	}
 	return func(c *fasthttp.RequestCtx) {
 		if !standardMethod(c.Request.Header.Method()) {
-			app(c)
+			toApp(c)
 			return
 		}
 		x := acquireExchange()
 		x.useTarget(&c.Request)
 		if isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
 			releaseExchange(x)
-			app(c)
+			toApp(c)
 			return
 		}
 		p.handle(c, x)

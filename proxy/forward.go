@@ -432,7 +432,7 @@ func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 		if x.bodyTooLarge() {
 			return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
 		}
-		return outcome{status: fiber.StatusBadRequest, code: "bad_request", message: "could not read the request body"}
+		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "could not read the request body"}
 	}
 	timeout := timeoutOf(route, x.method)
 
@@ -556,7 +556,7 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 	case x.bodyTooLarge():
 		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
 	case x.stream.readErr != nil:
-		return outcome{status: fiber.StatusBadRequest, code: "bad_request", message: "malformed or incomplete request body"}
+		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "malformed or incomplete request body"}
 	case errors.Is(err, fasthttp.ErrDialTimeout):
 		p.metrics.upstreamError(x, "connect")
 		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "could not connect to the upstream"}
@@ -651,6 +651,7 @@ type limitedBody struct {
 	r        io.Reader
 	left     int64
 	exceeded bool
+	atEnd    bool  // the client's body was read to its end
 	readErr  error // the client's body was malformed or cut short
 }
 
@@ -673,7 +674,10 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		l.atEnd = true
+	case err != nil:
 		l.readErr = err
 	}
 	return n, err

@@ -9,7 +9,14 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
-// Listener wraps ln so that the server's read, write and idle timeouts
+// Guard wraps ln in the request-framing guard (package framing) with this
+// proxy's header limit, read timeout, log and metrics. Listener includes it;
+// serve a listener that does not go through Listener (the admin listener)
+// through Guard.
+func (p *Proxy) Guard(ln net.Listener) net.Listener { return p.guard.Listener(ln) }
+
+// Listener wraps ln in the framing guard (Guard), then so that the server's
+// read, write and idle timeouts
 // (Config.ReadTimeout, WriteTimeout, IdleTimeout) cost no syscall per
 // request. fasthttp moves the socket's deadline three times per keep-alive
 // request (idle wait, request read, response write), each a trip through the
@@ -30,7 +37,7 @@ func (p *Proxy) Listener(ln net.Listener) net.Listener {
 		}
 	}
 	return &timeoutListener{
-		Listener: ln, epoch: time.Now(), tick: tick, stop: make(chan struct{}),
+		Listener: p.Guard(ln), epoch: time.Now(), tick: tick, stop: make(chan struct{}),
 		read: int64(p.cfg.ReadTimeout), write: int64(p.cfg.WriteTimeout), idle: int64(p.cfg.IdleTimeout),
 	}
 }

@@ -24,6 +24,7 @@ type metrics struct {
 	retries   *prometheus.CounterVec   // tenant, route
 	fallbacks *prometheus.CounterVec   // tenant, route
 	refused   *prometheus.CounterVec   // tenant, route: retries the budget refused
+	framing   *prometheus.CounterVec   // reason: requests the framing guard refused
 
 	// children caches each (tenant, route)'s series: a lock-free read
 	// instead of the vectors' shared RWMutex and label hashing per request.
@@ -104,8 +105,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "gateway", Subsystem: "proxy", Name: "retry_budget_refusals_total",
 			Help: "Retries not made because the route's retry budget was spent.",
 		}, []string{"tenant", "route"}),
+		framing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "http", Name: "refused_requests_total",
+			Help: "Requests refused before any handler because they do not parse or their framing is ambiguous (400, 408, 431), by reason.",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -139,6 +144,15 @@ func (m *metrics) budgetRefused(x *exchange) {
 		return
 	}
 	m.refused.WithLabelValues(tenantID(x), routeID(x)).Inc()
+}
+
+// framingRefused counts a request the framing guard refused. A nil
+// *metrics counts nothing.
+func (m *metrics) framingRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.framing.WithLabelValues(reason).Inc()
 }
 
 func (m *metrics) upstreamError(x *exchange, kind string) {

@@ -22,8 +22,15 @@
 //   - Responses are buffered up to MaxResponseBytes (a larger one is a 502).
 //   - Protocol upgrades (WebSocket) are not proxied: Upgrade is hop-by-hop.
 //   - Gateway errors outside the contract's list use the codes
-//     headers_too_large (431), bad_request (400, also for a malformed or cut
-//     short request body), request_timeout (408) and internal_error (500).
+//     headers_too_large (431), invalid_request (400: a request that does not
+//     parse or whose framing is ambiguous, also a malformed or cut short
+//     body), request_timeout (408) and internal_error (500).
+//   - Every connection is served through the framing guard (package
+//     framing, see Listener and Guard): a request the gateway cannot parse
+//     unambiguously is answered 400 and its connection closed, and an
+//     answer given before the request's body was read to its end closes the
+//     connection (settleBody), so no byte of one request is ever read as
+//     another.
 //   - A client X-Request-Id is kept when it is 1..128 visible ASCII
 //     characters; otherwise the gateway makes one.
 //   - A malformed client body is the client's 400, never the route's
@@ -49,6 +56,7 @@ import (
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/proxy/framing"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/breaker"
 	"github.com/tenantgate/gateway/resilience/health"
@@ -199,6 +207,7 @@ type Proxy struct {
 	routes    sync.Map // *projections.Route -> *routeState
 	pool      *upstreamPool
 	ids       *idSource
+	guard     *framing.Guard
 	metrics   *metrics
 	tracer    trace.Tracer
 	log       *slog.Logger
@@ -230,9 +239,15 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		balancers: balance.NewRegistry(),
 		pool:      newUpstreamPool(cfg),
 		ids:       newIDSource(),
-		metrics:   m,
-		tracer:    activeTracer(deps.Tracer),
-		log:       cfg.Log,
+		guard: framing.New(framing.Config{
+			MaxHeadBytes: cfg.MaxHeaderBytes + headerSlack, // the server's read buffer
+			HeadTimeout:  cfg.ReadTimeout,
+			Refused:      m.framingRefused,
+			Log:          cfg.Log,
+		}),
+		metrics: m,
+		tracer:  activeTracer(deps.Tracer),
+		log:     cfg.Log,
 	}
 	p.seenSeq.Store(-1)
 	return p, nil
@@ -259,12 +274,33 @@ func (p *Proxy) handle(c *fasthttp.RequestCtx, x *exchange) {
 			x.status, x.code = fiber.StatusInternalServerError, "internal_error"
 			_ = writeError(c, x.status, x.code, "internal error")
 		}
+		settleBody(c, x.stream.atEnd)
 		p.observe(c, x)
 		if x.span != nil {
 			p.endSpan(x)
 		}
 	}()
 	p.serve(c, x)
+}
+
+// settleBody makes sure nothing of this request's body is read as the next
+// request. fasthttp, streaming request bodies, parses whatever follows the
+// part of a body its handler did not read as the next request on the
+// connection: after an early answer (401, 404, 413 ...) a client could
+// smuggle requests in a body. A body read to its end (readToEnd, or read
+// whole by Fiber's Body, which drops the stream) is released; any other
+// closes the connection after the answer (the framing guard lingers so the
+// client still reads it).
+func settleBody(c *fasthttp.RequestCtx, readToEnd bool) {
+	req := &c.Request
+	if req.BodyStream() == nil {
+		return
+	}
+	if readToEnd || req.Header.ContentLength() == 0 {
+		_ = req.CloseBodyStream()
+		return
+	}
+	c.SetConnectionClose()
 }
 
 // serve is the request path. Every branch ends in exactly one response.
@@ -278,7 +314,8 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	scan, ok := scanHeaders(&req.Header)
 	if !ok {
 		x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
-		p.reject(c, x, fiber.StatusBadRequest, "bad_request", "malformed header field")
+		c.SetConnectionClose() // not served through the guard, which would have refused it
+		p.reject(c, x, fiber.StatusBadRequest, "invalid_request", "malformed header field")
 		return
 	}
 	x.setRequestID(scan.requestID, p.ids)

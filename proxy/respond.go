@@ -69,7 +69,7 @@ func ErrorHandler(c *fiber.Ctx, err error) error {
 		status, msg = fe.Code, fe.Message
 		switch fe.Code {
 		case fiber.StatusBadRequest:
-			code, msg = "bad_request", "malformed request"
+			code, msg = "invalid_request", "malformed request"
 		case fiber.StatusUnauthorized:
 			code = "unauthorized"
 		case fiber.StatusNotFound:
