@@ -33,6 +33,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
@@ -225,9 +226,25 @@ func (a *API) IsAdminKey(key []byte) bool {
 	return len(key) > 0 && subtle.ConstantTimeCompare(got[:], a.keyHash[:]) == 1
 }
 
+// limitBody refuses bodies over the limit. A streamed body (the main
+// listener streams them) is read up to one byte past the limit, never
+// whole: a chunked body has no length to check first. What is left unread
+// of a refused body closes the connection after the answer (see
+// proxy.FastHandler).
 func (a *API) limitBody(c *fiber.Ctx) error {
-	if n := c.Request().Header.ContentLength(); n > a.cfg.BodyLimit || len(c.Request().Body()) > a.cfg.BodyLimit {
+	req := c.Request()
+	if n := req.Header.ContentLength(); n > a.cfg.BodyLimit {
 		return writeError(c, errTooLarge(a.cfg.BodyLimit))
+	}
+	if s := req.BodyStream(); s != nil {
+		b, err := io.ReadAll(io.LimitReader(s, int64(a.cfg.BodyLimit)+1))
+		switch {
+		case len(b) > a.cfg.BodyLimit:
+			return writeError(c, errTooLarge(a.cfg.BodyLimit))
+		case err != nil:
+			return writeError(c, &Error{Status: fiber.StatusBadRequest, Code: "invalid_request", Message: "could not read the request body"})
+		}
+		req.SetBodyRaw(b) // the stream is read to its end: Body() serves b
 	}
 	return c.Next()
 }
