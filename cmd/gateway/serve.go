@@ -147,7 +147,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	if cfg.AdminPort != 0 {
 		// The admin listener is private: /metrics needs no key there, and the
 		// main port proxies /admin and /metrics like any other path.
-		adminApp = fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: proxy.ErrorHandler})
+		adminApp = fiber.New(fiber.Config{
+			DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: proxy.ErrorHandler,
+			ReadBufferSize: px.FiberConfig().ReadBufferSize, // the same header limit as the main listener
+		})
 		probes.mount(adminApp)
 		adminApp.Get("/metrics", metrics)
 		adm.Mount(adminApp)
@@ -183,7 +186,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	serving, servingCtx := errgroup.WithContext(ctx)
 	serving.Go(func() error { return px.ServeListener(mainApp, listeners[0]) })
 	if adminApp != nil {
-		serving.Go(func() error { return adminApp.Listener(listeners[1]) })
+		serving.Go(func() error { return adminApp.Listener(px.Guard(listeners[1])) })
 	}
 	log.Info("gateway listening", "addr", listeners[0].Addr().String(), "admin_port", cfg.AdminPort,
 		"store", store.Kind(), "bus", bus.Kind())
