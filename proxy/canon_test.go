@@ -35,33 +35,6 @@ func TestDropIndex(t *testing.T) {
 	}
 }
 
-// FuzzValidFieldValue: the word-at-a-time check agrees with the byte loop.
-func FuzzValidFieldValue(f *testing.F) {
-	for _, s := range []string{"", "plain value", "tab\there", "nul\x00", "del\x7f", "é 日本 \xff\x80", "12345678\x1f", "1234567\x7f89", "\x20\x20\x20\x20\x20\x20\x20\x20\x19"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, v []byte) {
-		if got, want := validFieldValue(v), validFieldBytes(v); got != want {
-			t.Fatalf("validFieldValue(%q) = %v, byte by byte %v", v, got, want)
-		}
-	})
-}
-
-func TestValidFieldValueEveryByteEveryPosition(t *testing.T) {
-	t.Parallel()
-	for n := range 20 {
-		for pos := range n {
-			for c := range 256 {
-				v := []byte(strings.Repeat("a", n))
-				v[pos] = byte(c)
-				if got, want := validFieldValue(v), validFieldBytes(v); got != want {
-					t.Fatalf("len %d, byte %#x at %d: %v, byte by byte %v", n, c, pos, got, want)
-				}
-			}
-		}
-	}
-}
-
 func TestDropIndexAnyCase(t *testing.T) {
 	t.Parallel()
 	for i, name := range dropNames {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"math/bits"
@@ -16,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tenantgate/gateway/proxy/internal/ascii"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/health"
 	"github.com/tenantgate/gateway/resilience/retry"
@@ -45,7 +45,7 @@ func dropIndex(name []byte) int {
 		return -1
 	}
 	for set := dropByLen[len(name)]; set != 0; set &= set - 1 {
-		if i := bits.TrailingZeros16(uint16(set)); equalFoldName(name, dropNames[i]) {
+		if i := bits.TrailingZeros16(uint16(set)); ascii.EqualFold(name, dropNames[i]) {
 			return i
 		}
 	}
@@ -57,20 +57,6 @@ func dropIndex(name []byte) int {
 var dropByLen = func() (t [20]dropSet) {
 	for i, d := range dropNames {
 		t[len(d)] |= 1 << i
-	}
-	return t
-}()
-
-// tokenChars are the characters of an RFC 9110 token (a header name).
-var tokenChars = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
 	}
 	return t
 }()
@@ -87,100 +73,47 @@ type scanned struct {
 	requestID []byte  // the first X-Request-Id value, as Peek gives it
 }
 
-// scanHeaders checks the client's header block as received, in one pass
-// over the raw bytes (fasthttp's AllInOrder would parse the block a second
-// time and normalize every name). fasthttp accepts a name with whitespace
-// before the colon ("X-API-Key : k") and would forward it under a name a
-// lenient upstream trims back to X-API-Key; RFC 9112 says to refuse it. Also
-// refused: other non-token names (an obs-fold continuation line among them),
-// control characters in values, and bare LF line endings. On the way it
-// picks up the two values the request path reads, which saves a Peek (a
+// scanHeaders reads the client's header block as received, in one pass over
+// the raw bytes (fasthttp's AllInOrder would parse the block a second time
+// and normalize every name): which of the never-forwarded names the client
+// sent, and the two values the request path reads, which saves a Peek (a
 // copy and normalization of the name, then a walk of the headers) for each.
-// A header not parsed from the wire is taken to hold every dropName, and
-// its values are peeked.
-func scanHeaders(h *fasthttp.RequestHeader) (s scanned, ok bool) {
+// The block was checked by the framing guard before the server parsed it
+// (token names right before their colon, no control characters, CRLF line
+// ends), so the scan only splits it. A header not parsed from the wire is
+// taken to hold every dropName, and its values are peeked.
+func scanHeaders(h *fasthttp.RequestHeader) scanned {
 	raw := h.RawHeaders()
 	if len(raw) == 0 {
-		return scanned{present: dropAll, apiKey: h.Peek(HeaderAPIKey), requestID: h.Peek(fiber.HeaderXRequestID)}, true
+		return scanned{present: dropAll, apiKey: h.Peek(HeaderAPIKey), requestID: h.Peek(fiber.HeaderXRequestID)}
 	}
+	var s scanned
 	for len(raw) > 0 {
-		eol := bytes.IndexByte(raw, '\n')
-		if eol == 0 || (eol > 0 && raw[eol-1] != '\r') {
-			return s, false
-		}
-		var line []byte
-		if eol < 0 { // fasthttp keeps only whole lines; take the rest as one
-			line, raw = raw, nil
+		line := raw
+		if eol := bytes.IndexByte(raw, '\n'); eol >= 0 {
+			line, raw = raw[:eol], raw[eol+1:]
 		} else {
-			line, raw = raw[:eol-1], raw[eol+1:]
+			raw = nil
 		}
-		if len(line) == 0 {
-			break // the blank line ending the block
-		}
-		colon := -1
-		for i, c := range line {
-			if c == ':' {
-				colon = i
-				break
-			}
-			if !tokenChars[c] {
-				return s, false
-			}
-		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return s, false
+			continue // the blank line ending the block
 		}
 		name, value := line[:colon], line[colon+1:]
-		if !validFieldValue(value) {
-			return s, false
-		}
 		if i := dropIndex(name); i >= 0 {
 			if i == apiKeyIndex && s.present&(1<<i) == 0 {
 				s.apiKey = bytes.Trim(value, " \t")
 			}
 			s.present |= 1 << i
-		} else if s.requestID == nil && len(name) == len(fiber.HeaderXRequestID) && equalFoldName(name, fiber.HeaderXRequestID) {
+		} else if s.requestID == nil && ascii.EqualFold(name, fiber.HeaderXRequestID) {
 			s.requestID = bytes.Trim(value, " \t")
 		}
 	}
-	return s, true
+	return s
 }
 
 var apiKeyIndex = dropIndex([]byte("X-Api-Key"))
-
-// validFieldValue reports whether v holds no control character other than
-// tab. Values are most of a header block's bytes, so they are checked eight
-// at a time: a word with no byte below 0x20 and none equal to 0x7f passes
-// whole; any other word is checked byte by byte.
-func validFieldValue(v []byte) bool {
-	for ; len(v) >= 8; v = v[8:] {
-		w := binary.LittleEndian.Uint64(v)
-		if (hasByteBelow(w, 0x20) || hasByte(w, 0x7f)) && !validFieldBytes(v[:8]) {
-			return false
-		}
-	}
-	return validFieldBytes(v)
-}
-
-func validFieldBytes(v []byte) bool {
-	for _, c := range v {
-		if (c < 0x20 && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// equalFoldName compares a token with d, a name made of letters and '-',
-// ignoring ASCII case.
-func equalFoldName(b []byte, d string) bool {
-	for i := range len(b) {
-		if c := b[i]; c != d[i] && (c|0x20 != d[i]|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
-			return false
-		}
-	}
-	return true
-}
 
 // protected are framing headers a Connection token must not remove: dropping
 // them would change how the body is delimited or where the request goes.

@@ -147,7 +147,7 @@ func gateway(t testing.TB, cfg Config, deps Deps) (string, *Proxy) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = app.Listener(ln) }()
+	go func() { _ = p.ServeListener(app, ln) }() // the framing guard and timeouts, as cmd/gateway serves
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
 	return "http://" + ln.Addr().String(), p
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+
+	"github.com/tenantgate/gateway/proxy/internal/ascii"
 )
 
 // metrics are the data plane's Prometheus series. Labels are ids and
@@ -318,7 +320,7 @@ func jsonSafeRun[S string | []byte](s S) int {
 		t := s[n : n+8]
 		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
 			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
-		if hasHighByte(w) || hasByteBelow(w, 0x20) || hasByte(w, '"') || hasByte(w, '\\') {
+		if ascii.HasHighByte(w) || ascii.HasByteBelow(w, 0x20) || ascii.HasByte(w, '"') || ascii.HasByte(w, '\\') {
 			break
 		}
 	}

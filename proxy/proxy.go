@@ -311,13 +311,7 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
 	}
 	x.method = methodString(req.Header.Method())
-	scan, ok := scanHeaders(&req.Header)
-	if !ok {
-		x.setRequestID(req.Header.Peek(fiber.HeaderXRequestID), p.ids)
-		c.SetConnectionClose() // not served through the guard, which would have refused it
-		p.reject(c, x, fiber.StatusBadRequest, "invalid_request", "malformed header field")
-		return
-	}
+	scan := scanHeaders(&req.Header)
 	x.setRequestID(scan.requestID, p.ids)
 	x.present = scan.present
 

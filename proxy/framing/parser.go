@@ -3,6 +3,8 @@ package framing
 import (
 	"bytes"
 	"net/http"
+
+	"github.com/tenantgate/gateway/proxy/internal/ascii"
 )
 
 // A Refusal is why the guard refused a request, and how it answers.
@@ -200,12 +202,12 @@ func (p *parser) advanceHead(b []byte) (int, *Refusal) {
 // requestLine checks method SP request-target SP HTTP-version.
 func (p *parser) requestLine(line []byte) *Refusal {
 	sp := bytes.IndexByte(line, ' ')
-	if sp <= 0 || !isToken(line[:sp]) {
+	if sp <= 0 || !ascii.IsToken(line[:sp]) {
 		return refuse(ReasonRequestLine, "malformed request line")
 	}
 	rest := line[sp+1:]
 	sp = bytes.IndexByte(rest, ' ')
-	if sp <= 0 || !isTarget(rest[:sp]) {
+	if sp <= 0 || !ascii.IsTarget(rest[:sp]) {
 		return refuse(ReasonRequestLine, "malformed request line")
 	}
 	switch string(rest[sp+1:]) {
@@ -229,19 +231,19 @@ func (p *parser) field(line []byte, f *headFacts) *Refusal {
 		return refuse(ReasonObsFold, "obsolete line folding")
 	}
 	colon := 0
-	for colon < len(line) && tchar[line[colon]] {
+	for colon < len(line) && ascii.Token[line[colon]] {
 		colon++
 	}
 	if colon == 0 || colon == len(line) || line[colon] != ':' {
 		return refuse(ReasonHeaderName, "malformed header field name")
 	}
 	name, value := line[:colon], line[colon+1:]
-	if !isFieldValue(value) {
+	if !ascii.IsFieldValue(value) {
 		return refuse(ReasonHeaderValue, "control character in a header field value")
 	}
 	value = bytes.Trim(value, " \t")
 	switch {
-	case equalFold(name, "content-length"):
+	case ascii.EqualFold(name, "content-length"):
 		if f.length >= 0 {
 			return refuse(ReasonDupLength, "more than one Content-Length")
 		}
@@ -250,15 +252,15 @@ func (p *parser) field(line []byte, f *headFacts) *Refusal {
 			return refuse(ReasonLength, "malformed Content-Length")
 		}
 		f.length = n
-	case equalFold(name, "transfer-encoding"):
+	case ascii.EqualFold(name, "transfer-encoding"):
 		if f.chunked {
 			return refuse(ReasonDupCoding, "more than one Transfer-Encoding")
 		}
-		if !equalFold(value, "chunked") {
+		if !ascii.EqualFold(value, "chunked") {
 			return refuse(ReasonCoding, "only Transfer-Encoding: chunked is accepted")
 		}
 		f.chunked = true
-	case equalFold(name, "host"):
+	case ascii.EqualFold(name, "host"):
 		if f.host {
 			return refuse(ReasonDupHost, "more than one Host")
 		}
@@ -316,7 +318,7 @@ func (p *parser) advanceChunkSize(b []byte) (int, *Refusal) {
 	if digits == 0 || digits > maxChunkDigits {
 		return 0, refuseBody(ReasonChunkSize, "malformed chunk size")
 	}
-	if ext := bytes.TrimLeft(line[digits:], " \t"); len(ext) > 0 && (ext[0] != ';' || !isFieldValue(ext)) {
+	if ext := bytes.TrimLeft(line[digits:], " \t"); len(ext) > 0 && (ext[0] != ';' || !ascii.IsFieldValue(ext)) {
 		return 0, refuseBody(ReasonChunkSize, "malformed chunk extension")
 	}
 	if size == 0 {
@@ -357,51 +359,6 @@ func (p *parser) advanceTrailer(b []byte) (int, *Refusal) {
 	}
 }
 
-// tchar marks the characters of an RFC 9110 token.
-var tchar = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
-
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if !tchar[c] {
-			return false
-		}
-	}
-	return len(b) > 0
-}
-
-// isTarget: a request target has no whitespace or control characters
-// (bytes from 0x80 up pass, for servers that take raw UTF-8 paths).
-func isTarget(b []byte) bool {
-	for _, c := range b {
-		if c <= ' ' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// isFieldValue: visible characters, spaces, tabs and obs-text; no other
-// control character (NUL and CR among them).
-func isFieldValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 func parseLength(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > maxLengthDigit {
 		return 0, false
@@ -428,21 +385,6 @@ func hexValue(c byte) (byte, bool) {
 	return 0, false
 }
 
-// equalFold compares b with lower, a lowercase ASCII string, ignoring the
-// case of letters.
-func equalFold(b []byte, lower string) bool {
-	if len(b) != len(lower) {
-		return false
-	}
-	for i := range len(b) {
-		c, l := b[i], lower[i]
-		if c != l && (c|0x20 != l || l < 'a' || l > 'z') {
-			return false
-		}
-	}
-	return true
-}
-
 // midRequest reports whether the stream is inside a request: part of a
 // head, or a body not read to its end.
 func (p *parser) midRequest(held int) bool {
@@ -453,4 +395,12 @@ func (p *parser) midRequest(held int) bool {
 		return false
 	}
 	return true
+}
+
+// Passes reports whether the guard passes head, one whole request head
+// (request line to empty line) with no body, under the default limits.
+func Passes(head []byte) bool {
+	p := newParser(DefaultMaxHeadBytes)
+	n, r := p.advance(head)
+	return r == nil && n == len(head) && p.phase == phaseHead
 }
