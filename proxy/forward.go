@@ -103,11 +103,11 @@ func scanHeaders(h *fasthttp.RequestHeader) scanned {
 		name, value := line[:colon], line[colon+1:]
 		if i := dropIndex(name); i >= 0 {
 			if i == apiKeyIndex && s.present&(1<<i) == 0 {
-				s.apiKey = bytes.Trim(value, " \t")
+				s.apiKey = ascii.TrimOWS(value)
 			}
 			s.present |= 1 << i
 		} else if s.requestID == nil && ascii.EqualFold(name, fiber.HeaderXRequestID) {
-			s.requestID = bytes.Trim(value, " \t")
+			s.requestID = ascii.TrimOWS(value)
 		}
 	}
 	return s

@@ -241,13 +241,12 @@ func (p *parser) field(line []byte, f *headFacts) *Refusal {
 	if !ascii.IsFieldValue(value) {
 		return refuse(ReasonHeaderValue, "control character in a header field value")
 	}
-	value = bytes.Trim(value, " \t")
 	switch {
 	case ascii.EqualFold(name, "content-length"):
 		if f.length >= 0 {
 			return refuse(ReasonDupLength, "more than one Content-Length")
 		}
-		n, ok := parseLength(value)
+		n, ok := parseLength(ascii.TrimOWS(value))
 		if !ok {
 			return refuse(ReasonLength, "malformed Content-Length")
 		}
@@ -256,7 +255,7 @@ func (p *parser) field(line []byte, f *headFacts) *Refusal {
 		if f.chunked {
 			return refuse(ReasonDupCoding, "more than one Transfer-Encoding")
 		}
-		if !ascii.EqualFold(value, "chunked") {
+		if !ascii.EqualFold(ascii.TrimOWS(value), "chunked") {
 			return refuse(ReasonCoding, "only Transfer-Encoding: chunked is accepted")
 		}
 		f.chunked = true

@@ -11,13 +11,16 @@
 #   fiber    a bare Fiber proxy (middleware/proxy.Do), for reference
 #   nginx    nginx as a keep-alive reverse proxy (one worker per PROCS), for
 #            reference; installed with apt-get when missing, skipped if that fails
+#   base     with BASE=<git revision>: the gateway built from that revision,
+#            for a change's before/after ratio in one run (added to TARGETS)
 # Two phases: throughput (CONNS connections) and latency (one connection, so
 # p50 is service time rather than queueing). Prints requests/s, p50 and p99
 # for each, each proxy's throughput as a ratio of the bare proxy's, and the
 # median latency the gateway adds.
 #
 # Usage: scripts/bench/run.sh   (env: DURATION=4s CONNS=32 PROCS=1 ROUNDS=3
-#                                TARGETS="direct bare gateway ..." REDIS_URL=redis://127.0.0.1:6379/0)
+#                                TARGETS="direct bare gateway ..." REDIS_URL=redis://127.0.0.1:6379/0
+#                                BASE=<git revision>)
 # Every round measures every target, in an order rotated by one each round so
 # that no target always follows the same neighbour. The table shows each
 # target's best round; the ratios are the median over rounds of the ratio
@@ -32,8 +35,10 @@ KEY=gw_benchmark_key_0123456789abcdef
 UP=127.0.0.1:18081
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 TARGETS=${TARGETS:-"direct bare gateway nolog full fiber nginx"}
+BASE=${BASE:-}
+[ -z "$BASE" ] || [[ " $TARGETS " == *" base "* ]] || TARGETS="$TARGETS base"
 declare -A ADDR=([direct]=$UP [bare]=127.0.0.1:18082 [gateway]=127.0.0.1:18083 [nolog]=127.0.0.1:18084
-	[full]=127.0.0.1:18085 [fiber]=127.0.0.1:18086 [nginx]=127.0.0.1:18087)
+	[full]=127.0.0.1:18085 [fiber]=127.0.0.1:18086 [nginx]=127.0.0.1:18087 [base]=127.0.0.1:18088)
 
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/bench/lib.sh
@@ -50,6 +55,12 @@ workspace # sets bin; the processes put in pids are stopped on exit
 
 echo "building..." >&2
 go build -o "$bin/" ./scripts/bench/upstream ./scripts/bench/bareproxy ./scripts/bench/gateway ./scripts/bench/fiberproxy
+if [ -n "$BASE" ]; then
+	rev=$(git rev-parse --verify "$BASE^{commit}")
+	git worktree add --detach "$bin/base-src" "$rev" >/dev/null 2>&1
+	(cd "$bin/base-src" && go build -o "$bin/base-gateway" ./scripts/bench/gateway)
+	git worktree remove --force "$bin/base-src"
+fi
 
 gw() { GOMAXPROCS=$PROCS "$bin/gateway" -upstream "http://$UP" -key "$KEY" "$@" 2>/dev/null & pids+=($!); }
 GOMAXPROCS=$PROCS "$bin/upstream" -addr "$UP" & pids+=($!)
@@ -57,6 +68,7 @@ for t in $TARGETS; do
 	case $t in
 	bare) GOMAXPROCS=$PROCS "$bin/bareproxy" -addr "${ADDR[bare]}" -upstream "$UP" & pids+=($!) ;;
 	gateway) gw -addr "${ADDR[gateway]}" ;;
+	base) GOMAXPROCS=$PROCS "$bin/base-gateway" -upstream "http://$UP" -key "$KEY" -addr "${ADDR[base]}" 2>/dev/null & pids+=($!) ;;
 	nolog) gw -addr "${ADDR[nolog]}" -access-log=false ;;
 	# Its own key prefix in the shared Redis; the limiter's keys expire by themselves.
 	full) gw -addr "${ADDR[full]}" -redis "$REDIS_URL" -redis-prefix "bench:$$:" ;;
@@ -152,6 +164,7 @@ if has bare; then
 	has fiber && echo "  bare Fiber proxy:             $(ratio throughput 0 fiber bare)"
 	has nginx && echo "  nginx:                        $(ratio throughput 0 nginx bare)"
 fi
+if has gateway && has base; then echo "  gateway / base ($BASE):   $(ratio throughput 0 gateway base)"; fi
 if has gateway && has fiber; then echo "  gateway / bare Fiber proxy:   $(ratio throughput 0 gateway fiber)"; fi
 if has gateway && has nginx; then echo "  gateway / nginx:              $(ratio throughput 0 gateway nginx)"; fi
 if has direct && has gateway; then

@@ -71,6 +71,18 @@ func IsTarget(b []byte) bool {
 	return true
 }
 
+// TrimOWS trims the spaces and tabs around a field value (bytes.Trim
+// builds its cutset's table on every call).
+func TrimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
 // EqualFold compares b with s ignoring the case of ASCII letters only.
 func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {

@@ -66,3 +66,12 @@ func TestEqualFold(t *testing.T) {
 		}
 	}
 }
+
+func TestTrimOWS(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"": "", " \t ": "", " a b\t": "a b", "a": "a", "\ta\t\t": "a", "\x0ba ": "\x0ba"} {
+		if got := string(TrimOWS([]byte(in))); got != want {
+			t.Errorf("TrimOWS(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
