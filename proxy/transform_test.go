@@ -11,8 +11,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tenantgate/gateway/events"
-	"github.com/tenantgate/gateway/proxy/framing"
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/proxy/framing"
 )
 
 func TestJoinPath(t *testing.T) {
