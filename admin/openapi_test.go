@@ -223,3 +223,41 @@ func TestOpenAPIDescribesLiveAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIRequestSchemasAgreeWithTheAPI checks request bodies against the
+// documented request schemas: what the API takes, the schema takes, and a
+// body the schema refuses is one the API refuses.
+func TestOpenAPIRequestSchemasAgreeWithTheAPI(t *testing.T) {
+	t.Parallel()
+	spec := loadOpenAPI(t)
+	e := newDeclEnv(t, declSqliteStore)
+	acme, _, _, _ := declSeed(t, e)
+	route := func(pathType, path string) string {
+		return `{"tenantId":"` + acme + `","pathType":"` + pathType + `","path":"` + path + `","upstreams":[{"url":"http://127.0.0.1:9"}]}`
+	}
+	tests := []struct {
+		name, schema, path, body string
+		status                   int
+	}{
+		{name: "regex anchored at both ends", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "^/m/.*$"), status: 201},
+		{name: "regex anchored at the start", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "^/v[0-9]+/x$"), status: 201},
+		{name: "regex anchored at the end", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "/items/[0-9]+$"), status: 201},
+		{name: "prefix without a slash", schema: "RouteCreate", path: "/admin/routes", body: route("prefix", "api"), status: 400},
+		{name: "exact without a slash", schema: "RouteCreate", path: "/admin/routes", body: route("exact", "^/api$"), status: 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := jsonschema.UnmarshalJSON(strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			verr := spec.schemaAt(t, "components", "schemas", tc.schema).Validate(v)
+			if r := e.call(t, "POST", tc.path, tc.body); r.status != tc.status {
+				t.Fatalf("POST %s: %d, want %d: %s", tc.path, r.status, tc.status, r.raw)
+			}
+			if accepted := tc.status < 300; accepted != (verr == nil) {
+				t.Fatalf("the API answers %d but schema %s says: %v", tc.status, tc.schema, verr)
+			}
+		})
+	}
+}

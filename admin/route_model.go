@@ -125,7 +125,8 @@ var defaultRetryableStatusCodes = []int{500, 502, 503, 504}
 //
 //	tenantId                     required; a live tenant (checked by the command)
 //	method                       GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT or *, default *
-//	path                         required, starts with /, at most 2048 characters; a valid RE2 pattern when pathType is regex
+//	path                         required, at most 2048 characters; starts with / for exact and prefix;
+//	                             for regex a valid RE2 pattern, matched anywhere in the path unless anchored
 //	pathType                     exact | prefix | regex, default prefix
 //	upstreams                    1..64; url absolute http/https with a host, no query, fragment or userinfo; weight 1..1000, default 1
 //	loadBalancing                round-robin | weighted | random, default round-robin
@@ -141,14 +142,16 @@ var defaultRetryableStatusCodes = []int{500, 502, 503, 504}
 //
 // Inside a present resilience sub-block, enabled defaults to true.
 func (b routeBody) Validate() error {
-	pathRules := []validation.Rule{required, notBlank, startsWithSlash, maxChars(maxPathChars)}
+	// A regex is RE2 against the whole path, anchored by its author if
+	// wanted ("/items/[0-9]+$"), so only exact and prefix paths need a "/".
+	pathShape := startsWithSlash
 	if b.PathType != nil && *b.PathType == string(events.PathRegex) {
-		pathRules = append(pathRules, compiles)
+		pathShape = compiles
 	}
 	return validation.ValidateStruct(&b,
 		validation.Field(&b.TenantID, required, notBlank),
 		validation.Field(&b.Method, oneOf(append([]string{events.AnyMethod}, httpMethods...)...)),
-		validation.Field(&b.Path, pathRules...),
+		validation.Field(&b.Path, required, notBlank, maxChars(maxPathChars), pathShape),
 		validation.Field(&b.PathType, oneOf(string(events.PathExact), string(events.PathPrefix), string(events.PathRegex))),
 		validation.Field(&b.Upstreams, required, count(1, 64)),
 		validation.Field(&b.LoadBalancing, oneOf(events.BalanceRoundRobin, events.BalanceWeighted, events.BalanceRandom)),
