@@ -128,6 +128,44 @@ func TestApplyExportToFreshStore(t *testing.T) {
 	}
 }
 
+// GET /admin/state applies verbatim: the current state changes nothing, and
+// the state at N is a rollback to N.
+func TestApplyTakesTheStateBody(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []declStoreKind{declSqliteStore, declPostgresStore} {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			e := newDeclEnv(t, kind)
+			acme, beta, r1, _ := declSeed(t, e)
+			e.call(t, "POST", "/admin/tenants/"+acme+"/api-key", "").must(t, 200, nil) // acme at version 2
+			n := e.head(t)
+			atN := e.call(t, "GET", fmt.Sprintf("/admin/state?at=%d", n), "")
+			atN.must(t, 200, nil)
+
+			current := e.call(t, "GET", "/admin/state", "")
+			for _, body := range []string{string(current.raw), declWithDryRun(string(current.raw))} {
+				var res declApplyAnswer
+				e.call(t, "POST", "/admin/apply", body).must(t, 200, &res)
+				if len(res.Changes) != 0 || res.AppliedSeq != nil || e.head(t) != n {
+					t.Fatalf("the current state applied: %s, head %d; want nothing appended at %d", declMustJSON(t, res), e.head(t), n)
+				}
+			}
+
+			e.call(t, "PATCH", "/admin/routes/"+r1, `{"path":"/api/v2"}`).must(t, 200, nil)
+			e.call(t, "DELETE", "/admin/tenants/"+beta, "").must(t, 204, nil)
+			e.create(t, "/admin/tenants", `{"name":"gamma"}`)
+			var res declApplyAnswer
+			e.call(t, "POST", "/admin/apply", string(atN.raw)).must(t, 200, &res)
+			if res.AppliedSeq == nil || len(res.Changes) != 4 {
+				t.Fatalf("the state at %d applied: %s; want 4 changes (route path, gamma deleted, beta and its route back)", n, declMustJSON(t, res))
+			}
+			if got, want := declConfig(t, e, ""), declConfig(t, e, fmt.Sprintf("?at=%d", n)); got != want {
+				t.Fatalf("state after applying the state at %d:\n got %s\nwant %s", n, got, want)
+			}
+		})
+	}
+}
+
 func TestApplyUpdatesOnlyChangedFields(t *testing.T) {
 	t.Parallel()
 	e := newDeclEnv(t, declSqliteStore)
@@ -305,6 +343,7 @@ func TestDiffBetweenSeqs(t *testing.T) {
 			t.Errorf("rateLimit change = %s", c.Fields["rateLimit"])
 		}
 	}
+
 	var empty struct {
 		Changes []any `json:"changes"`
 	}
@@ -347,6 +386,11 @@ func TestDeclarativeErrors(t *testing.T) {
 		{name: "apply bad upstream", method: "POST", path: "/admin/apply", body: `{"tenants":[{"id":"` + acme + `","name":"acme"}],"routes":[{"id":"` + tid + `","tenantId":"` + acme + `","path":"/x","upstreams":[{"url":"ftp://x"}]}]}`, status: 400, code: "validation_failed", field: "routes[0].upstreams[0].url"},
 		{name: "apply route of a missing tenant", method: "POST", path: "/admin/apply", body: `{"tenants":[],"routes":[{"id":"` + tid + `","tenantId":"` + acme + `","path":"/x","upstreams":[{"url":"http://x"}]}]}`, status: 400, code: "validation_failed", field: "routes[0].tenantId"},
 		{name: "apply duplicate names", method: "POST", path: "/admin/apply", body: `{"tenants":[{"id":"` + acme + `","name":"a"},{"id":"` + tid + `","name":"a"}]}`, status: 400, code: "validation_failed", field: "tenants[1].name"},
+		{name: "apply state field in a route", method: "POST", path: "/admin/apply", body: `{"routes":[{"id":"` + tid + `","tenantId":"` + acme + `","path":"/x","upstreams":[{"url":"http://x"}],"apiKeyPrefix":"gw_1234"}]}`, status: 400, code: "validation_failed", field: "routes[0].apiKeyPrefix"},
+		{name: "apply state field nested", method: "POST", path: "/admin/apply", body: `{"tenants":[{"id":"` + tid + `","name":"x","rateLimit":{"limit":1,"windowMs":100,"version":1}}]}`, status: 400, code: "validation_failed", field: "tenants[0].rateLimit.version"},
+		{name: "apply state field at the top", method: "POST", path: "/admin/apply", body: `{"tenants":[],"version":3}`, status: 400, code: "validation_failed", field: "version"},
+		{name: "apply at in a tenant", method: "POST", path: "/admin/apply", body: `{"tenants":[{"id":"` + tid + `","name":"x","at":1}]}`, status: 400, code: "validation_failed", field: "tenants[0].at"},
+		{name: "apply unknown field beside state fields", method: "POST", path: "/admin/apply", body: `{"at":1,"tenants":[{"id":"` + tid + `","name":"x","version":1,"createdAt":"2026-01-01T00:00:00Z","plan":"gold"}]}`, status: 400, code: "validation_failed", field: "tenants[0].plan"},
 		{name: "apply dryRun not a boolean", method: "POST", path: "/admin/apply", body: `{"dryRun":"yes"}`, status: 400, code: "validation_failed", field: "dryRun"},
 		{name: "rollback without toSeq", method: "POST", path: "/admin/rollback", body: `{}`, status: 400, code: "validation_failed", field: "toSeq"},
 		{name: "rollback beyond head", method: "POST", path: "/admin/rollback", body: `{"toSeq":999}`, status: 400, code: "validation_failed", field: "toSeq"},

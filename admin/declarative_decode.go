@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -15,7 +16,9 @@ import (
 // each, and returns it normalized (defaults filled). Unknown fields are
 // rejected at every level. Errors are *Error (invalid_json or
 // validation_failed, with details at JSON paths such as
-// "routes[2].upstreams[0].url"). Whole-document consistency (unique ids and
+// "routes[2].upstreams[0].url"). The fields GET /admin/state adds (at, and
+// version, createdAt, updatedAt, apiKeyPrefix on its items) are ignored, so
+// a state document decodes too. Whole-document consistency (unique ids and
 // names, routes of tenants in the document) is checked by declarative.Plan.
 func DecodeDocument(body []byte) (declarative.Document, error) {
 	v, perr := parseJSON(body)
@@ -28,6 +31,16 @@ func DecodeDocument(body []byte) (declarative.Document, error) {
 	}
 	return doc, nil
 }
+
+// Fields of the GET /admin/state document that the gateway maintains itself.
+// A document may carry them where the state has them, and they are ignored,
+// so that a state body applies verbatim: the current state changes nothing,
+// and the state at N is a rollback to N. Anywhere else they are unknown.
+var (
+	maintainedTop    = []string{"at"}
+	maintainedTenant = []string{"version", "createdAt", "updatedAt", "apiKeyPrefix"}
+	maintainedRoute  = []string{"version", "createdAt", "updatedAt"}
+)
 
 // decodeDocument decodes a parsed document; withDryRun accepts the dryRun
 // flag of POST /admin/apply.
@@ -42,12 +55,12 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 	for key, val := range obj {
 		switch {
 		case key == "tenants":
-			doc.Tenants = append(doc.Tenants, declEntries(key, val, &details, func(id string, rest any) (declarative.TenantConfig, *Error) {
+			doc.Tenants = append(doc.Tenants, declEntries(key, val, maintainedTenant, &details, func(id string, rest any) (declarative.TenantConfig, *Error) {
 				f, err := decodeTenant(rest)
 				return declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit}, err
 			})...)
 		case key == "routes":
-			doc.Routes = append(doc.Routes, declEntries(key, val, &details, func(id string, rest any) (declarative.RouteConfig, *Error) {
+			doc.Routes = append(doc.Routes, declEntries(key, val, maintainedRoute, &details, func(id string, rest any) (declarative.RouteConfig, *Error) {
 				spec, err := decodeRoute(rest)
 				return declarative.RouteConfig{ID: id, RouteSpec: spec}, err
 			})...)
@@ -57,6 +70,7 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 				details = append(details, Detail{Field: key, Message: "must be a boolean"})
 			}
 			dryRun = b
+		case slices.Contains(maintainedTop, key):
 		default:
 			details = append(details, Detail{Field: key, Message: "unknown field"})
 		}
@@ -68,15 +82,15 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 }
 
 // declEntries decodes the list under key item by item: its id, then the
-// rest with decode. Items that fail add their details (at "key[i]...") and
-// are left out.
-func declEntries[T any](key string, val any, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
+// rest without the maintained fields with decode. Items that fail add their
+// details (at "key[i]...") and are left out.
+func declEntries[T any](key string, val any, maintained []string, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
 	items, d := declItems(val, key)
 	*details = append(*details, d...)
 	var out []T
 	for i, item := range items {
 		path := key + "[" + strconv.Itoa(i) + "]"
-		id, rest, d := declID(item, path)
+		id, rest, d := declID(item, path, maintained)
 		*details = append(*details, d...)
 		if rest == nil {
 			continue
@@ -104,16 +118,16 @@ func declItems(v any, path string) ([]any, []Detail) {
 }
 
 // declID splits an item into its id (a UUID, returned in canonical form)
-// and the rest, which is a create body. rest is nil when the item is not an
-// object.
-func declID(item any, path string) (string, map[string]any, []Detail) {
+// and the rest, which is a create body once the maintained fields are left
+// out. rest is nil when the item is not an object.
+func declID(item any, path string, maintained []string) (string, map[string]any, []Detail) {
 	obj, isObj := item.(map[string]any)
 	if !isObj {
 		return "", nil, []Detail{{Field: path, Message: "must be an object"}}
 	}
 	rest := make(map[string]any, len(obj))
 	for k, v := range obj {
-		if k != "id" {
+		if k != "id" && !slices.Contains(maintained, k) {
 			rest[k] = v
 		}
 	}

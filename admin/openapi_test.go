@@ -232,6 +232,8 @@ func TestOpenAPIRequestSchemasAgreeWithTheAPI(t *testing.T) {
 	spec := loadOpenAPI(t)
 	e := newDeclEnv(t, declSqliteStore)
 	acme, _, _, _ := declSeed(t, e)
+	state := e.call(t, "GET", "/admin/state", "")
+	state.must(t, 200, nil)
 	route := func(pathType, path string) string {
 		return `{"tenantId":"` + acme + `","pathType":"` + pathType + `","path":"` + path + `","upstreams":[{"url":"http://127.0.0.1:9"}]}`
 	}
@@ -239,6 +241,7 @@ func TestOpenAPIRequestSchemasAgreeWithTheAPI(t *testing.T) {
 		name, schema, path, body string
 		status                   int
 	}{
+		{name: "the state body applies verbatim", schema: "ApplyRequest", path: "/admin/apply", body: string(state.raw), status: 200},
 		{name: "regex anchored at both ends", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "^/m/.*$"), status: 201},
 		{name: "regex anchored at the start", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "^/v[0-9]+/x$"), status: 201},
 		{name: "regex anchored at the end", schema: "RouteCreate", path: "/admin/routes", body: route("regex", "/items/[0-9]+$"), status: 201},
