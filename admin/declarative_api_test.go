@@ -344,6 +344,50 @@ func TestDiffBetweenSeqs(t *testing.T) {
 		}
 	}
 
+	// from > to is the reverse diff: what would undo the events between,
+	// which is what applying the state at a (a rollback to a) would change.
+	var back struct {
+		From, To int64
+		Changes  []declarative.Change
+	}
+	e.call(t, "GET", fmt.Sprintf("/admin/diff?from=%d&to=%d", b, a), "").must(t, 200, &back)
+	if back.From != b || back.To != a || len(back.Changes) != 3 {
+		t.Fatalf("reverse diff = %s", declMustJSON(t, back))
+	}
+	for _, c := range back.Changes {
+		got := declMustJSON(t, c.Fields)
+		switch c.AggregateID {
+		case r2:
+			if c.Change != "created" || !strings.Contains(got, `"path":{"from":null,"to":"/b"}`) {
+				t.Errorf("reverse diff of the deleted route: %s %s", c.Change, got)
+			}
+		case r1:
+			if c.Change != "updated" || !strings.Contains(got, `"path":{"from":"/api/v2","to":"/api/users"}`) {
+				t.Errorf("reverse diff of the patched route: %s %s", c.Change, got)
+			}
+		case acme:
+			if c.Change != "updated" || got != `{"rateLimit":{"from":null,"to":{"limit":100,"windowMs":1000}}}` {
+				t.Errorf("reverse diff of the patched tenant: %s %s", c.Change, got)
+			}
+		default:
+			t.Errorf("reverse diff lists %s", declMustJSON(t, c))
+		}
+	}
+	stateAtA := e.call(t, "GET", fmt.Sprintf("/admin/state?at=%d", a), "")
+	var undo declApplyAnswer
+	e.call(t, "POST", "/admin/apply", declWithDryRun(string(stateAtA.raw))).must(t, 200, &undo)
+	sortChanges := func(cs []declarative.Change) string {
+		out := make([]string, len(cs))
+		for i, c := range cs {
+			out[i] = declMustJSON(t, c)
+		}
+		slices.Sort(out)
+		return strings.Join(out, "\n")
+	}
+	if got, want := sortChanges(back.Changes), sortChanges(undo.Changes); got != want {
+		t.Errorf("reverse diff is not what a rollback to %d changes:\n got %s\nwant %s", a, got, want)
+	}
+
 	var empty struct {
 		Changes []any `json:"changes"`
 	}
