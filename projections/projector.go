@@ -106,6 +106,18 @@ func (p *Projector) AppliedSeq() int64 { return p.snap.Load().Seq() }
 // Ready reports whether the start-up catch-up from the store has finished.
 func (p *Projector) Ready() bool { return p.ready.Load() }
 
+// Changed returns a channel that is closed when a snapshot newer than the
+// current one is published. Take it before reading Snapshot, so that no
+// change can fall between the two; a burst of changes wakes a slow reader
+// once:
+//
+//	for {
+//		changed := p.Changed()
+//		use(p.Snapshot())
+//		<-changed
+//	}
+func (p *Projector) Changed() <-chan struct{} { return *p.changed.Load() }
+
 func (p *Projector) lock(ctx context.Context) error {
 	select {
 	case p.writer <- struct{}{}:
@@ -331,7 +343,7 @@ func (p *Projector) readPages(ctx context.Context, from, until int64, out chan<-
 func (p *Projector) WaitFor(ctx context.Context, seq int64) error {
 	retry := 10 * time.Millisecond
 	for {
-		changed := *p.changed.Load()
+		changed := p.Changed()
 		if p.AppliedSeq() >= seq {
 			return nil
 		}

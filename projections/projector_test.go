@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
@@ -249,6 +250,48 @@ func TestProjectorWaitFor(t *testing.T) {
 				t.Fatalf("WaitFor(99) = %v, want DeadlineExceeded", err)
 			}
 		})
+	}
+}
+
+// Changed wakes a follower once per published snapshot or burst of them,
+// and the snapshot it then reads holds every event applied so far.
+func TestProjectorChanged(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	l := newLog(t)
+	for i := range 5 {
+		l.tenant(fmt.Sprintf("t%d", i))
+	}
+	f := &feeder{t: t, store: store, evs: l.evs}
+	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: time.Hour}, store, events.NewMemoryBus())
+	changed := p.Changed()
+	select {
+	case <-changed:
+		t.Fatal("Changed is closed before any snapshot was published")
+	default:
+	}
+	written := f.append(2)
+	if err := p.WaitFor(testContext(t), written[1].Seq); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed is still open after a snapshot was published")
+	}
+	next := p.Changed()
+	select {
+	case <-next:
+		t.Fatal("the channel taken after the publish is already closed")
+	default:
+	}
+	written = f.append(3)
+	if err := p.WaitFor(testContext(t), written[2].Seq); err != nil {
+		t.Fatal(err)
+	}
+	<-next
+	if p.Snapshot().Seq() != written[2].Seq {
+		t.Fatalf("after Changed the snapshot is at %d, want %d", p.Snapshot().Seq(), written[2].Seq)
 	}
 }
 
