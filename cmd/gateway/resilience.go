@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -26,7 +27,6 @@ type resilienceParts struct {
 }
 
 func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections.Projector, reg prometheus.Registerer, log *slog.Logger) (*resilienceParts, error) {
-	targets := health.TargetsFromSnapshot(projector.Snapshot)
 	parts := &resilienceParts{budgets: retry.NewBudgets(retry.BudgetConfig{})}
 	if rdb == nil {
 		limiter, err := ratelimit.NewLocalWith(ratelimit.LocalConfig{Registerer: reg})
@@ -37,12 +37,12 @@ func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections
 		if err != nil {
 			return nil, err
 		}
-		checker, err := health.NewLocal(health.Config{Registerer: reg}, targets, log)
+		checker, err := health.NewLocal(health.Config{Registerer: reg}, log)
 		if err != nil {
 			return nil, err
 		}
 		parts.limiter, parts.breakers, parts.health = limiter, breakers, checker
-		parts.loops = append(parts.loops, checker.Run)
+		parts.loops = append(parts.loops, checker.Run, followHealthTargets(projector, checker))
 		return parts, nil
 	}
 	limiter, err := ratelimit.NewRedis(rdb, ratelimit.RedisConfig{
@@ -57,13 +57,57 @@ func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections
 	}
 	checker, err := health.NewShared(rdb, health.SharedConfig{
 		Config: health.Config{Registerer: reg}, Prefix: cfg.RedisPrefix, InstanceID: cfg.InstanceID,
-	}, targets, log)
+	}, log)
 	if err != nil {
 		return nil, err
 	}
 	parts.limiter, parts.breakers, parts.health = limiter, breakers, checker
-	parts.loops = append(parts.loops, breakers.Run, checker.Run)
+	parts.loops = append(parts.loops, breakers.Run, checker.Run, followHealthTargets(projector, checker))
 	return parts, nil
+}
+
+// followHealthTargets is a loop that tells checker the health targets of
+// every snapshot the projector publishes, so that a new or changed target is
+// probed at once and the checker never polls for them. A burst of events is
+// one update.
+func followHealthTargets(projector *projections.Projector, checker interface{ SetTargets([]health.Target) }) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			changed := projector.Changed()
+			checker.SetTargets(healthTargets(projector.Snapshot()))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+		}
+	}
+}
+
+// healthTargets lists every upstream of every route of s with an enabled
+// health check, as the health package takes them.
+func healthTargets(s *projections.Snapshot) []health.Target {
+	var out []health.Target
+	for _, r := range s.Routes() {
+		if r.Resilience == nil || r.Resilience.HealthCheck == nil || !r.Resilience.HealthCheck.Enabled {
+			continue
+		}
+		hc := r.Resilience.HealthCheck
+		check := health.Check{
+			Interval:           time.Duration(hc.IntervalMs) * time.Millisecond,
+			Timeout:            time.Duration(hc.TimeoutMs) * time.Millisecond,
+			HealthyThreshold:   hc.HealthyThreshold,
+			UnhealthyThreshold: hc.UnhealthyThreshold,
+		}
+		for _, up := range r.Upstreams {
+			u, err := health.ProbeURL(up.URL, hc.Endpoint)
+			if err != nil {
+				continue // validated on write; nothing sensible to probe
+			}
+			out = append(out, health.Target{Key: health.Key{TenantID: r.TenantID, RouteID: r.ID, Upstream: up.URL}, URL: u, Check: check})
+		}
+	}
+	return out
 }
 
 func (r *resilienceParts) proxyDeps(snapshots proxy.Snapshots, reg prometheus.Registerer) proxy.Deps {

@@ -2,9 +2,14 @@
 // upstream from this instance; Shared elects one prober per upstream for the
 // whole cluster with a Redis lease and shares the status through Redis. In
 // both, Healthy reads memory only and an upstream is healthy until probed.
+//
+// The checkers are told what to probe (SetTargets) whenever the
+// configuration changes; they never poll for it. A target that is new, or
+// whose probe URL or Check changed, is probed at once, then every Interval.
 package health
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -19,24 +24,26 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tenantgate/gateway/events"
-	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/resilience/promutil"
 )
 
 // Key names the upstream of one route of one tenant.
 type Key struct{ TenantID, RouteID, Upstream string } // Upstream: the upstream URL as configured
 
-// Target is one upstream to probe.
-type Target struct {
-	Key    Key
-	URL    string // probe URL: the upstream's scheme, host and port with the endpoint as path
-	Config events.HealthCheck
+// Check is how an upstream is probed. Zero fields take their defaults.
+type Check struct {
+	Interval           time.Duration // between two probes; default 30s
+	Timeout            time.Duration // of one probe; default 5s
+	HealthyThreshold   int           // consecutive successes that mark it healthy; default 2
+	UnhealthyThreshold int           // consecutive failures that mark it unhealthy; default 3
 }
 
-// Targets returns the current set; the checker asks for it each time it
-// schedules probes, so route changes are picked up without a restart.
-type Targets func() []Target
+// Target is one upstream to probe.
+type Target struct {
+	Key   Key
+	URL   string // probe URL: the upstream's scheme, host and port with the endpoint as path (ProbeURL)
+	Check Check
+}
 
 // Checker is what the proxy reads.
 type Checker interface{ Healthy(k Key) bool } // true until probed unhealthy; no I/O
@@ -46,24 +53,21 @@ var (
 	_ Checker = (*Shared)(nil)
 )
 
-// Defaults for the fields of a health-check block left at zero.
+// Defaults for the fields of a Check left at zero, and of a probe URL's path.
 const (
 	DefaultEndpoint           = "/health"
-	DefaultIntervalMs         = 30000
-	DefaultTimeoutMs          = 5000
+	DefaultInterval           = 30 * time.Second
+	DefaultTimeout            = 5 * time.Second
 	DefaultHealthyThreshold   = 2
 	DefaultUnhealthyThreshold = 3
 )
 
-func normalize(c events.HealthCheck) events.HealthCheck {
-	if c.Endpoint == "" {
-		c.Endpoint = DefaultEndpoint
+func (c Check) withDefaults() Check {
+	if c.Interval <= 0 {
+		c.Interval = DefaultInterval
 	}
-	if c.IntervalMs <= 0 {
-		c.IntervalMs = DefaultIntervalMs
-	}
-	if c.TimeoutMs <= 0 {
-		c.TimeoutMs = DefaultTimeoutMs
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
 	}
 	if c.HealthyThreshold <= 0 {
 		c.HealthyThreshold = DefaultHealthyThreshold
@@ -93,32 +97,6 @@ func ProbeURL(upstream, endpoint string) (string, error) {
 	return u.Scheme + "://" + u.Host + endpoint, nil
 }
 
-// TargetsFromSnapshot lists every upstream of every route with an enabled
-// health check in the current snapshot.
-func TargetsFromSnapshot(snap func() *projections.Snapshot) Targets {
-	return func() []Target {
-		s := snap()
-		if s == nil {
-			return nil
-		}
-		var out []Target
-		for _, r := range s.Routes() {
-			if r.Resilience == nil || r.Resilience.HealthCheck == nil || !r.Resilience.HealthCheck.Enabled {
-				continue
-			}
-			hc := normalize(*r.Resilience.HealthCheck)
-			for _, up := range r.Upstreams {
-				u, err := ProbeURL(up.URL, hc.Endpoint)
-				if err != nil {
-					continue // validated on write; nothing sensible to probe
-				}
-				out = append(out, Target{Key: Key{TenantID: r.TenantID, RouteID: r.ID, Upstream: up.URL}, URL: u, Config: hc})
-			}
-		}
-		return out
-	}
-}
-
 // Config configures both checkers. Zero fields take their defaults.
 type Config struct {
 	// Client sends the probes. Default: a client that follows no redirects
@@ -126,9 +104,6 @@ type Config struct {
 	Client *http.Client
 	// Concurrency caps the probes in flight. Default 64.
 	Concurrency int
-	// Refresh is the longest the checker waits before asking Targets again.
-	// Default 1s.
-	Refresh time.Duration
 	// Registerer receives the health metrics. Nil: none.
 	Registerer prometheus.Registerer
 }
@@ -144,11 +119,8 @@ func (c *Config) defaults() error {
 	if c.Concurrency == 0 {
 		c.Concurrency = 64
 	}
-	if c.Refresh == 0 {
-		c.Refresh = time.Second
-	}
-	if c.Concurrency < 0 || c.Refresh < 0 {
-		return errors.New("health: Concurrency and Refresh must be positive")
+	if c.Concurrency < 0 {
+		return errors.New("health: Concurrency must be positive")
 	}
 	return nil
 }
@@ -160,13 +132,17 @@ type status struct {
 	mu        sync.Mutex
 	successes int
 	failures  int
-	next      time.Time // when the next probe is due (scheduler only)
+	heard     uint64 // statuses set from the cluster so far
+	retired   bool   // no longer checked: results that come late change nothing
 }
 
 // record applies a local probe result; it reports whether health flipped.
-func (s *status) record(ok bool, hc events.HealthCheck) (flipped bool) {
+func (s *status) record(ok bool, hc Check) (flipped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return false
+	}
 	healthy := s.healthy.Load()
 	if ok {
 		s.successes++
@@ -186,11 +162,35 @@ func (s *status) record(ok bool, hc events.HealthCheck) (flipped bool) {
 	return false
 }
 
-// set applies a status learned from the cluster.
+// set applies a status learned from the cluster as it happened: a probe's
+// result, or an announcement of one.
 func (s *status) set(healthy bool) (flipped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.healthy.Load() == healthy {
+	s.heard++
+	return s.store(healthy)
+}
+
+// heardSoFar is the count setRead takes.
+func (s *status) heardSoFar() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heard
+}
+
+// setRead applies a status read from the cluster, unless a status was set
+// since heardSoFar returned heard: that one is at least as new as the read.
+func (s *status) setRead(healthy bool, heard uint64) (flipped bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.heard != heard {
+		return false
+	}
+	return s.store(healthy)
+}
+
+func (s *status) store(healthy bool) (flipped bool) {
+	if s.retired || s.healthy.Load() == healthy {
 		return false
 	}
 	s.healthy.Store(healthy)
@@ -198,25 +198,35 @@ func (s *status) set(healthy bool) (flipped bool) {
 	return true
 }
 
-// core is the scheduler both checkers share: it asks for the targets, starts
-// the probes that are due and keeps the statuses.
+// retire marks s as no longer checked and reports whether it was unhealthy.
+func (s *status) retire() (wasUnhealthy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retired = true
+	return !s.healthy.Load()
+}
+
+// core is what both checkers share: the target set they are told, the
+// scheduler that starts the probes when due, and the statuses.
 type core struct {
 	cfg      Config
-	targets  Targets
 	log      *slog.Logger
 	m        *metrics
-	statuses sync.Map // Key -> *status
+	statuses sync.Map // Key -> *status, read by Healthy
 	sem      chan struct{}
 	// check does one target's work when due (probe, or learn from the cluster).
 	check func(ctx context.Context, t Target, st *status)
+
+	// The latest SetTargets, until the scheduler takes it; wake tells it.
+	mu      sync.Mutex
+	pending []Target
+	fresh   bool
+	wake    chan struct{}
 }
 
-func newCore(cfg Config, targets Targets, log *slog.Logger) (*core, error) {
+func newCore(cfg Config, log *slog.Logger) (*core, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
-	}
-	if targets == nil {
-		return nil, errors.New("health: nil Targets")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -225,8 +235,31 @@ func newCore(cfg Config, targets Targets, log *slog.Logger) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &core{cfg: cfg, targets: targets, log: log.With("component", "health"), m: m,
-		sem: make(chan struct{}, cfg.Concurrency)}, nil
+	return &core{cfg: cfg, log: log.With("component", "health"), m: m,
+		sem: make(chan struct{}, cfg.Concurrency), wake: make(chan struct{}, 1)}, nil
+}
+
+// SetTargets replaces the set of upstreams to check; call it whenever the
+// configuration changes (before or while Run runs). Targets that are new,
+// or whose URL or Check changed, are probed at once; those left out are
+// forgotten and count as healthy again. A Key given twice counts once (the
+// first). It does not block: the scheduler picks the set up.
+func (c *core) SetTargets(ts []Target) {
+	c.mu.Lock()
+	c.pending, c.fresh = append([]Target(nil), ts...), true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // already told
+	}
+}
+
+func (c *core) takeTargets() ([]Target, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts, fresh := c.pending, c.fresh
+	c.pending, c.fresh = nil, false
+	return ts, fresh
 }
 
 // Healthy reports k's status: true until probed unhealthy, and for any
@@ -236,65 +269,128 @@ func (c *core) Healthy(k Key) bool {
 	return !ok || v.(*status).healthy.Load()
 }
 
+// scheduled is a target in the scheduler's queue.
+type scheduled struct {
+	t     Target // Check with its defaults
+	st    *status
+	due   time.Time
+	index int // in the queue
+}
+
+// queue is a min-heap of targets by due time, so a scheduler pass costs the
+// targets that are due, not all of them.
+type queue []*scheduled
+
+func (q queue) Len() int           { return len(q) }
+func (q queue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q queue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *queue) Push(x any) {
+	s := x.(*scheduled)
+	s.index = len(*q)
+	*q = append(*q, s)
+}
+func (q *queue) Pop() any {
+	old := *q
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return s
+}
+
+// scheduler is the state of one run: only its goroutine touches it.
+type scheduler struct {
+	byKey map[Key]*scheduled
+	queue queue
+}
+
 // run schedules probes until ctx ends.
 func (c *core) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	timer := time.NewTimer(0)
+	s := &scheduler{byKey: map[Key]*scheduled{}}
+	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if ts, fresh := c.takeTargets(); fresh {
+			c.update(s, ts, time.Now())
+		}
+		if !c.startDue(ctx, s, &wg, time.Now()) {
+			return nil
+		}
+		if len(s.queue) > 0 {
+			timer.Reset(max(time.Until(s.queue[0].due), time.Millisecond))
+		} else {
+			timer.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case <-c.wake:
 		}
-		wake := c.schedule(ctx, &wg)
-		timer.Reset(max(time.Until(wake), time.Millisecond))
 	}
 }
 
-// schedule starts the probes that are due and returns when to look again.
-func (c *core) schedule(ctx context.Context, wg *sync.WaitGroup) time.Time {
-	now := time.Now()
-	wake := now.Add(c.cfg.Refresh)
-	targets, err := c.safeTargets()
-	if err != nil {
-		c.log.Error("health: listing targets failed", "err", err)
-		return wake
-	}
-	seen := make(map[Key]struct{}, len(targets))
-	for _, t := range targets {
-		if !t.Config.Enabled {
+// update makes the scheduled set equal ts.
+func (c *core) update(s *scheduler, ts []Target, now time.Time) {
+	seen := make(map[Key]struct{}, len(ts))
+	for _, t := range ts {
+		if _, dup := seen[t.Key]; dup {
 			continue
 		}
-		t.Config = normalize(t.Config)
 		seen[t.Key] = struct{}{}
-		v, loaded := c.statuses.Load(t.Key)
-		if !loaded {
-			st := &status{}
-			st.healthy.Store(true)
-			v, loaded = c.statuses.LoadOrStore(t.Key, st)
-			if !loaded {
-				c.m.tracked(1)
+		t.Check = t.Check.withDefaults()
+		if e, ok := s.byKey[t.Key]; ok {
+			if e.t != t {
+				// Another endpoint, interval or threshold: probe it now.
+				e.t, e.due = t, now
+				heap.Fix(&s.queue, e.index)
 			}
-		}
-		st := v.(*status)
-		if now.Before(st.next) {
-			wake = earliest(wake, st.next)
 			continue
 		}
-		interval := time.Duration(t.Config.IntervalMs) * time.Millisecond
-		st.next = now.Add(interval)
-		wake = earliest(wake, st.next)
-		if !st.running.CompareAndSwap(false, true) {
+		fresh := &status{}
+		fresh.healthy.Store(true)
+		v, loaded := c.statuses.LoadOrStore(t.Key, fresh) // loaded: from an earlier Run
+		if !loaded {
+			c.m.tracked(1)
+		}
+		e := &scheduled{t: t, st: v.(*status), due: now}
+		s.byKey[t.Key] = e
+		heap.Push(&s.queue, e)
+	}
+	for k, e := range s.byKey {
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		heap.Remove(&s.queue, e.index)
+		delete(s.byKey, k)
+		c.statuses.Delete(k)
+		c.m.tracked(-1)
+		if e.st.retire() {
+			c.m.unhealthy(-1)
+		}
+	}
+}
+
+// startDue starts the probes that are due; false when ctx ended.
+func (c *core) startDue(ctx context.Context, s *scheduler, wg *sync.WaitGroup, now time.Time) bool {
+	for len(s.queue) > 0 && !s.queue[0].due.After(now) {
+		e := s.queue[0]
+		e.due = now.Add(e.t.Check.Interval)
+		heap.Fix(&s.queue, 0)
+		if !e.st.running.CompareAndSwap(false, true) {
 			continue // the previous probe still runs (timeout > interval)
 		}
 		select {
 		case c.sem <- struct{}{}:
 		case <-ctx.Done():
-			st.running.Store(false)
-			return wake
+			e.st.running.Store(false)
+			return false
 		}
+		t, st := e.t, e.st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -308,39 +404,12 @@ func (c *core) schedule(ctx context.Context, wg *sync.WaitGroup) time.Time {
 			c.check(ctx, t, st)
 		}()
 	}
-	// Forget upstreams no longer checked: they count as healthy again.
-	c.statuses.Range(func(k, v any) bool {
-		if _, ok := seen[k.(Key)]; !ok {
-			c.statuses.Delete(k)
-			c.m.tracked(-1)
-			if !v.(*status).healthy.Load() {
-				c.m.unhealthy(-1)
-			}
-		}
-		return true
-	})
-	return wake
-}
-
-func (c *core) safeTargets() (ts []Target, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
-		}
-	}()
-	return c.targets(), nil
-}
-
-func earliest(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
+	return true
 }
 
 // probe sends one GET; 2xx within the timeout is a success.
 func (c *core) probe(ctx context.Context, t Target) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.Config.TimeoutMs)*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, t.Check.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
@@ -374,9 +443,10 @@ func (c *core) flipped(t Target, healthy bool, source string) {
 // Local probes every target from this instance.
 type Local struct{ *core }
 
-// NewLocal returns a checker probing from this instance; call Run.
-func NewLocal(cfg Config, targets Targets, log *slog.Logger) (*Local, error) {
-	c, err := newCore(cfg, targets, log)
+// NewLocal returns a checker probing from this instance; call SetTargets
+// and Run.
+func NewLocal(cfg Config, log *slog.Logger) (*Local, error) {
+	c, err := newCore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +460,7 @@ func (c *core) checkLocal(ctx context.Context, t Target, st *status) {
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled probe says nothing of the upstream
 	}
-	if st.record(ok, t.Config) {
+	if st.record(ok, t.Check) {
 		c.flipped(t, ok, "local")
 	}
 }

@@ -6,12 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/tenantgate/gateway/events"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -46,30 +43,18 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
-func (u *upstream) target(t *testing.T, route string, hc events.HealthCheck) Target {
+func (u *upstream) target(t *testing.T, route string, hc Check) Target {
 	t.Helper()
-	probe, err := ProbeURL(u.srv.URL+"/base", hc.Endpoint)
+	return u.targetAt(t, route, "/health", hc)
+}
+
+func (u *upstream) targetAt(t *testing.T, route, endpoint string, hc Check) Target {
+	t.Helper()
+	probe, err := ProbeURL(u.srv.URL+"/base", endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Target{Key: Key{TenantID: "t1", RouteID: route, Upstream: u.srv.URL + "/base"}, URL: probe, Config: hc}
-}
-
-// fixedTargets is a Targets whose set the test can change.
-type fixedTargets struct {
-	mu sync.Mutex
-	ts []Target
-}
-
-func (f *fixedTargets) get() []Target {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]Target(nil), f.ts...)
-}
-func (f *fixedTargets) set(ts ...Target) {
-	f.mu.Lock()
-	f.ts = ts
-	f.mu.Unlock()
+	return Target{Key: Key{TenantID: "t1", RouteID: route, Upstream: u.srv.URL + "/base"}, URL: probe, Check: hc}
 }
 
 func run(t *testing.T, r interface{ Run(context.Context) error }) {
@@ -103,7 +88,11 @@ func within(t *testing.T, what string, limit time.Duration, cond func() bool) ti
 	return time.Since(start)
 }
 
-var fast = events.HealthCheck{Enabled: true, Endpoint: "/health", IntervalMs: 50, TimeoutMs: 100, HealthyThreshold: 2, UnhealthyThreshold: 3}
+var fast = Check{Interval: 50 * time.Millisecond, Timeout: 100 * time.Millisecond, HealthyThreshold: 2, UnhealthyThreshold: 3}
+
+// slow is a check whose next probe is an hour away: any probe after the
+// first is one the checker was told to send.
+var slow = Check{Interval: time.Hour, Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1}
 
 func TestLocalFlip(t *testing.T) {
 	t.Parallel()
@@ -122,12 +111,11 @@ func TestLocalFlip(t *testing.T) {
 			t.Parallel()
 			up := newUpstream(t)
 			tg := up.target(t, "r1", fast)
-			targets := &fixedTargets{}
-			targets.set(tg)
-			l, err := NewLocal(Config{}, targets.get, quiet)
+			l, err := NewLocal(Config{}, quiet)
 			if err != nil {
 				t.Fatal(err)
 			}
+			l.SetTargets([]Target{tg})
 			if !l.Healthy(tg.Key) {
 				t.Fatal("unhealthy before any probe")
 			}
@@ -141,9 +129,9 @@ func TestLocalFlip(t *testing.T) {
 			// phase, one of timeout and scheduling slack).
 			// Probes run every interval, but one that hangs until timeoutMs
 			// delays the next to the first interval after it ends.
-			period := time.Duration(fast.IntervalMs) * time.Millisecond
+			period := fast.Interval
 			if tc.slow {
-				period += time.Duration(fast.TimeoutMs) * time.Millisecond
+				period += fast.Timeout
 			}
 			limit := time.Duration(fast.UnhealthyThreshold+1)*period + 100*time.Millisecond
 			took := within(t, "marked unhealthy", limit, func() bool { return !l.Healthy(tg.Key) })
@@ -152,7 +140,7 @@ func TestLocalFlip(t *testing.T) {
 				return
 			}
 			tc.fix(up)
-			limit = time.Duration(fast.IntervalMs*(fast.HealthyThreshold+1)+fast.TimeoutMs+100) * time.Millisecond
+			limit = fast.Interval*time.Duration(fast.HealthyThreshold+1) + fast.Timeout + 100*time.Millisecond
 			took = within(t, "healthy again", limit, func() bool { return l.Healthy(tg.Key) })
 			t.Logf("healthy again after %v", took)
 		})
@@ -163,42 +151,95 @@ func TestLocalOnlyFlipsTheFailingUpstream(t *testing.T) {
 	t.Parallel()
 	a, b := newUpstream(t), newUpstream(t)
 	ta, tb := a.target(t, "r1", fast), b.target(t, "r1", fast)
-	targets := &fixedTargets{}
-	targets.set(ta, tb)
-	l, err := NewLocal(Config{Refresh: 20 * time.Millisecond}, targets.get, quiet)
+	l, err := NewLocal(Config{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.SetTargets([]Target{ta, tb})
 	run(t, l)
 	a.down.Store(true)
 	within(t, "a unhealthy", 2*time.Second, func() bool { return !l.Healthy(ta.Key) })
 	if !l.Healthy(tb.Key) {
 		t.Fatal("b marked unhealthy with a")
 	}
-	// A target that is no longer checked counts as healthy again.
-	targets.set(tb)
+	// A target that is no longer checked counts as healthy again, and is
+	// no longer probed.
+	l.SetTargets([]Target{tb})
 	within(t, "a forgotten", time.Second, func() bool { return l.Healthy(ta.Key) })
+	time.Sleep(2 * fast.Timeout) // let a probe already in flight end
+	before := a.probes.Load()
+	time.Sleep(4 * fast.Interval) // a measuring period: four intervals without a probe
+	if n := a.probes.Load() - before; n != 0 {
+		t.Fatalf("a forgotten target was probed %d more times", n)
+	}
 }
 
-func TestDisabledCheckNeverProbes(t *testing.T) {
+// The checker reacts to SetTargets: a new target is probed at once, before
+// Run's first tick and whatever its interval; a target whose endpoint,
+// interval or thresholds change is probed again at once; one given again
+// unchanged is not.
+func TestLocalProbesNewAndChangedTargetsAtOnce(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
-	off := fast
-	off.Enabled = false
-	targets := &fixedTargets{}
-	targets.set(up.target(t, "r1", off))
-	l, err := NewLocal(Config{Refresh: 10 * time.Millisecond}, targets.get, quiet)
+	l, err := NewLocal(Config{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, l)
-	// Give the scheduler several rounds to (wrongly) probe.
-	deadline := time.Now().Add(200 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		if up.probes.Load() != 0 {
-			t.Fatal("a disabled health check probed")
+	tg := up.target(t, "r1", slow)
+	set := func(ts ...Target) { l.SetTargets(ts) }
+	set(tg)
+	within(t, "the first probe of a new target", 10*time.Second, func() bool { return up.probes.Load() == 1 })
+	for range 50 {
+		set(tg) // unchanged: nothing to do
+	}
+	other := up.target(t, "r2", slow)
+	set(tg, other)
+	within(t, "the first probe of a second target", 10*time.Second, func() bool { return up.probes.Load() >= 2 })
+	if n := up.probes.Load(); n != 2 {
+		t.Fatalf("%d probes after giving an unchanged target again, want 2", n)
+	}
+
+	steps := []struct {
+		name   string
+		change func(Target) Target
+	}{
+		{name: "endpoint", change: func(t0 Target) Target { t0.URL = up.srv.URL + "/health?v=2"; return t0 }},
+		{name: "threshold", change: func(t0 Target) Target { t0.Check.UnhealthyThreshold = 5; return t0 }},
+		{name: "timeout", change: func(t0 Target) Target { t0.Check.Timeout = 2 * time.Second; return t0 }},
+	}
+	for _, st := range steps {
+		want := up.probes.Load() + 1
+		tg = st.change(tg)
+		set(tg, other)
+		within(t, "a probe after a changed "+st.name, 10*time.Second, func() bool { return up.probes.Load() >= want })
+		if n := up.probes.Load(); n != want {
+			t.Fatalf("%d probes after a changed %s, want %d", n, st.name, want)
 		}
-		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A shorter interval: probed now, then at the new pace.
+	before := up.probes.Load()
+	tg.Check.Interval = fast.Interval
+	set(tg, other)
+	within(t, "probes at the new interval", 10*time.Second, func() bool { return up.probes.Load() >= before+3 })
+}
+
+func TestLocalSetTargetsBeforeRun(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	l, err := NewLocal(Config{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.down.Store(true)
+	tg := up.target(t, "r1", slow)
+	l.SetTargets([]Target{tg, tg}) // a key given twice counts once
+	run(t, l)
+	within(t, "probed unhealthy", 10*time.Second, func() bool { return !l.Healthy(tg.Key) })
+	time.Sleep(50 * time.Millisecond) // a second probe, if one were started, would have arrived
+	if n := up.probes.Load(); n != 1 {
+		t.Fatalf("%d probes of a target given twice, want 1", n)
 	}
 }
 
@@ -230,20 +271,19 @@ func TestProbeURL(t *testing.T) {
 
 func TestNewLocalValidates(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		cfg     Config
-		targets Targets
-	}{
-		{name: "nil targets", cfg: Config{}},
-		{name: "negative concurrency", cfg: Config{Concurrency: -1}, targets: func() []Target { return nil }},
+	if _, err := NewLocal(Config{Concurrency: -1}, quiet); err == nil {
+		t.Fatal("negative Concurrency: want an error")
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			if _, err := NewLocal(tc.cfg, tc.targets, quiet); err == nil {
-				t.Fatal("want an error")
-			}
-		})
+}
+
+func TestCheckDefaults(t *testing.T) {
+	t.Parallel()
+	got := Check{}.withDefaults()
+	want := Check{Interval: 30 * time.Second, Timeout: 5 * time.Second, HealthyThreshold: 2, UnhealthyThreshold: 3}
+	if got != want {
+		t.Fatalf("Check{}.withDefaults() = %+v, want %+v", got, want)
+	}
+	if c := (Check{Interval: time.Second, HealthyThreshold: 7}).withDefaults(); c.Interval != time.Second || c.HealthyThreshold != 7 {
+		t.Fatalf("set fields were replaced: %+v", c)
 	}
 }

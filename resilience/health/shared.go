@@ -46,8 +46,8 @@ type Shared struct {
 	logged   announce.LogThrottle
 }
 
-// NewShared returns a cluster-wide checker; call Run.
-func NewShared(client redis.UniversalClient, cfg SharedConfig, targets Targets, log *slog.Logger) (*Shared, error) {
+// NewShared returns a cluster-wide checker; call SetTargets and Run.
+func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger) (*Shared, error) {
 	if client == nil {
 		return nil, errors.New("health: nil Redis client")
 	}
@@ -60,7 +60,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, targets Targets, 
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = announce.NewInstanceID()
 	}
-	c, err := newCore(cfg.Config, targets, log)
+	c, err := newCore(cfg.Config, log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +97,10 @@ type announcement struct {
 }
 
 func (s *Shared) checkShared(ctx context.Context, t Target, st *status) {
-	interval := time.Duration(t.Config.IntervalMs) * time.Millisecond
+	interval := t.Check.Interval
 	key := s.RedisKey(t.Key)
 	rctx, cancel := context.WithTimeout(ctx, s.scfg.RedisTimeout)
-	ttl := 2*interval + time.Duration(t.Config.TimeoutMs)*time.Millisecond
+	ttl := 2*interval + t.Check.Timeout
 	held, err := leaseScript.Run(rctx, s.client, []string{key + ":lease"}, s.scfg.InstanceID, ttl.Milliseconds()).Int()
 	cancel()
 	if err != nil {
@@ -125,13 +125,13 @@ func (s *Shared) checkShared(ctx context.Context, t Target, st *status) {
 		okArg = 1
 	}
 	rctx, cancel = context.WithTimeout(ctx, s.scfg.RedisTimeout)
-	healthy, err := resultScript.Run(rctx, s.client, []string{key}, okArg, t.Config.HealthyThreshold,
-		t.Config.UnhealthyThreshold, (10*interval + time.Minute).Milliseconds(), s.channel, up, down).Int()
+	healthy, err := resultScript.Run(rctx, s.client, []string{key}, okArg, t.Check.HealthyThreshold,
+		t.Check.UnhealthyThreshold, (10*interval + time.Minute).Milliseconds(), s.channel, up, down).Int()
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			s.redisFailed("health result", err)
-			if st.record(ok, t.Config) {
+			if st.record(ok, t.Check) {
 				s.flipped(t, ok, "local")
 			}
 		}
@@ -142,10 +142,12 @@ func (s *Shared) checkShared(ctx context.Context, t Target, st *status) {
 	}
 }
 
-// follow reads the status written by the instance holding the lease.
+// follow reads the status written by the instance holding the lease. An
+// announcement that arrives meanwhile wins over the read, which may predate it.
 func (s *Shared) follow(ctx context.Context, t Target, st *status, key string) {
 	rctx, cancel := context.WithTimeout(ctx, s.scfg.RedisTimeout)
 	defer cancel()
+	heard := st.heardSoFar()
 	v, err := s.client.HGet(rctx, key, "healthy").Result()
 	if errors.Is(err, redis.Nil) {
 		return // not probed yet
@@ -156,7 +158,7 @@ func (s *Shared) follow(ctx context.Context, t Target, st *status, key string) {
 		}
 		return
 	}
-	if st.set(v == "1") {
+	if st.setRead(v == "1", heard) {
 		s.flipped(t, v == "1", "cluster")
 	}
 }

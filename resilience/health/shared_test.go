@@ -9,11 +9,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 )
 
-func sharedCluster(t *testing.T, n int, targets Targets) []*Shared {
+// sharedCluster starts n instances on one Redis, each told targets.
+func sharedCluster(t *testing.T, n int, targets ...Target) []*Shared {
 	t.Helper()
 	url, prefix := testenv.Redis(t)
 	out := make([]*Shared, n)
@@ -24,10 +24,11 @@ func sharedCluster(t *testing.T, n int, targets Targets) []*Shared {
 		}
 		c := redis.NewClient(opts)
 		t.Cleanup(func() { _ = c.Close() })
-		s, err := NewShared(c, SharedConfig{Prefix: prefix}, targets, quiet)
+		s, err := NewShared(c, SharedConfig{Prefix: prefix}, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.SetTargets(targets)
 		out[i] = s
 	}
 	for _, s := range out {
@@ -42,11 +43,9 @@ func sharedCluster(t *testing.T, n int, targets Targets) []*Shared {
 func TestSharedProbesOncePerInterval(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
-	hc := events.HealthCheck{Enabled: true, Endpoint: "/health", IntervalMs: 100, TimeoutMs: 100, HealthyThreshold: 2, UnhealthyThreshold: 2}
+	hc := Check{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, HealthyThreshold: 2, UnhealthyThreshold: 2}
 	tg := up.target(t, "r1", hc)
-	targets := &fixedTargets{}
-	targets.set(tg)
-	sharedCluster(t, 3, targets.get)
+	sharedCluster(t, 3, tg)
 	within(t, "first probe", 2*time.Second, func() bool { return up.probes.Load() > 0 })
 	start, before := time.Now(), up.probes.Load()
 	time.Sleep(time.Second) // the measurement period itself, not a wait for an outcome
@@ -62,9 +61,7 @@ func TestSharedFlipReachesEveryInstance(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
 	tg := up.target(t, "r1", fast)
-	targets := &fixedTargets{}
-	targets.set(tg)
-	ins := sharedCluster(t, 3, targets.get)
+	ins := sharedCluster(t, 3, tg)
 	within(t, "first probe", 2*time.Second, func() bool { return up.probes.Load() > 0 })
 	allHealthy := func(want bool) func() bool {
 		return func() bool {
@@ -77,10 +74,10 @@ func TestSharedFlipReachesEveryInstance(t *testing.T) {
 		}
 	}
 	up.down.Store(true)
-	limit := time.Duration(fast.IntervalMs*(fast.UnhealthyThreshold+1)+fast.TimeoutMs+150) * time.Millisecond
+	limit := fast.Interval*time.Duration(fast.UnhealthyThreshold+1) + fast.Timeout + 150*time.Millisecond
 	t.Logf("unhealthy everywhere after %v", within(t, "unhealthy everywhere", limit, allHealthy(false)))
 	up.down.Store(false)
-	limit = time.Duration(fast.IntervalMs*(fast.HealthyThreshold+1)+fast.TimeoutMs+150) * time.Millisecond
+	limit = fast.Interval*time.Duration(fast.HealthyThreshold+1) + fast.Timeout + 150*time.Millisecond
 	t.Logf("healthy everywhere after %v", within(t, "healthy everywhere", limit, allHealthy(true)))
 }
 
@@ -96,12 +93,11 @@ func TestSharedProbesLocallyWithoutRedis(t *testing.T) {
 	t.Cleanup(func() { _ = client.Close() })
 	up := newUpstream(t)
 	tg := up.target(t, "r1", fast)
-	targets := &fixedTargets{}
-	targets.set(tg)
-	s, err := NewShared(client, SharedConfig{}, targets.get, quiet)
+	s, err := NewShared(client, SharedConfig{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetTargets([]Target{tg})
 	run(t, s)
 	up.down.Store(true)
 	within(t, "unhealthy through local probes", 2*time.Second, func() bool { return !s.Healthy(tg.Key) })
@@ -115,10 +111,8 @@ func TestSharedLeaseMovesWhenHolderDies(t *testing.T) {
 	t.Parallel()
 	url, prefix := testenv.Redis(t)
 	up := newUpstream(t)
-	hc := events.HealthCheck{Enabled: true, Endpoint: "/health", IntervalMs: 50, TimeoutMs: 50, HealthyThreshold: 1, UnhealthyThreshold: 1}
+	hc := Check{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 1}
 	tg := up.target(t, "r1", hc)
-	targets := &fixedTargets{}
-	targets.set(tg)
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -128,10 +122,11 @@ func TestSharedLeaseMovesWhenHolderDies(t *testing.T) {
 	for range 2 {
 		c := redis.NewClient(opts)
 		t.Cleanup(func() { _ = c.Close() })
-		s, err := NewShared(c, SharedConfig{Prefix: prefix}, targets.get, quiet)
+		s, err := NewShared(c, SharedConfig{Prefix: prefix}, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.SetTargets([]Target{tg})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
@@ -166,4 +161,45 @@ func TestSharedLeaseMovesWhenHolderDies(t *testing.T) {
 	})
 	up.down.Store(true)
 	within(t, "the survivor sees the upstream fail", time.Second, func() bool { return !ins[survivor].Healthy(tg.Key) })
+}
+
+// A target new to the cluster is probed at once, by one instance: each is
+// told of it (as each applies the route), one takes the lease and probes,
+// the others follow. A changed target likewise, once more.
+func TestSharedProbesANewTargetAtOnceFromOneInstance(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	ins := sharedCluster(t, 3)
+	tg := up.target(t, "r1", slow)
+	up.down.Store(true)
+	for _, s := range ins {
+		s.SetTargets([]Target{tg})
+	}
+	everywhere := func(healthy bool) func() bool {
+		return func() bool {
+			for _, s := range ins {
+				if s.Healthy(tg.Key) != healthy {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	// slow's next probe is an hour away, so these come from SetTargets alone.
+	within(t, "the new target probed unhealthy on every instance", 10*time.Second, everywhere(false))
+	time.Sleep(100 * time.Millisecond) // a measuring period: probes by the other instances would arrive
+	if n := up.probes.Load(); n != 1 {
+		t.Fatalf("3 instances told of a new target probed it %d times, want once", n)
+	}
+	up.down.Store(false)
+	tg.Check.HealthyThreshold = 1
+	tg.URL += "?v=2"
+	for _, s := range ins {
+		s.SetTargets([]Target{tg})
+	}
+	within(t, "the changed target probed healthy on every instance", 10*time.Second, everywhere(true))
+	time.Sleep(100 * time.Millisecond)
+	if n := up.probes.Load(); n != 2 {
+		t.Fatalf("3 instances told of a changed target: %d probes in all, want 2", n)
+	}
 }

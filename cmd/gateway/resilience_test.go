@@ -1,4 +1,4 @@
-package health
+package main
 
 import (
 	"encoding/hex"
@@ -8,9 +8,10 @@ import (
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/resilience/health"
 )
 
-func TestTargetsFromSnapshot(t *testing.T) {
+func TestHealthTargets(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	key := projections.KeyHash([]byte("gw_targets_test"))
@@ -37,10 +38,11 @@ func TestTargetsFromSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := TargetsFromSnapshot(func() *projections.Snapshot { return snap })()
-	want := []Target{
-		{Key: Key{TenantID: "t1", RouteID: "r1", Upstream: "http://10.0.0.1:9001/base"}, URL: "http://10.0.0.1:9001/status", Config: *checked.HealthCheck},
-		{Key: Key{TenantID: "t1", RouteID: "r1", Upstream: "https://10.0.0.2"}, URL: "https://10.0.0.2/status", Config: *checked.HealthCheck},
+	got := healthTargets(snap)
+	check := health.Check{Interval: time.Second, Timeout: 500 * time.Millisecond, HealthyThreshold: 1, UnhealthyThreshold: 2}
+	want := []health.Target{
+		{Key: health.Key{TenantID: "t1", RouteID: "r1", Upstream: "http://10.0.0.1:9001/base"}, URL: "http://10.0.0.1:9001/status", Check: check},
+		{Key: health.Key{TenantID: "t1", RouteID: "r1", Upstream: "https://10.0.0.2"}, URL: "https://10.0.0.2/status", Check: check},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d targets %+v, want %d", len(got), got, len(want))
@@ -50,7 +52,7 @@ func TestTargetsFromSnapshot(t *testing.T) {
 			t.Errorf("target %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	if ts := TargetsFromSnapshot(func() *projections.Snapshot { return nil })(); ts != nil {
-		t.Fatalf("nil snapshot: %v", ts)
+	if ts := healthTargets(projections.Empty()); len(ts) != 0 {
+		t.Fatalf("empty snapshot: %v", ts)
 	}
 }
