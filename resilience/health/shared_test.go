@@ -40,6 +40,18 @@ func sharedCluster(t *testing.T, n int, targets ...Target) []*Shared {
 	return out
 }
 
+// everywhere reports whether every instance sees k as healthy (or not).
+func everywhere(ins []*Shared, k Key, healthy bool) func() bool {
+	return func() bool {
+		for _, s := range ins {
+			if s.Healthy(k) != healthy {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 func TestSharedProbesOncePerInterval(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
@@ -63,22 +75,12 @@ func TestSharedFlipReachesEveryInstance(t *testing.T) {
 	tg := up.target(t, "r1", fast)
 	ins := sharedCluster(t, 3, tg)
 	within(t, "first probe", 2*time.Second, func() bool { return up.probes.Load() > 0 })
-	allHealthy := func(want bool) func() bool {
-		return func() bool {
-			for _, s := range ins {
-				if s.Healthy(tg.Key) != want {
-					return false
-				}
-			}
-			return true
-		}
-	}
 	up.down.Store(true)
 	limit := fast.Interval*time.Duration(fast.UnhealthyThreshold+1) + fast.Timeout + 150*time.Millisecond
-	t.Logf("unhealthy everywhere after %v", within(t, "unhealthy everywhere", limit, allHealthy(false)))
+	t.Logf("unhealthy everywhere after %v", within(t, "unhealthy everywhere", limit, everywhere(ins, tg.Key, false)))
 	up.down.Store(false)
 	limit = fast.Interval*time.Duration(fast.HealthyThreshold+1) + fast.Timeout + 150*time.Millisecond
-	t.Logf("healthy everywhere after %v", within(t, "healthy everywhere", limit, allHealthy(true)))
+	t.Logf("healthy everywhere after %v", within(t, "healthy everywhere", limit, everywhere(ins, tg.Key, true)))
 }
 
 func TestSharedProbesLocallyWithoutRedis(t *testing.T) {
@@ -175,18 +177,8 @@ func TestSharedProbesANewTargetAtOnceFromOneInstance(t *testing.T) {
 	for _, s := range ins {
 		s.SetTargets([]Target{tg})
 	}
-	everywhere := func(healthy bool) func() bool {
-		return func() bool {
-			for _, s := range ins {
-				if s.Healthy(tg.Key) != healthy {
-					return false
-				}
-			}
-			return true
-		}
-	}
 	// slow's next probe is an hour away, so these come from SetTargets alone.
-	within(t, "the new target probed unhealthy on every instance", 10*time.Second, everywhere(false))
+	within(t, "the new target probed unhealthy on every instance", 10*time.Second, everywhere(ins, tg.Key, false))
 	time.Sleep(100 * time.Millisecond) // a measuring period: probes by the other instances would arrive
 	if n := up.probes.Load(); n != 1 {
 		t.Fatalf("3 instances told of a new target probed it %d times, want once", n)
@@ -197,7 +189,7 @@ func TestSharedProbesANewTargetAtOnceFromOneInstance(t *testing.T) {
 	for _, s := range ins {
 		s.SetTargets([]Target{tg})
 	}
-	within(t, "the changed target probed healthy on every instance", 10*time.Second, everywhere(true))
+	within(t, "the changed target probed healthy on every instance", 10*time.Second, everywhere(ins, tg.Key, true))
 	time.Sleep(100 * time.Millisecond)
 	if n := up.probes.Load(); n != 2 {
 		t.Fatalf("3 instances told of a changed target: %d probes in all, want 2", n)
