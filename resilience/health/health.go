@@ -271,11 +271,16 @@ func (c *core) Healthy(k Key) bool {
 
 // scheduled is a target in the scheduler's queue.
 type scheduled struct {
-	t     Target // Check with its defaults
-	st    *status
-	due   time.Time
-	index int // in the queue
+	t       Target // Check with its defaults
+	st      *status
+	due     time.Time
+	changed bool // not probed since it changed
+	index   int  // in the queue
 }
+
+// busyRetry is how soon a changed target whose previous probe still runs
+// is looked at again, rather than a whole interval later.
+const busyRetry = 10 * time.Millisecond
 
 // queue is a min-heap of targets by due time, so a scheduler pass costs the
 // targets that are due, not all of them.
@@ -346,7 +351,7 @@ func (c *core) update(s *scheduler, ts []Target, now time.Time) {
 		if e, ok := s.byKey[t.Key]; ok {
 			if e.t != t {
 				// Another endpoint, interval or threshold: probe it now.
-				e.t, e.due = t, now
+				e.t, e.due, e.changed = t, now, true
 				heap.Fix(&s.queue, e.index)
 			}
 			continue
@@ -379,11 +384,18 @@ func (c *core) update(s *scheduler, ts []Target, now time.Time) {
 func (c *core) startDue(ctx context.Context, s *scheduler, wg *sync.WaitGroup, now time.Time) bool {
 	for len(s.queue) > 0 && !s.queue[0].due.After(now) {
 		e := s.queue[0]
-		e.due = now.Add(e.t.Check.Interval)
-		heap.Fix(&s.queue, 0)
 		if !e.st.running.CompareAndSwap(false, true) {
-			continue // the previous probe still runs (timeout > interval)
+			// The previous probe still runs (it may take up to the timeout):
+			// the next tick, or soon if this one is due to a change.
+			e.due = now.Add(e.t.Check.Interval)
+			if e.changed {
+				e.due = now.Add(busyRetry)
+			}
+			heap.Fix(&s.queue, 0)
+			continue
 		}
+		e.due, e.changed = now.Add(e.t.Check.Interval), false
+		heap.Fix(&s.queue, 0)
 		select {
 		case c.sem <- struct{}{}:
 		case <-ctx.Done():

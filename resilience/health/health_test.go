@@ -225,6 +225,25 @@ func TestLocalProbesNewAndChangedTargetsAtOnce(t *testing.T) {
 	within(t, "probes at the new interval", 10*time.Second, func() bool { return up.probes.Load() >= before+3 })
 }
 
+// A target that changes while its previous probe still runs is probed as
+// soon as that probe ends, not an interval later.
+func TestLocalChangedWhileProbing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	up.slow.Store(true) // each probe takes 200ms
+	l, err := NewLocal(Config{}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, l)
+	tg := up.target(t, "r1", slow)
+	l.SetTargets([]Target{tg})
+	within(t, "the first probe under way", 10*time.Second, func() bool { return up.probes.Load() == 1 })
+	tg.Check.HealthyThreshold = 3
+	l.SetTargets([]Target{tg})
+	within(t, "a probe of the changed target", 10*time.Second, func() bool { return up.probes.Load() == 2 })
+}
+
 func TestLocalSetTargetsBeforeRun(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
