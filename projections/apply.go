@@ -263,7 +263,7 @@ func (b *edit) tenantDeleted(ev events.Envelope) error {
 		})
 		for _, id := range left {
 			e, _ := b.s.routes.get(id)
-			xor(&b.s.sum, &e.digest)
+			e.addTo(&b.s.sum, &b.s.configSum)
 			b.s.routes = b.s.routes.delete(b.tok, id)
 		}
 		b.s.tables = b.s.tables.delete(b.tok, old.ID)
@@ -277,7 +277,7 @@ func (b *edit) putTenant(old, t *Tenant) {
 	s, tok := b.s, b.tok
 	if old != nil {
 		e, _ := s.tenants.get(old.ID)
-		xor(&s.sum, &e.digest)
+		e.addTo(&s.sum, &s.configSum)
 		if cur, _ := s.byKey.get(old.KeyHash); cur == old {
 			s.byKey = s.byKey.delete(tok, old.KeyHash)
 		}
@@ -289,8 +289,8 @@ func (b *edit) putTenant(old, t *Tenant) {
 		}
 	}
 	if t != nil {
-		e := tenantEntry{t: t, digest: tenantDigest(t)}
-		xor(&s.sum, &e.digest)
+		e := tenantEntry{t: t, digests: tenantDigests(t)}
+		e.addTo(&s.sum, &s.configSum)
 		s.tenants = s.tenants.set(tok, t.ID, e)
 		s.byKey = s.byKey.set(tok, t.KeyHash, t)
 		s.byName = s.byName.set(tok, t.Name, t)
@@ -368,8 +368,8 @@ func (b *edit) routeDeleted(ev events.Envelope) error {
 // putRoute files r; its tenant exists.
 func (b *edit) putRoute(r *Route) {
 	s, tok := b.s, b.tok
-	e := routeEntry{r: r, digest: routeDigest(r)}
-	xor(&s.sum, &e.digest)
+	e := routeEntry{r: r, digests: routeDigests(r)}
+	e.addTo(&s.sum, &s.configSum)
 	s.routes = s.routes.set(tok, r.ID, e)
 	tb, _ := s.tables.get(r.TenantID)
 	tb = tb.editable(tok)
@@ -380,7 +380,7 @@ func (b *edit) putRoute(r *Route) {
 func (b *edit) dropRoute(r *Route) {
 	s, tok := b.s, b.tok
 	e, _ := s.routes.get(r.ID)
-	xor(&s.sum, &e.digest)
+	e.addTo(&s.sum, &s.configSum)
 	s.routes = s.routes.delete(tok, r.ID)
 	if tb, ok := s.tables.get(r.TenantID); ok {
 		tb = tb.editable(tok)

@@ -24,11 +24,19 @@ type ProjectorConfig struct {
 	// included) in seq order, right after the snapshot holding it was
 	// published, by the projector's single writer; it must be quick.
 	OnApplied func(ev events.Envelope, appliedAt time.Time)
+	// OnRestored, if set, is called when the projector takes a checkpoint's
+	// state instead of applying the events up to it (OnApplied does not hear
+	// of those), right after publishing it, by the single writer.
+	OnRestored func(s *Snapshot)
 	// Initial, if set, is the snapshot to start from (rebuilt from a
 	// LocalCache): the projector catches up after its seq, and when the store
 	// cannot be reached at start and Initial is not empty, it is ready at once
 	// on it (fail static across a restart) instead of waiting for the store.
 	Initial *Snapshot
+	// Checkpoints, if set, is offered the state at every checkpoint seq, and
+	// start-up begins at the newest usable checkpoint when it is beyond
+	// Initial, applying only the events after it.
+	Checkpoints *Checkpointer
 }
 
 // Projector keeps this instance's Snapshot current: it catches up from the
@@ -162,9 +170,9 @@ func (p *Projector) applyLocked(evs []events.Envelope) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	next, err := ApplyBatch(p.snap.Load(), evs, p.logSkipped)
-	if applied := evs[:next.Seq()-p.snap.Load().Seq()]; len(applied) > 0 {
-		p.publish(next, [][]events.Envelope{applied})
+	ed, n, err := applyCheckpointed(p.cfg.Checkpoints, newEdit(p.snap.Load()), evs, p.logSkipped)
+	if n > 0 {
+		p.publish(ed.s, [][]events.Envelope{evs[:n]})
 	}
 	return err
 }
@@ -228,8 +236,9 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 	}
 	for {
 		var (
-			pg page
-			ok bool
+			pg  page
+			ok  bool
+			err error
 		)
 		select {
 		case pg, ok = <-pages:
@@ -251,7 +260,8 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 		if ed == nil {
 			ed = newEdit(p.snap.Load())
 		}
-		n, err := ed.applyAll(pg.evs, p.logSkipped)
+		var n int
+		ed, n, err = applyCheckpointed(p.cfg.Checkpoints, ed, pg.evs, p.logSkipped)
 		if n > 0 {
 			unpublished = append(unpublished, pg.evs[:n])
 		}
@@ -413,7 +423,10 @@ func (p *Projector) startUp(ctx context.Context) bool {
 	fails := failureLog{log: p.log, what: "start-up catch-up from the store"}
 	retry := minRetry
 	for {
-		err := p.CatchUp(ctx)
+		err := p.restoreCheckpoint(ctx)
+		if err == nil {
+			err = p.CatchUp(ctx)
+		}
 		if err == nil {
 			break
 		}
@@ -437,6 +450,37 @@ func (p *Projector) startUp(ctx context.Context) bool {
 	p.ready.Store(true)
 	p.log.Info("projector ready", "seq", p.AppliedSeq())
 	return true
+}
+
+// restoreCheckpoint starts from the newest usable checkpoint at or below
+// the store's head when it is beyond the applied seq: start-up then applies
+// only the events after it.
+func (p *Projector) restoreCheckpoint(ctx context.Context) error {
+	if p.cfg.Checkpoints == nil {
+		return nil
+	}
+	if err := p.lock(ctx); err != nil {
+		return err
+	}
+	defer p.unlock()
+	head, err := p.store.Head(ctx)
+	if err != nil {
+		return err
+	}
+	if head <= p.AppliedSeq() {
+		return nil
+	}
+	start := time.Now()
+	s, err := p.cfg.Checkpoints.Restore(ctx, head)
+	if err != nil || s == nil || s.Seq() <= p.AppliedSeq() {
+		return err
+	}
+	p.log.Info("starting from a checkpoint", "seq", s.Seq(), "head", head, "ms", time.Since(start).Milliseconds())
+	p.publish(s, nil)
+	if p.cfg.OnRestored != nil {
+		p.cfg.OnRestored(s)
+	}
+	return nil
 }
 
 // tail follows one subscription until ctx ends (true) or the subscription

@@ -23,19 +23,20 @@ type Snapshot struct {
 	tables  *strMap[*table]     // by tenant id
 	// sum is the XOR of the digests of every tenant and route; StateHash
 	// adds seq. XOR is order-free, so it can be kept current per event.
-	sum [32]byte
+	// configSum is the same over their config digests (ConfigHash).
+	sum, configSum [32]byte
 
 	cache *snapCache // lazily built sorted lists; nil on a zero Snapshot
 }
 
 type tenantEntry struct {
-	t      *Tenant
-	digest [32]byte
+	t *Tenant
+	digests
 }
 
 type routeEntry struct {
-	r      *Route
-	digest [32]byte
+	r *Route
+	digests
 }
 
 type snapCache struct {
@@ -56,7 +57,7 @@ func (s *Snapshot) next() *Snapshot {
 	}
 	return &Snapshot{
 		seq: s.seq, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
-		routes: s.routes, tables: s.tables, sum: s.sum, cache: &snapCache{},
+		routes: s.routes, tables: s.tables, sum: s.sum, configSum: s.configSum, cache: &snapCache{},
 	}
 }
 
@@ -141,10 +142,10 @@ func (s *Snapshot) Routes() []*Route {
 	return slices.Clone(s.cache.routes)
 }
 
-// TenantRoutes returns a tenant's routes ordered by id.
+// TenantRoutes returns a tenant's routes ordered by id (nil when none).
 func (s *Snapshot) TenantRoutes(tenantID string) []*Route {
 	tb, ok := s.tables.get(tenantID)
-	if !ok {
+	if !ok || tb.routes.len() == 0 {
 		return nil
 	}
 	out := make([]*Route, 0, tb.routes.len())
@@ -170,5 +171,15 @@ func (s *Snapshot) StateHash() string {
 	binary.BigEndian.PutUint64(buf[:8], uint64(s.seq))
 	copy(buf[8:], s.sum[:])
 	h := sha256.Sum256(buf[:])
+	return hex.EncodeToString(h[:])
+}
+
+// ConfigHash is a digest of the configuration alone, what the declarative
+// document holds (ids, names, statuses, rate limits, route specs; no keys,
+// versions, timestamps or seq): equal for two stores holding the same
+// configuration whatever their histories. Like StateHash it is kept current
+// by Apply and costs one small SHA-256.
+func (s *Snapshot) ConfigHash() string {
+	h := sha256.Sum256(s.configSum[:])
 	return hex.EncodeToString(h[:])
 }

@@ -1,0 +1,468 @@
+package projections
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// A checkpoint is a snapshot encoded for the store: the state at a seq, so
+// that start-up and history queries apply only the events after the nearest
+// one instead of the whole log. It is a cache, never trusted blindly: it
+// names the Apply version that made it (another version's are not used),
+// and loading one rebuilds the snapshot from it and compares the state hash
+// it recomputes with the one stored; a checkpoint that fails is skipped with
+// a log line and the next older one (or the log from zero) is used.
+
+// applyVersion names Apply's semantics and the checkpoint encoding. Bump it
+// whenever either changes, so that checkpoints written by older builds are no
+// longer used (they would give another state than replaying the events).
+const applyVersion = 1
+
+// ApplyVersion is what checkpoints are tagged with: a digest of applyVersion
+// and of the Go layout of the checkpointed model (field names and types,
+// recursively), so that a field added to a tenant or a route retires the old
+// checkpoints even if nobody remembered to bump applyVersion.
+var ApplyVersion = computeApplyVersion()
+
+func computeApplyVersion() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "tenantgate apply v%d\n", applyVersion)
+	seen := map[reflect.Type]bool{}
+	for _, v := range []any{Tenant{}, Route{}} {
+		describeType(&b, reflect.TypeOf(v), seen)
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:8])
+}
+
+func describeType(b *strings.Builder, t reflect.Type, seen map[reflect.Type]bool) {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		fmt.Fprintf(b, "%s[", t.Kind())
+		describeType(b, t.Elem(), seen)
+		b.WriteString("]")
+	case reflect.Map:
+		b.WriteString("map[")
+		describeType(b, t.Key(), seen)
+		describeType(b, t.Elem(), seen)
+		b.WriteString("]")
+	case reflect.Struct:
+		fmt.Fprintf(b, "%s.%s{", t.PkgPath(), t.Name())
+		if !seen[t] && t.PkgPath() != "time" && t.PkgPath() != "regexp" {
+			seen[t] = true
+			for i := range t.NumField() {
+				f := t.Field(i)
+				fmt.Fprintf(b, "%s:", f.Name)
+				describeType(b, f.Type, seen)
+				b.WriteString(";")
+			}
+		}
+		b.WriteString("}")
+	default:
+		b.WriteString(t.String())
+	}
+}
+
+// checkpointMagic starts every encoded checkpoint (after decompression).
+const checkpointMagic = "tenantgate checkpoint"
+
+// section is one aggregate kind of the snapshot as a checkpoint holds it:
+// a count, then one record (its canonical encoding) per aggregate. Adding an
+// aggregate to the snapshot is adding a section here (and bumping
+// applyVersion). They are written and read in this order: a route needs its
+// tenant.
+type section struct {
+	name  string
+	count func(s *Snapshot) int
+	// each calls rec with the encoding of every aggregate, ordered by id.
+	each func(s *Snapshot, rec func(encode func(*encoder)) error) error
+	// load decodes one record into the edit.
+	load func(b *edit, d *decoder) error
+	// begin, if set, prepares the edit before the section's first record.
+	begin func(b *edit)
+}
+
+// The tenant indexes by name and by key digest are written as they are, not
+// rebuilt from the tenants: with two live tenants of one name (which only
+// hand-made events give), which one the index names depends on the order of
+// the events, and a checkpoint must give exactly the state replay gives.
+func indexSection[K comparable, H hasher[K]](name string, index func(*Snapshot) **pmap[K, *Tenant, H], encodeKey func(*encoder, K), decodeKey func(*decoder) K, less func(a, b K) int) section {
+	return section{
+		name:  name,
+		count: func(s *Snapshot) int { return (*index(s)).len() },
+		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
+			type entry struct {
+				k  K
+				id string
+			}
+			var all []entry
+			(*index(s)).all(func(k K, t *Tenant) bool {
+				all = append(all, entry{k, t.ID})
+				return true
+			})
+			slices.SortFunc(all, func(a, b entry) int { return less(a.k, b.k) })
+			for _, e := range all {
+				if err := rec(func(enc *encoder) { encodeKey(enc, e.k); enc.str(e.id) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		begin: func(b *edit) { *index(b.s) = nil },
+		load: func(b *edit, d *decoder) error {
+			k, id := decodeKey(d), d.str()
+			if d.err != nil {
+				return d.err
+			}
+			e, ok := b.s.tenants.get(id)
+			if !ok {
+				return fmt.Errorf("%s: tenant %q is not there", name, id)
+			}
+			*index(b.s) = (*index(b.s)).set(b.tok, k, e.t)
+			return nil
+		},
+	}
+}
+
+var sections = []section{
+	{
+		name:  "tenants",
+		count: func(s *Snapshot) int { return s.tenants.len() },
+		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
+			for _, t := range s.Tenants() {
+				if err := rec(func(e *encoder) { e.tenant(t) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		load: func(b *edit, d *decoder) error {
+			t := d.tenant()
+			if d.err != nil {
+				return d.err
+			}
+			if _, dup := b.s.tenants.get(t.ID); dup {
+				return fmt.Errorf("tenant %q twice", t.ID)
+			}
+			b.putTenant(nil, t)
+			return nil
+		},
+	},
+	{
+		name:  "routes",
+		count: func(s *Snapshot) int { return s.routes.len() },
+		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
+			for _, r := range s.Routes() {
+				if err := rec(func(e *encoder) { e.route(r) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		load: func(b *edit, d *decoder) error {
+			r := d.route()
+			if d.err != nil {
+				return d.err
+			}
+			if _, dup := b.s.routes.get(r.ID); dup {
+				return fmt.Errorf("route %q twice", r.ID)
+			}
+			t, ok := b.s.tenants.get(r.TenantID)
+			if !ok {
+				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
+			}
+			r.TenantID = t.t.ID // one copy of the id string per tenant
+			compile(r, nil)
+			b.putRoute(r)
+			return nil
+		},
+	},
+	indexSection("tenantNames", func(s *Snapshot) **strMap[*Tenant] { return &s.byName },
+		func(e *encoder, k string) { e.str(k) }, func(d *decoder) string { return d.str() }, strings.Compare),
+	indexSection("tenantKeys", func(s *Snapshot) **digestMap[*Tenant] { return &s.byKey },
+		func(e *encoder, k [32]byte) { e.b = append(e.b, k[:]...) },
+		func(d *decoder) (k [32]byte) { copy(k[:], d.bytes(32)); return k },
+		func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) }),
+}
+
+// encoders compress with one goroutine: checkpoints are written in the
+// background and must not take both cores from the request path.
+var zstdOptions = []zstd.EOption{zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault)}
+
+// EncodeCheckpoint encodes s as a checkpoint of this build's ApplyVersion.
+// The encoding is deterministic: instances at the same seq write the same
+// bytes.
+func EncodeCheckpoint(s *Snapshot) (events.Checkpoint, error) {
+	var out bytes.Buffer
+	zw, err := zstd.NewWriter(&out, zstdOptions...)
+	if err != nil {
+		return events.Checkpoint{}, err
+	}
+	w := bufio.NewWriterSize(zw, 64<<10)
+	var head encoder
+	head.str(checkpointMagic)
+	head.int(s.seq)
+	if _, err := w.Write(head.b); err != nil {
+		return events.Checkpoint{}, err
+	}
+	sc := getScratch()
+	defer putScratch(sc)
+	var num [8]byte
+	writeInt := func(v int64) error {
+		binary.BigEndian.PutUint64(num[:], uint64(v))
+		_, err := w.Write(num[:])
+		return err
+	}
+	for _, sec := range sections {
+		head.b = head.b[:0]
+		head.str(sec.name)
+		head.int(int64(sec.count(s)))
+		if _, err := w.Write(head.b); err != nil {
+			return events.Checkpoint{}, err
+		}
+		err := sec.each(s, func(encode func(*encoder)) error {
+			sc.enc.b = sc.enc.b[:0]
+			encode(&sc.enc)
+			if err := writeInt(int64(len(sc.enc.b))); err != nil {
+				return err
+			}
+			_, err := w.Write(sc.enc.b)
+			return err
+		})
+		if err != nil {
+			return events.Checkpoint{}, err
+		}
+	}
+	head.b = head.b[:0]
+	head.str("") // the end
+	if _, err := w.Write(head.b); err != nil {
+		return events.Checkpoint{}, err
+	}
+	if err := w.Flush(); err != nil {
+		return events.Checkpoint{}, err
+	}
+	if err := zw.Close(); err != nil {
+		return events.Checkpoint{}, err
+	}
+	return events.Checkpoint{Seq: s.seq, ApplyVersion: ApplyVersion, StateHash: s.StateHash(), Data: out.Bytes(), CreatedAt: time.Now()}, nil
+}
+
+// ErrBadCheckpoint: a checkpoint that must not be used (another Apply
+// version, corrupt data, or a state hash that does not match).
+var ErrBadCheckpoint = errors.New("projections: unusable checkpoint")
+
+// maxRecord bounds one aggregate's encoding, so a corrupt length cannot make
+// a huge allocation (a route is a few hundred bytes; a fallback body with
+// headers a few KiB).
+const maxRecord = 16 << 20
+
+// DecodeCheckpoint rebuilds the snapshot a checkpoint holds and verifies it:
+// the version must be this build's, the data must decode completely, and the
+// state hash recomputed from the rebuilt snapshot must equal the stored one.
+// Any failure wraps ErrBadCheckpoint.
+func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: seq %d: %s", ErrBadCheckpoint, cp.Seq, fmt.Sprintf(format, args...))
+	}
+	if cp.ApplyVersion != ApplyVersion {
+		return nil, bad("written by Apply version %s, this build is %s", cp.ApplyVersion, ApplyVersion)
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(cp.Data))
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	defer zr.Close()
+	r := bufio.NewReaderSize(zr, 64<<10)
+	var buf []byte
+	read := func(n int64) ([]byte, error) {
+		if n < 0 || n > maxRecord {
+			return nil, errMalformed
+		}
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	readInt := func() (int64, error) {
+		b, err := read(8)
+		if err != nil {
+			return 0, err
+		}
+		return int64(binary.BigEndian.Uint64(b)), nil
+	}
+	readStr := func() (string, error) {
+		n, err := readInt()
+		if err != nil {
+			return "", err
+		}
+		b, err := read(n)
+		return string(b), err
+	}
+	if magic, err := readStr(); err != nil || magic != checkpointMagic {
+		return nil, bad("not a checkpoint (%v)", err)
+	}
+	seq, err := readInt()
+	if err != nil || seq != cp.Seq {
+		return nil, bad("holds seq %d (%v)", seq, err)
+	}
+	b := newEdit(Empty())
+	for _, sec := range sections {
+		name, err := readStr()
+		if err != nil || name != sec.name {
+			return nil, bad("section %q where %q belongs (%v)", name, sec.name, err)
+		}
+		n, err := readInt()
+		if err != nil || n < 0 {
+			return nil, bad("%s: count %d (%v)", sec.name, n, err)
+		}
+		if sec.begin != nil {
+			sec.begin(b)
+		}
+		for i := range n {
+			size, err := readInt()
+			if err != nil {
+				return nil, bad("%s[%d]: %v", sec.name, i, err)
+			}
+			rec, err := read(size)
+			if err != nil {
+				return nil, bad("%s[%d]: %v", sec.name, i, err)
+			}
+			d := decoder{b: rec}
+			if err := sec.load(b, &d); err != nil {
+				return nil, bad("%s[%d]: %v", sec.name, i, err)
+			}
+			if len(d.b) != 0 {
+				return nil, bad("%s[%d]: %d bytes left over", sec.name, i, len(d.b))
+			}
+		}
+	}
+	if end, err := readStr(); err != nil || end != "" {
+		return nil, bad("no end marker (%v)", err)
+	}
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, bad("data after the end marker (%v)", err)
+	}
+	b.s.seq = seq
+	if got := b.s.StateHash(); got != cp.StateHash {
+		return nil, bad("state hash %s, the checkpoint says %s", got, cp.StateHash)
+	}
+	return b.s, nil
+}
+
+// CheckpointStore keeps checkpoints; *events.SQLStore is one.
+type CheckpointStore interface {
+	// SaveCheckpoint stores cp unless one of the same seq and version
+	// exists (insert-or-ignore) and reports whether it stored it.
+	SaveCheckpoint(ctx context.Context, cp events.Checkpoint) (bool, error)
+	// Checkpoints lists checkpoints without data, newest first.
+	Checkpoints(ctx context.Context, version string, atOrBelow int64, limit int) ([]events.Checkpoint, error)
+	// LoadCheckpoint returns one checkpoint with its data.
+	LoadCheckpoint(ctx context.Context, seq int64, version string) (events.Checkpoint, error)
+}
+
+var _ CheckpointStore = (*events.SQLStore)(nil)
+
+// LatestCheckpoint returns the snapshot of the newest usable checkpoint at
+// or below seq atOrBelow, or nil when there is none. Checkpoints that do not
+// verify are logged and skipped. Only a store error is returned as an error.
+func LatestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, log *slog.Logger) (*Snapshot, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	const page = 8
+	for atOrBelow > 0 {
+		list, err := cs.Checkpoints(ctx, ApplyVersion, atOrBelow, page)
+		if err != nil {
+			return nil, fmt.Errorf("projections: list checkpoints: %w", err)
+		}
+		for _, info := range list {
+			cp, err := cs.LoadCheckpoint(ctx, info.Seq, info.ApplyVersion)
+			if errors.Is(err, events.ErrNoCheckpoint) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("projections: load checkpoint %d: %w", info.Seq, err)
+			}
+			s, err := DecodeCheckpoint(cp)
+			if err != nil {
+				log.Warn("checkpoint skipped: it does not verify", "seq", info.Seq, "err", err)
+				continue
+			}
+			return s, nil
+		}
+		if len(list) < page {
+			break
+		}
+		atOrBelow = list[len(list)-1].Seq - 1
+	}
+	return nil, nil
+}
+
+// StateAt returns the state right after event at. It starts from the
+// nearest of: near (a state in memory, such as the current snapshot, when
+// its seq is at most at), the newest usable checkpoint at or below at (when
+// store keeps checkpoints), or the empty state; and applies the store's
+// events from there to at (0 is the empty state). It costs the events between at and where it
+// starts, not the whole log.
+func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, log *slog.Logger) (*Snapshot, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := Empty()
+	if at <= 0 {
+		return start, nil
+	}
+	if near != nil && near.Seq() <= at {
+		if near.Seq() == at {
+			return near, nil
+		}
+		start = near
+	}
+	if cs, ok := store.(CheckpointStore); ok && at > start.Seq() {
+		cp, err := nearerCheckpoint(ctx, cs, start.Seq(), at, log)
+		if err != nil {
+			return nil, err
+		}
+		if cp != nil {
+			start = cp
+		}
+	}
+	return ReplayStore(ctx, store, start, at, func(ev events.Envelope, err error) {
+		log.Debug("replay skipped an event", "at", at, "seq", ev.Seq, "err", err)
+	})
+}
+
+// nearerCheckpoint is LatestCheckpoint at or below at, when there is one
+// beyond seq from (nil otherwise, so the caller keeps its start).
+func nearerCheckpoint(ctx context.Context, cs CheckpointStore, from, at int64, log *slog.Logger) (*Snapshot, error) {
+	list, err := cs.Checkpoints(ctx, ApplyVersion, at, 1)
+	if err != nil {
+		return nil, fmt.Errorf("projections: list checkpoints: %w", err)
+	}
+	if len(list) == 0 || list[0].Seq <= from {
+		return nil, nil
+	}
+	s, err := LatestCheckpoint(ctx, cs, at, log)
+	if err != nil || s == nil || s.Seq() <= from {
+		return nil, err
+	}
+	return s, nil
+}

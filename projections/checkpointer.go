@@ -1,0 +1,199 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+)
+
+// DefaultCheckpointInterval is how many events lie between two checkpoints
+// unless configured otherwise.
+const DefaultCheckpointInterval = 10_000
+
+// Checkpointer writes checkpoints in the background: the projector offers it
+// the state at every seq that is a multiple of its interval (every instance
+// at the same seqs, so instances write the same rows and the store keeps the
+// first), and Save writes one at once (at shutdown).
+//
+// It keeps at most one checkpoint waiting: when the projector applies faster
+// than checkpoints are written (a replay from zero), the newest waiting one
+// replaces the older, so a cold start writes fewer checkpoints rather than
+// holding many states in memory.
+type Checkpointer struct {
+	store CheckpointStore
+	every int64
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	pending *Snapshot
+	wake    chan struct{}
+	// saved is the highest seq known to have a checkpoint (written or found).
+	saved atomic.Int64
+}
+
+// NewCheckpointer returns a checkpointer writing to store every `every`
+// events (DefaultCheckpointInterval when 0).
+func NewCheckpointer(store CheckpointStore, every int64, log *slog.Logger) (*Checkpointer, error) {
+	if every == 0 {
+		every = DefaultCheckpointInterval
+	}
+	if every < 0 {
+		return nil, fmt.Errorf("projections: checkpoint interval %d must be positive", every)
+	}
+	if store == nil {
+		return nil, errors.New("projections: nil checkpoint store")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Checkpointer{store: store, every: every, log: log.With("component", "checkpointer"), wake: make(chan struct{}, 1)}, nil
+}
+
+// Store is where the checkpoints go.
+func (c *Checkpointer) Store() CheckpointStore { return c.store }
+
+// nextDue is the first seq after seq that gets a checkpoint.
+func (c *Checkpointer) nextDue(seq int64) int64 { return (seq/c.every + 1) * c.every }
+
+// offer queues s (a snapshot no edit will change any more) for writing.
+func (c *Checkpointer) offer(s *Snapshot) {
+	if s.Seq() <= c.saved.Load() {
+		return
+	}
+	c.mu.Lock()
+	if c.pending != nil && c.pending.Seq() < s.Seq() {
+		c.log.Debug("checkpoint dropped: a newer one is due before it was written", "seq", c.pending.Seq())
+	}
+	if c.pending == nil || c.pending.Seq() < s.Seq() {
+		c.pending = s
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes offered checkpoints until ctx ends.
+func (c *Checkpointer) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		s := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		if s != nil {
+			if err := c.saveSafely(ctx, s); err != nil && ctx.Err() == nil {
+				c.log.Warn("checkpoint not written; the next one will be tried", "seq", s.Seq(), "err", err)
+			}
+		}
+	}
+}
+
+func (c *Checkpointer) saveSafely(ctx context.Context, s *Snapshot) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("checkpoint panicked", "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return c.Save(ctx, s)
+}
+
+// Save writes the checkpoint of s unless the store has it already.
+func (c *Checkpointer) Save(ctx context.Context, s *Snapshot) error {
+	if s.Seq() == 0 {
+		return nil
+	}
+	have, err := c.store.Checkpoints(ctx, ApplyVersion, s.Seq(), 1)
+	if err != nil {
+		return err
+	}
+	if len(have) == 1 && have[0].Seq == s.Seq() {
+		c.markSaved(s.Seq())
+		return nil
+	}
+	start := time.Now()
+	cp, err := EncodeCheckpoint(s)
+	if err != nil {
+		return fmt.Errorf("projections: encode checkpoint %d: %w", s.Seq(), err)
+	}
+	encoded := time.Since(start)
+	stored, err := c.store.SaveCheckpoint(ctx, cp)
+	if err != nil {
+		return err
+	}
+	c.markSaved(s.Seq())
+	c.log.Info("checkpoint written", "seq", cp.Seq, "bytes", len(cp.Data), "new", stored,
+		"encodeMs", encoded.Milliseconds(), "totalMs", time.Since(start).Milliseconds())
+	return nil
+}
+
+func (c *Checkpointer) markSaved(seq int64) {
+	for {
+		cur := c.saved.Load()
+		if seq <= cur || c.saved.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// Saved is the highest seq this checkpointer wrote or found a checkpoint of.
+func (c *Checkpointer) Saved() int64 { return c.saved.Load() }
+
+// Restore returns the newest usable checkpoint at or below atOrBelow (nil
+// when none) and notes it as saved. A checkpoint of another Apply version
+// newer than it is logged: it is left alone, not used.
+func (c *Checkpointer) Restore(ctx context.Context, atOrBelow int64) (*Snapshot, error) {
+	s, err := LatestCheckpoint(ctx, c.store, atOrBelow, c.log)
+	if err != nil {
+		return nil, err
+	}
+	from := int64(0)
+	if s != nil {
+		from = s.Seq()
+		c.markSaved(from)
+	}
+	if newest, err := c.store.Checkpoints(ctx, "", atOrBelow, 1); err == nil && len(newest) == 1 &&
+		newest[0].Seq > from && newest[0].ApplyVersion != ApplyVersion {
+		c.log.Info("checkpoints of another Apply version are not used", "seq", newest[0].Seq,
+			"theirVersion", newest[0].ApplyVersion, "thisVersion", ApplyVersion)
+	}
+	return s, nil
+}
+
+// applyCheckpointed applies evs to ed like ed.applyAll, and at every seq
+// due for a checkpoint hands the state to cp and continues in a new edit,
+// so that state stays as it was. It returns the edit to continue with.
+func applyCheckpointed(cp *Checkpointer, ed *edit, evs []events.Envelope, skipped func(events.Envelope, error)) (*edit, int, error) {
+	if cp == nil {
+		n, err := ed.applyAll(evs, skipped)
+		return ed, n, err
+	}
+	done := 0
+	for done < len(evs) {
+		due := cp.nextDue(ed.s.seq)
+		k := min(int64(len(evs)-done), due-ed.s.seq)
+		n, err := ed.applyAll(evs[done:done+int(k)], skipped)
+		done += n
+		if err != nil {
+			return ed, done, err
+		}
+		if ed.s.seq == due {
+			cp.offer(ed.s)
+			ed = newEdit(ed.s)
+		}
+	}
+	return ed, done, nil
+}

@@ -1,0 +1,303 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+// countingStore counts the events read from the store, to show where a
+// replay started.
+type countingStore struct {
+	*events.SQLStore
+	read atomic.Int64
+}
+
+func (c *countingStore) Read(ctx context.Context, q events.Query) ([]events.Envelope, error) {
+	evs, err := c.SQLStore.Read(ctx, q)
+	c.read.Add(int64(len(evs)))
+	return evs, err
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var storeKinds = []struct {
+	name string
+	open func(*testing.T) *events.SQLStore
+}{{"sqlite", openSQLite}, {"postgres", openPostgres}}
+
+// checkpointedStore is a store holding a random log of n events and
+// checkpoints at every multiple of every.
+func checkpointedStore(t *testing.T, open func(*testing.T) *events.SQLStore, seed uint64, n int, every int64) (*events.SQLStore, []events.Envelope) {
+	t.Helper()
+	store := open(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(seed, seed)), n).evs
+	if _, err := store.Append(testContext(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := NewCheckpointer(store, every, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for at := every; at <= int64(n); at += every {
+		s, _ := Replay(evs[:at])
+		if err := cp.Save(testContext(t), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store, evs
+}
+
+// startAndWait runs a projector on store until it is ready at the head.
+func startAndWait(t *testing.T, store events.Store, cfg ProjectorConfig, log *slog.Logger) *Projector {
+	t.Helper()
+	p, err := NewProjector(cfg, store, events.NewMemoryBus(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startProjector(t, p)
+	head, err := store.Head(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "projector ready at the head", 30*time.Second, func() bool { return p.Ready() && p.AppliedSeq() == head })
+	return p
+}
+
+func newCheckpointer(t *testing.T, store CheckpointStore, every int64, log *slog.Logger) *Checkpointer {
+	t.Helper()
+	cp, err := NewCheckpointer(store, every, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+// TestStartFromACheckpointEqualsStartFromZero: in both stores, a projector
+// starting with checkpoints reads only the events after the newest one and
+// ends at the same seq with the same state as one replaying from zero.
+func TestStartFromACheckpointEqualsStartFromZero(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			sql, evs := checkpointedStore(t, kind.open, 11, 1234, 300)
+			fromZero := startAndWait(t, sql, ProjectorConfig{}, nil)
+
+			counted := &countingStore{SQLStore: sql}
+			fromCheckpoint := startAndWait(t, counted, ProjectorConfig{Checkpoints: newCheckpointer(t, sql, 300, nil)}, nil)
+			if got, want := counted.read.Load(), int64(len(evs)-1200); got != want {
+				t.Fatalf("read %d events at start, want the %d after the checkpoint at 1200", got, want)
+			}
+			assertSameState(t, fromCheckpoint.Snapshot(), fromZero.Snapshot())
+			assertSameJSON(t, fromCheckpoint.Snapshot(), fromZero.Snapshot())
+			if fromCheckpoint.Snapshot().ConfigHash() != fromZero.Snapshot().ConfigHash() {
+				t.Fatal("config hashes differ")
+			}
+		})
+	}
+}
+
+// TestCorruptCheckpointIsSkipped: a checkpoint row whose data was damaged
+// in the store is logged and skipped; start-up uses the one before it.
+func TestCorruptCheckpointIsSkipped(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			sql, evs := checkpointedStore(t, kind.open, 12, 1000, 300)
+			ctx := testContext(t)
+			cp, err := sql.LoadCheckpoint(ctx, 900, ApplyVersion)
+			if err != nil {
+				t.Fatal(err)
+			}
+			damaged := bytes.Clone(cp.Data)
+			damaged[len(damaged)/3] ^= 0xff
+			if _, err := sql.DB().ExecContext(ctx, "UPDATE checkpoints SET data = ? WHERE seq = 900", damaged); err != nil {
+				t.Fatal(err)
+			}
+			// And one whose stored hash was changed, at 600.
+			if _, err := sql.DB().ExecContext(ctx, "UPDATE checkpoints SET state_hash = ? WHERE seq = 600", Empty().StateHash()); err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			counted := &countingStore{SQLStore: sql}
+			p := startAndWait(t, counted, ProjectorConfig{Checkpoints: newCheckpointer(t, sql, 300, log)}, log)
+			if got, want := counted.read.Load(), int64(len(evs)-300); got != want {
+				t.Fatalf("read %d events at start, want the %d after the good checkpoint at 300", got, want)
+			}
+			want, _ := Replay(evs)
+			assertSameState(t, p.Snapshot(), want)
+			for _, seq := range []string{"seq=900", "seq=600"} {
+				if !strings.Contains(logs.String(), "checkpoint skipped") || !strings.Contains(logs.String(), seq) {
+					t.Fatalf("no log line about the skipped checkpoint at %s:\n%s", seq, logs.String())
+				}
+			}
+		})
+	}
+}
+
+// TestCheckpointOfAnotherApplyVersionIsNotUsed: a newer checkpoint written
+// by a build with another Apply version (here: holding a wrong state, as an
+// older Apply would give) is left alone.
+func TestCheckpointOfAnotherApplyVersionIsNotUsed(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			sql, evs := checkpointedStore(t, kind.open, 13, 700, 300)
+			ctx := testContext(t)
+			other, _ := Replay(evs[:10])
+			foreign, err := EncodeCheckpoint(other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			foreign.Seq, foreign.ApplyVersion = 700, "0000000000000000"
+			if _, err := sql.SaveCheckpoint(ctx, foreign); err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			counted := &countingStore{SQLStore: sql}
+			p := startAndWait(t, counted, ProjectorConfig{Checkpoints: newCheckpointer(t, sql, 300, log)}, log)
+			if got, want := counted.read.Load(), int64(len(evs)-600); got != want {
+				t.Fatalf("read %d events at start, want the %d after this version's checkpoint at 600", got, want)
+			}
+			want, _ := Replay(evs)
+			assertSameState(t, p.Snapshot(), want)
+			if !strings.Contains(logs.String(), "another Apply version") {
+				t.Fatalf("no log line about the foreign checkpoint:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestStateAtThroughCheckpointsEqualsReplay is property-style: over random
+// logs and random seqs, the state StateAt builds from the nearest checkpoint
+// equals the replay of the log up to that seq, and it reads only the events
+// after that checkpoint.
+func TestStateAtThroughCheckpointsEqualsReplay(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			const every = 250
+			sql, evs := checkpointedStore(t, kind.open, 14, 1600, every)
+			counted := &countingStore{SQLStore: sql}
+			r := rand.New(rand.NewPCG(8, 8))
+			ats := []int64{0, 1, every - 1, every, every + 1, int64(len(evs))}
+			for range 12 {
+				ats = append(ats, 1+r.Int64N(int64(len(evs))))
+			}
+			for _, at := range ats {
+				before := counted.read.Load()
+				got, err := StateAt(testContext(t), counted, at, nil, nil)
+				if err != nil {
+					t.Fatalf("at %d: %v", at, err)
+				}
+				want, _ := Replay(evs[:at])
+				assertSameState(t, got, want)
+				assertSameJSON(t, got, want)
+				if read, most := counted.read.Load()-before, at%every; read != most {
+					t.Fatalf("at %d: read %d events, want the %d after the nearest checkpoint", at, read, most)
+				}
+			}
+			// From a state in memory nearer than any checkpoint.
+			near, _ := Replay(evs[:every+100])
+			before := counted.read.Load()
+			got, err := StateAt(testContext(t), counted, every+120, near, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := Replay(evs[:every+120])
+			assertSameState(t, got, want)
+			if read := counted.read.Load() - before; read != 20 {
+				t.Fatalf("read %d events from the near state, want 20", read)
+			}
+		})
+	}
+}
+
+// TestProjectorWritesCheckpointsAtFixedSeqs: a running projector with a
+// checkpointer writes checkpoints at multiples of the interval (the same
+// seqs on every instance), each equal to the replay of the log up to it,
+// and two projectors writing at once leave one row per seq.
+func TestProjectorWritesCheckpointsAtFixedSeqs(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			sql := kind.open(t)
+			evs := randomLog(t, rand.New(rand.NewPCG(15, 15)), 500).evs
+			f := &feeder{t: t, store: sql, evs: evs}
+			var ps []*Projector
+			for range 2 {
+				cp := newCheckpointer(t, sql, 100, nil)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { defer close(done); _ = cp.Run(ctx) }()
+				t.Cleanup(func() { cancel(); <-done })
+				ps = append(ps, startAndWait(t, sql, ProjectorConfig{Checkpoints: cp, HeadCheckInterval: 20 * time.Millisecond}, nil))
+			}
+			// Small appends, so that no checkpoint is dropped for a newer one.
+			for f.next < len(evs) {
+				f.append(20)
+				head := int64(f.next)
+				for _, p := range ps {
+					testenv.WaitFor(t, "projector at the head", 30*time.Second, func() bool { return p.AppliedSeq() == head })
+				}
+				if head%100 == 0 {
+					testenv.WaitFor(t, "checkpoint written", 30*time.Second, func() bool {
+						list, err := sql.Checkpoints(testContext(t), ApplyVersion, head, 1)
+						return err == nil && len(list) == 1 && list[0].Seq == head
+					})
+				}
+			}
+			list, err := sql.Checkpoints(testContext(t), "", 1<<62, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != 5 {
+				t.Fatalf("%d checkpoints, want 5 (one per 100 events): %+v", len(list), list)
+			}
+			for _, info := range list {
+				cp, err := sql.LoadCheckpoint(testContext(t), info.Seq, info.ApplyVersion)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := DecodeCheckpoint(cp)
+				if err != nil {
+					t.Fatalf("checkpoint %d: %v", info.Seq, err)
+				}
+				want, _ := Replay(evs[:info.Seq])
+				assertSameState(t, got, want)
+			}
+		})
+	}
+}
