@@ -488,5 +488,5 @@ func configHashAt(t *testing.T, e *declEnv, n int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return configHash(snap)
+	return snap.ConfigHash()
 }

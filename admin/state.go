@@ -1,16 +1,16 @@
 package admin
 
 import (
+	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"runtime/debug"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/tenantgate/gateway/admin/declarative"
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
 
@@ -26,13 +26,86 @@ func NewStateDocument(s *projections.Snapshot) StateDocument {
 	return StateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes())}
 }
 
+// WriteStateDocument writes the JSON of NewStateDocument(s) to w one tenant
+// and one route at a time, so the whole document is never in memory: the
+// same bytes as json.Marshal, or, with indent, as a json.Encoder indenting
+// by two spaces.
+func WriteStateDocument(w io.Writer, s *projections.Snapshot, indent bool) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	nl, in, sep := "", "", ":"
+	if indent {
+		nl, in, sep = "\n", "  ", ": "
+	}
+	fmt.Fprintf(bw, "{%s%s\"at\"%s%d,%s%s\"tenants\"%s", nl, in, sep, s.Seq(), nl, in, sep)
+	if err := writeArray(bw, s.Tenants(), indent); err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, ",%s%s\"routes\"%s", nl, in, sep)
+	if err := writeArray(bw, s.Routes(), indent); err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "%s}", nl)
+	if indent {
+		bw.WriteString("\n")
+	}
+	return bw.Flush()
+}
+
+// writeArray writes items as a JSON array, indented as the second level of
+// a document when indent is set.
+func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
+	w.WriteString("[")
+	for i, item := range items {
+		if i > 0 {
+			w.WriteString(",")
+		}
+		var b []byte
+		var err error
+		if indent {
+			w.WriteString("\n    ")
+			b, err = json.MarshalIndent(item, "    ", "  ")
+		} else {
+			b, err = json.Marshal(item)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	if indent && len(items) > 0 {
+		w.WriteString("\n  ")
+	}
+	_, err := w.WriteString("]")
+	return err
+}
+
+// sendState answers with the state document of s, streamed: a state of
+// 100,000 routes is tens of MiB of JSON that is never held whole.
+func (a *API) sendState(c *fiber.Ctx, s *projections.Snapshot) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer func() {
+			if v := recover(); v != nil {
+				a.log.Error("admin: panic while streaming the state", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}()
+		if err := WriteStateDocument(w, s, false); err != nil {
+			a.log.Debug("admin: state stream ended early", "err", err)
+		}
+	})
+	return nil
+}
+
 // state handles GET /admin/state?at=n: the state right after event n, rebuilt
-// by replaying events 1..n from the store (at=0 is the empty state). An at
+// from the nearest checkpoint at or below n and the events after it (at=0 is
+// the empty state). An at
 // beyond the store's head is a 400: that state does not exist yet. Without
 // at: this instance's current snapshot.
 func (a *API) state(c *fiber.Ctx) error {
 	if c.Query("at") == "" {
-		return c.JSON(NewStateDocument(a.proj.Snapshot()))
+		return a.sendState(c, a.proj.Snapshot())
 	}
 	at, err := intQuery(c, "at", 0, 0, 1<<62)
 	if err != nil {
@@ -49,20 +122,17 @@ func (a *API) state(c *fiber.Ctx) error {
 	if rerr != nil {
 		return fail(c, a.storeError(rerr))
 	}
-	return c.JSON(NewStateDocument(snap))
+	return a.sendState(c, snap)
 }
 
-// replay rebuilds the state after event at.
+// replay rebuilds the state after event at: from this instance's snapshot
+// when it is that state or the nearest one below, else from the nearest
+// checkpoint, so it costs the events since then, not the whole log.
+// Skipped events leave the state as every instance has it.
 func (a *API) replay(ctx context.Context, at int64) (*projections.Snapshot, error) {
-	if at == 0 {
-		return projections.Empty(), nil
-	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	// Skipped events leave the state as every instance has it.
-	return projections.ReplayStore(ctx, a.store, nil, at, func(ev events.Envelope, err error) {
-		a.log.Warn("admin: replay skipped an event", "at", at, "seq", ev.Seq, "err", err)
-	})
+	return projections.StateAt(ctx, a.store, at, a.proj.Snapshot(), a.log)
 }
 
 func (a *API) head(ctx context.Context) (int64, error) {
@@ -93,21 +163,6 @@ func (a *API) status(c *fiber.Ctx) error {
 		"store":        a.store.Kind(),
 		"ready":        a.proj.Ready(),
 		"stateHash":    snap.StateHash(),
-		"configHash":   configHash(snap),
+		"configHash":   snap.ConfigHash(),
 	})
-}
-
-// configHash digests the declarative configuration, what `gateway export`
-// writes (ids, names, statuses, limits, route specs; no keys, versions or
-// timestamps). stateHash tells whether two instances hold the same state at
-// the same seq; configHash tells whether two stores hold the same
-// configuration whatever their histories, e.g. after export, wipe and apply,
-// or after a rollback.
-func configHash(s *projections.Snapshot) string {
-	b, err := json.Marshal(declarative.Export(s))
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }

@@ -113,7 +113,7 @@ func (b *edit) apply(ev events.Envelope) error {
 	if ev.Seq != b.s.seq+1 {
 		return fmt.Errorf("%w: got seq %d, want %d", ErrOutOfOrder, ev.Seq, b.s.seq+1)
 	}
-	b.s.seq = ev.Seq
+	b.s.seq, b.s.lastID = ev.Seq, ev.ID
 	if err := b.change(ev); err != nil {
 		return &SkippedError{Seq: ev.Seq, Type: ev.Type, Err: err}
 	}

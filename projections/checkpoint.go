@@ -218,6 +218,7 @@ func EncodeCheckpoint(s *Snapshot) (events.Checkpoint, error) {
 	var head encoder
 	head.str(checkpointMagic)
 	head.int(s.seq)
+	head.str(s.lastID)
 	if _, err := w.Write(head.b); err != nil {
 		return events.Checkpoint{}, err
 	}
@@ -323,6 +324,10 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	if err != nil || seq != cp.Seq {
 		return nil, bad("holds seq %d (%v)", seq, err)
 	}
+	lastID, err := readStr()
+	if err != nil {
+		return nil, bad("no last event id (%v)", err)
+	}
 	b := newEdit(Empty())
 	for _, sec := range sections {
 		name, err := readStr()
@@ -360,7 +365,7 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
 		return nil, bad("data after the end marker (%v)", err)
 	}
-	b.s.seq = seq
+	b.s.seq, b.s.lastID = seq, lastID
 	if got := b.s.StateHash(); got != cp.StateHash {
 		return nil, bad("state hash %s, the checkpoint says %s", got, cp.StateHash)
 	}

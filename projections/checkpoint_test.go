@@ -130,6 +130,9 @@ func TestCheckpointRoundTrip(t *testing.T) {
 			}
 			assertSameState(t, got, want)
 			assertSameJSON(t, got, want)
+			if got.LastEventID() != want.LastEventID() {
+				t.Fatalf("seed %d at %d: last event id %q, want %q", seed, at, got.LastEventID(), want.LastEventID())
+			}
 			if got.ConfigHash() != want.ConfigHash() {
 				t.Fatalf("seed %d at %d: config hash differs", seed, at)
 			}

@@ -31,6 +31,8 @@ type Checkpointer struct {
 	every int64
 	log   *slog.Logger
 
+	observe func(*Snapshot)
+
 	mu      sync.Mutex
 	pending *Snapshot
 	wake    chan struct{}
@@ -39,11 +41,8 @@ type Checkpointer struct {
 }
 
 // NewCheckpointer returns a checkpointer writing to store every `every`
-// events (DefaultCheckpointInterval when 0).
+// events; with 0 it writes none by itself (Save and Restore still work).
 func NewCheckpointer(store CheckpointStore, every int64, log *slog.Logger) (*Checkpointer, error) {
-	if every == 0 {
-		every = DefaultCheckpointInterval
-	}
 	if every < 0 {
 		return nil, fmt.Errorf("projections: checkpoint interval %d must be positive", every)
 	}
@@ -62,8 +61,16 @@ func (c *Checkpointer) Store() CheckpointStore { return c.store }
 // nextDue is the first seq after seq that gets a checkpoint.
 func (c *Checkpointer) nextDue(seq int64) int64 { return (seq/c.every + 1) * c.every }
 
+// Observe makes f hear of every state due for a checkpoint, whether or not
+// the store has it already (the local cache rebases on them). Call it before
+// the projector runs; f runs on the projector's writer and must be quick.
+func (c *Checkpointer) Observe(f func(*Snapshot)) { c.observe = f }
+
 // offer queues s (a snapshot no edit will change any more) for writing.
 func (c *Checkpointer) offer(s *Snapshot) {
+	if c.observe != nil {
+		c.observe(s)
+	}
 	if s.Seq() <= c.saved.Load() {
 		return
 	}
@@ -177,7 +184,7 @@ func (c *Checkpointer) Restore(ctx context.Context, atOrBelow int64) (*Snapshot,
 // due for a checkpoint hands the state to cp and continues in a new edit,
 // so that state stays as it was. It returns the edit to continue with.
 func applyCheckpointed(cp *Checkpointer, ed *edit, evs []events.Envelope, skipped func(events.Envelope, error)) (*edit, int, error) {
-	if cp == nil {
+	if cp == nil || cp.every == 0 {
 		n, err := ed.applyAll(evs, skipped)
 		return ed, n, err
 	}

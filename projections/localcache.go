@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,29 +17,36 @@ import (
 	"github.com/tenantgate/gateway/events"
 )
 
-// LocalCache keeps a copy of the applied events on local disk, one JSON
-// envelope a line, so that an instance restarted while the store is down can
-// rebuild the snapshot it last served instead of starting empty (fail static
-// across restarts).
+// LocalCache keeps a copy of the applied state on local disk, so that an
+// instance restarted while the store is down can rebuild the snapshot it
+// last served instead of starting empty (fail static across restarts).
 //
-// The file only ever holds a gap-free prefix of the log starting at seq 1:
-// events are appended in seq order and a torn last line (a crash mid-write)
-// is cut off at the next open. Replaying a prefix gives exactly the snapshot
-// at its last seq, because Apply is pure. Envelopes hold key digests only, so
-// the file holds no API key.
+// It is a base checkpoint (path + ".checkpoint", the encoding of the store's
+// checkpoints) and the events applied after it, one JSON envelope a line in
+// path. The events only ever form a gap-free run right after the base (seq 1
+// on without one): they are appended in seq order and a torn last line (a
+// crash mid-write) is cut off at the next open. The base moves forward with
+// the store's checkpoints (Rebase), so opening costs one checkpoint decode
+// and a few thousand events whatever the length of the log. Applying the run
+// to the base gives exactly the snapshot at its last seq, because Apply is
+// pure. Both hold key digests only, so no API key is on disk.
 type LocalCache struct {
 	path string
 	log  *slog.Logger
 
 	mu      sync.Mutex
 	pending []events.Envelope
-	last    int64 // last seq written or queued
+	rebase  *Snapshot // a new base to write before pending
+	base    int64     // seq of the base (written or queued)
+	last    int64     // last seq written or queued
 	lastID  string
 	wake    chan struct{}
 	f       *os.File
-	broken  bool // a write failed or a gap came: add nothing more until restart
+	broken  bool // a write failed or a gap came: add nothing more until the next base
 	close   sync.Once
 }
+
+func (c *LocalCache) basePath() string { return c.path + ".checkpoint" }
 
 // OpenLocalCache opens (creating it if missing) the cache file at path and
 // returns it with the snapshot its events rebuild (Empty if none). A
@@ -55,7 +63,8 @@ func OpenLocalCache(path string, log *slog.Logger) (*LocalCache, *Snapshot, erro
 		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
 	}
 	c := &LocalCache{path: path, log: log.With("component", "local-cache"), f: f, wake: make(chan struct{}, 1)}
-	evs, valid, err := readCache(f)
+	base := c.readBase()
+	evs, valid, err := readCache(f, base.Seq())
 	if err != nil {
 		_ = f.Close()
 		return nil, nil, fmt.Errorf("projections: local cache %s: %w", path, err)
@@ -68,7 +77,8 @@ func OpenLocalCache(path string, log *slog.Logger) (*LocalCache, *Snapshot, erro
 		_ = f.Close()
 		return nil, nil, fmt.Errorf("projections: local cache: %w", err)
 	}
-	snap, _ := ApplyBatch(Empty(), evs, nil) // skipped events count as applied, as live
+	snap, _ := ApplyBatch(base, evs, nil) // skipped events count as applied, as live
+	c.base, c.last, c.lastID = base.Seq(), base.Seq(), base.LastEventID()
 	if len(evs) > 0 {
 		c.last, c.lastID = evs[len(evs)-1].Seq, evs[len(evs)-1].ID
 	}
@@ -84,12 +94,51 @@ func OpenLocalCache(path string, log *slog.Logger) (*LocalCache, *Snapshot, erro
 	return c, snap, nil
 }
 
-// readCache returns the gap-free prefix of envelopes and its length in bytes.
-// A last line without its newline is a torn write and is not part of it.
-func readCache(f *os.File) ([]events.Envelope, int64, error) {
+// readBase returns the base checkpoint's snapshot, Empty when there is none
+// or it does not verify (then it is removed, and logged).
+func (c *LocalCache) readBase() *Snapshot {
+	b, err := os.ReadFile(c.basePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return Empty()
+	}
+	var cp events.Checkpoint
+	if err == nil {
+		head, data, found := bytes.Cut(b, []byte("\n"))
+		var h baseHeader
+		if err = json.Unmarshal(head, &h); err == nil && !found {
+			err = errors.New("no data")
+		}
+		cp = events.Checkpoint{Seq: h.Seq, ApplyVersion: h.ApplyVersion, StateHash: h.StateHash, Data: data}
+	}
+	var s *Snapshot
+	if err == nil {
+		s, err = DecodeCheckpoint(cp)
+	}
+	if err != nil {
+		c.log.Warn("local cache base checkpoint unusable; dropped", "err", err)
+		_ = os.Remove(c.basePath())
+		return Empty()
+	}
+	return s
+}
+
+// baseHeader is the first line of the base checkpoint file; the encoded
+// checkpoint follows.
+type baseHeader struct {
+	Seq          int64  `json:"seq"`
+	ApplyVersion string `json:"applyVersion"`
+	StateHash    string `json:"stateHash"`
+}
+
+// readCache returns the gap-free run of envelopes right after seq after and
+// the length in bytes of the lines it read (lines at or below after, left
+// by a crash between writing a base and cutting the file, are skipped). A
+// last line without its newline is a torn write and is not part of it.
+func readCache(f *os.File, after int64) ([]events.Envelope, int64, error) {
 	r := bufio.NewReaderSize(f, 64<<10)
 	var evs []events.Envelope
 	var valid int64
+	next := after + 1
 	for {
 		line, err := r.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
@@ -99,10 +148,13 @@ func readCache(f *os.File) ([]events.Envelope, int64, error) {
 			return nil, 0, err
 		}
 		var ev events.Envelope
-		if json.Unmarshal(line, &ev) != nil || ev.Seq != int64(len(evs))+1 {
+		if json.Unmarshal(line, &ev) != nil || (ev.Seq != next && (ev.Seq > after || len(evs) > 0)) {
 			return evs, valid, nil
 		}
-		evs = append(evs, ev)
+		if ev.Seq == next {
+			evs = append(evs, ev)
+			next++
+		}
 		valid += int64(len(line))
 	}
 }
@@ -140,7 +192,10 @@ func (c *LocalCache) Reset() error {
 }
 
 func (c *LocalCache) resetLocked() error {
-	c.pending, c.last, c.lastID, c.broken = nil, 0, "", false
+	c.pending, c.rebase, c.base, c.last, c.lastID, c.broken = nil, nil, 0, 0, "", false
+	if err := os.Remove(c.basePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("projections: local cache reset: %w", err)
+	}
 	if err := c.f.Truncate(0); err != nil {
 		return fmt.Errorf("projections: local cache reset: %w", err)
 	}
@@ -171,6 +226,65 @@ func (c *LocalCache) Add(ev events.Envelope) {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Rebase makes s (an applied snapshot no edit changes any more) the cache's
+// new base: the base file is rewritten with its checkpoint and the events up
+// to it are dropped from the event file. The projector calls it with every
+// checkpoint state and when it starts from a store checkpoint, before the
+// events after it; it never blocks on the disk. A base older than what the
+// cache holds is ignored.
+func (c *LocalCache) Rebase(s *Snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.Seq() <= c.base || s.Seq() < c.last {
+		return
+	}
+	// Everything queued is at or below s: the base covers it.
+	c.rebase, c.base, c.broken = s, s.Seq(), false
+	c.pending, c.last, c.lastID = nil, s.Seq(), s.LastEventID()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeBase writes the base checkpoint file (atomically: a temporary file
+// renamed over it) and then empties the event file.
+func (c *LocalCache) writeBase(s *Snapshot) error {
+	cp, err := EncodeCheckpoint(s)
+	if err != nil {
+		return err
+	}
+	head, err := json.Marshal(baseHeader{Seq: cp.Seq, ApplyVersion: cp.ApplyVersion, StateHash: cp.StateHash})
+	if err != nil {
+		return err
+	}
+	tmp := c.basePath() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(append(head, '\n'), cp.Data...))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, c.basePath())
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	// The base is in place: the events up to it can go.
+	if err := c.f.Truncate(0); err != nil {
+		return err
+	}
+	_, err = c.f.Seek(0, 0)
+	return err
 }
 
 // Run writes queued events as they come until ctx ends, then flushes what is
@@ -205,9 +319,15 @@ func (c *LocalCache) flushSafely() {
 		}
 	}()
 	c.mu.Lock()
-	evs := c.pending
-	c.pending = nil
+	evs, base := c.pending, c.rebase
+	c.pending, c.rebase = nil, nil
 	c.mu.Unlock()
+	if base != nil {
+		if err := c.writeBase(base); err != nil {
+			c.fail(err)
+			return
+		}
+	}
 	if len(evs) == 0 {
 		return
 	}

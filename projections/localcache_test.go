@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -175,4 +177,81 @@ func TestProjectorStartsFromTheCacheWhileTheStoreIsDown(t *testing.T) {
 	f.append(1)
 	store.down.Store(false)
 	waitConverged(t, store, p)
+}
+
+// TestLocalCacheRebases: after Rebase the cache is the base checkpoint plus
+// the events after it, reopening gives the same snapshot, a crash between
+// writing the base and cutting the event file loses nothing, and a damaged
+// base is dropped (logged), never served.
+func TestLocalCacheRebases(t *testing.T) {
+	t.Parallel()
+	evs := randomLog(t, rand.New(rand.NewPCG(21, 21)), 500).evs
+	path := filepath.Join(t.TempDir(), "cache.jsonl")
+	c, _, err := OpenLocalCache(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for _, ev := range evs[:300] {
+		c.Add(ev)
+	}
+	base, _ := Replay(evs[:320])
+	c.Rebase(base) // as when starting from a store checkpoint at 320
+	for _, ev := range evs[300:] {
+		c.Add(ev) // those up to 320 are already in the base
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(path + ".checkpoint"); err != nil || info.Size() == 0 {
+		t.Fatalf("no base checkpoint file: %v", err)
+	}
+	want, _ := Replay(evs)
+	reopen := func(t *testing.T) *Snapshot {
+		t.Helper()
+		c, snap, err := OpenLocalCache(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	got := reopen(t)
+	assertSameState(t, got, want)
+	if got.LastEventID() != evs[len(evs)-1].ID {
+		t.Fatalf("last event id %q, want %q", got.LastEventID(), evs[len(evs)-1].ID)
+	}
+	lines, _ := os.ReadFile(path)
+	if n := bytes.Count(lines, []byte("\n")); n != len(evs)-320 {
+		t.Fatalf("event file holds %d events, want the %d after the base", n, len(evs)-320)
+	}
+
+	// A crash right after the base was renamed into place, before the event
+	// file was cut: it still starts at seq 1.
+	var all bytes.Buffer
+	for _, ev := range evs {
+		b, _ := json.Marshal(ev)
+		all.Write(append(b, '\n'))
+	}
+	if err := os.WriteFile(path, all.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	assertSameState(t, reopen(t), want)
+
+	// A damaged base: dropped; the event file alone (which starts at 1
+	// here) rebuilds the state.
+	b, _ := os.ReadFile(path + ".checkpoint")
+	b[len(b)-10] ^= 0xff
+	if err := os.WriteFile(path+".checkpoint", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	assertSameState(t, reopen(t), want)
+	if _, err := os.Stat(path + ".checkpoint"); !os.IsNotExist(err) {
+		t.Fatalf("the damaged base is still there: %v", err)
+	}
 }

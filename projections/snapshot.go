@@ -16,6 +16,7 @@ import (
 // an event did not touch, so an update costs about the same at any size.
 type Snapshot struct {
 	seq     int64
+	lastID  string               // the id of event seq (not part of the state)
 	tenants *strMap[tenantEntry] // by id
 	byKey   *digestMap[*Tenant]
 	byName  *strMap[*Tenant]
@@ -56,13 +57,17 @@ func (s *Snapshot) next() *Snapshot {
 		return Empty()
 	}
 	return &Snapshot{
-		seq: s.seq, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
+		seq: s.seq, lastID: s.lastID, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
 		routes: s.routes, tables: s.tables, sum: s.sum, configSum: s.configSum, cache: &snapCache{},
 	}
 }
 
 // Seq is the seq of the last event applied.
 func (s *Snapshot) Seq() int64 { return s.seq }
+
+// LastEventID is the id of the last event applied ("" at seq 0), to tell
+// whether a store holds the same history (it is not part of the state).
+func (s *Snapshot) LastEventID() string { return s.lastID }
 
 // Authenticate finds the tenant holding the key with this digest, whatever its
 // status. The caller checks Status.

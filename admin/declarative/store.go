@@ -34,16 +34,24 @@ type ApplyOptions struct {
 	Now func() time.Time
 }
 
-// Replay returns the state right after event at, read from store; at < 0
-// means the store's head.
+// Replay returns the state right after event at, read from store (from the
+// nearest checkpoint on, when the store keeps them); at < 0 means the
+// store's head.
 func Replay(ctx context.Context, store events.Store, at int64) (*projections.Snapshot, error) {
 	if at == 0 {
 		return projections.Empty(), nil
 	}
-	until := max(at, 0)
-	snap, err := catchUp(ctx, store, projections.Empty(), until)
+	until := at
+	if at < 0 {
+		head, err := store.Head(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("declarative: %w", err)
+		}
+		until = head
+	}
+	snap, err := projections.StateAt(ctx, store, until, nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("declarative: %w", err)
 	}
 	if at > 0 && snap.Seq() < at {
 		return nil, fmt.Errorf("declarative: seq %d is beyond the store's head %d", at, snap.Seq())
@@ -115,7 +123,7 @@ func ApplyToStore(ctx context.Context, store events.Store, desired Document, opt
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	snap, err := catchUp(ctx, store, projections.Empty(), 0)
+	snap, err := Replay(ctx, store, -1)
 	if err != nil {
 		return Result{}, err
 	}

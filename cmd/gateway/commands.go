@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -53,27 +52,37 @@ func migrateCommand(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // replayCommand rebuilds the state from the store, as every instance does at
-// start, and prints it.
+// start (from the nearest checkpoint), and prints it; --verify checks every
+// checkpoint against a replay from zero instead.
 func replayCommand(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	until := fs.Int64("until-seq", 0, "replay events up to and including this seq (0: all)")
+	verify := fs.Bool("verify", false, "replay from zero and compare the state with every checkpoint instead of printing it")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: replay: %v", errUsage, err)
 	}
-	if *until < 0 || fs.NArg() > 0 {
-		return fmt.Errorf("%w: replay takes only --until-seq N with N >= 0", errUsage)
+	if *until < 0 || fs.NArg() > 0 || (*verify && *until != 0) {
+		return fmt.Errorf("%w: replay takes only --until-seq N with N >= 0, or --verify", errUsage)
 	}
 	store, err := openMigratedStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	snap, err := projections.ReplayStore(ctx, store, nil, *until, nil)
+	if *verify {
+		return verifyCheckpoints(ctx, store, stdout)
+	}
+	at := *until
+	if at == 0 {
+		if at, err = store.Head(ctx); err != nil {
+			return err
+		}
+	}
+	// From the nearest checkpoint at or below the seq.
+	snap, err := projections.StateAt(ctx, store, at, nil, nil)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(admin.NewStateDocument(snap))
+	return admin.WriteStateDocument(stdout, snap, true)
 }

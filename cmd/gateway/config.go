@@ -53,6 +53,11 @@ type Config struct {
 	// known configuration.
 	SnapshotCache bool
 	failpoint     string // TEST_FAILPOINT: a crash the fault tests play; never set in production
+
+	// CHECKPOINT_INTERVAL, default 10000: a checkpoint of the state is
+	// stored every this many events (and at shutdown); 0 writes none (those
+	// in the store are still used).
+	CheckpointInterval int64
 }
 
 // Distributed reports whether the gateway runs on PostgreSQL (and Redis).
@@ -88,6 +93,7 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		RateLimitFailClosed: r.bool("RATE_LIMIT_FAIL_CLOSED", false),
 		SnapshotCache:       r.bool("SNAPSHOT_CACHE", true),
 		failpoint:           r.str("TEST_FAILPOINT", ""),
+		CheckpointInterval:  int64(r.int("CHECKPOINT_INTERVAL", 10000, 0, 1<<30)),
 	}
 	c.LogLevel = r.level("LOG_LEVEL", slog.LevelInfo)
 	if r.err != nil {

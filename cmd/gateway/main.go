@@ -3,6 +3,7 @@
 //	gateway [serve]                 run the gateway (default)
 //	gateway migrate                 apply the event store's migrations and exit
 //	gateway replay [--until-seq N]  rebuild the state from the store, print it as /admin/state's JSON
+//	gateway replay --verify         compare every checkpoint with a replay from zero
 //	gateway export [--at SEQ] [-o yaml|json]   write the declarative config (tenants without keys, routes)
 //	gateway apply -f FILE [--dry-run]          append one event per difference between FILE and the store
 //
@@ -28,7 +29,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: gateway [serve | migrate | replay [--until-seq N] | export [--at SEQ] [-o yaml|json] | apply -f FILE [--dry-run]]
+const usage = `usage: gateway [serve | migrate | replay [--until-seq N | --verify] | export [--at SEQ] [-o yaml|json] | apply -f FILE [--dry-run]]
 configuration is read from the environment (see README.md)`
 
 // errUsage marks errors caused by the command line rather than by running.

@@ -52,6 +52,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		}
 	}
 	lazy, _ := store.(*lazyStore)
+	checkpoints, err := newCheckpointer(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	var onRestored func(*projections.Snapshot)
+	if cache != nil && checkpoints != nil {
+		// The cache's base follows the checkpoints, so it stays short.
+		checkpoints.Observe(cache.Rebase)
+		onRestored = cache.Rebase
+	}
 	if cfg.failpoint == "exit-after-commit" {
 		store = failpointStore{store}
 	}
@@ -87,6 +97,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		HeadCheckInterval: cfg.HeadCheckInterval,
 		OnApplied:         onApplied,
 		Initial:           cached,
+		Checkpoints:       checkpoints,
+		OnRestored:        onRestored,
 	}, store, bus, log)
 	if err != nil {
 		return err
@@ -175,6 +187,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	if lazy != nil {
 		background.Go(func() error { return lazy.wait(bgCtx) })
 	}
+	if checkpoints != nil {
+		background.Go(func() error { return checkpoints.Run(bgCtx) })
+	}
 	for _, loop := range res.loops {
 		background.Go(func() error { return loop(bgCtx) })
 	}
@@ -207,6 +222,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	stopBackground()
 	listenErr := serving.Wait()
 	bgErr := background.Wait()
+	saveShutdownCheckpoint(ctx, cfg, checkpoints, projector.Snapshot(), log)
 	if bgErr != nil && !errors.Is(bgErr, context.Canceled) {
 		return fmt.Errorf("background: %w", bgErr)
 	}

@@ -99,7 +99,7 @@ type lazyStore struct {
 	tryEvery time.Duration
 }
 
-func (l *lazyStore) get(ctx context.Context) (events.Store, error) {
+func (l *lazyStore) get(ctx context.Context) (*events.SQLStore, error) {
 	if s := l.s.Load(); s != nil {
 		return s, nil
 	}
@@ -174,6 +174,34 @@ func (l *lazyStore) Head(ctx context.Context) (int64, error) {
 }
 
 func (l *lazyStore) Kind() string { return l.kind }
+
+// The checkpoint methods make lazyStore a projections.CheckpointStore.
+
+func (l *lazyStore) SaveCheckpoint(ctx context.Context, cp events.Checkpoint) (bool, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return false, err
+	}
+	return s.SaveCheckpoint(ctx, cp)
+}
+
+func (l *lazyStore) Checkpoints(ctx context.Context, version string, atOrBelow int64, limit int) ([]events.Checkpoint, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Checkpoints(ctx, version, atOrBelow, limit)
+}
+
+func (l *lazyStore) LoadCheckpoint(ctx context.Context, seq int64, version string) (events.Checkpoint, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return events.Checkpoint{}, err
+	}
+	return s.LoadCheckpoint(ctx, seq, version)
+}
+
+var _ projections.CheckpointStore = (*lazyStore)(nil)
 
 func (l *lazyStore) Close() error {
 	l.mu.Lock()
