@@ -289,12 +289,18 @@ func (b *edit) putTenant(old, t *Tenant) {
 		}
 	}
 	if t != nil {
-		e := tenantEntry{t: t, digests: tenantDigests(t)}
-		e.addTo(&s.sum, &s.configSum)
-		s.tenants = s.tenants.set(tok, t.ID, e)
-		s.byKey = s.byKey.set(tok, t.KeyHash, t)
-		s.byName = s.byName.set(tok, t.Name, t)
+		b.addTenant(t, tenantDigests(t))
 	}
+}
+
+// addTenant files t, whose digests are dg, in the indexes.
+func (b *edit) addTenant(t *Tenant, dg digests) {
+	s, tok := b.s, b.tok
+	e := tenantEntry{t: t, digests: dg}
+	e.addTo(&s.sum, &s.configSum)
+	s.tenants = s.tenants.set(tok, t.ID, e)
+	s.byKey = s.byKey.set(tok, t.KeyHash, t)
+	s.byName = s.byName.set(tok, t.Name, t)
 }
 
 func (b *edit) routeCreated(ev events.Envelope) error {
@@ -366,15 +372,20 @@ func (b *edit) routeDeleted(ev events.Envelope) error {
 }
 
 // putRoute files r; its tenant exists.
-func (b *edit) putRoute(r *Route) {
+func (b *edit) putRoute(r *Route) { b.addRoute(r, routeDigests(r)) }
+
+// addRoute files r, whose digests are dg; its tenant exists.
+func (b *edit) addRoute(r *Route, dg digests) {
 	s, tok := b.s, b.tok
-	e := routeEntry{r: r, digests: routeDigests(r)}
+	e := routeEntry{r: r, digests: dg}
 	e.addTo(&s.sum, &s.configSum)
 	s.routes = s.routes.set(tok, r.ID, e)
-	tb, _ := s.tables.get(r.TenantID)
-	tb = tb.editable(tok)
+	old, _ := s.tables.get(r.TenantID)
+	tb := old.editable(tok)
 	tb.add(tok, r)
-	s.tables = s.tables.set(tok, r.TenantID, tb)
+	if tb != old {
+		s.tables = s.tables.set(tok, r.TenantID, tb)
+	}
 }
 
 func (b *edit) dropRoute(r *Route) {
@@ -382,10 +393,12 @@ func (b *edit) dropRoute(r *Route) {
 	e, _ := s.routes.get(r.ID)
 	e.addTo(&s.sum, &s.configSum)
 	s.routes = s.routes.delete(tok, r.ID)
-	if tb, ok := s.tables.get(r.TenantID); ok {
-		tb = tb.editable(tok)
+	if old, ok := s.tables.get(r.TenantID); ok {
+		tb := old.editable(tok)
 		tb.remove(tok, r)
-		s.tables = s.tables.set(tok, r.TenantID, tb)
+		if tb != old {
+			s.tables = s.tables.set(tok, r.TenantID, tb)
+		}
 	}
 }
 

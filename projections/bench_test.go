@@ -203,3 +203,30 @@ func BenchmarkSnapshotMemory(b *testing.B) {
 	runtime.KeepAlive(s)
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(s.Routes())), "bytes/route")
 }
+
+// BenchmarkCheckpoint encodes and decodes (verifying) the checkpoint of the
+// benchmark state: 10k tenants, 100k routes.
+func BenchmarkCheckpoint(b *testing.B) {
+	s := loadBench(b).snap
+	cp, err := EncodeCheckpoint(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := EncodeCheckpoint(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(cp.Data)), "bytes")
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeCheckpoint(cp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -92,10 +92,95 @@ type section struct {
 	count func(s *Snapshot) int
 	// each calls rec with the encoding of every aggregate, ordered by id.
 	each func(s *Snapshot, rec func(encode func(*encoder)) error) error
-	// load decodes one record into the edit.
-	load func(b *edit, d *decoder) error
-	// begin, if set, prepares the edit before the section's first record.
-	begin func(b *edit)
+	// decode reads one record: pure, so it runs beside the loading.
+	decode func(d *decoder) (decoded, error)
+	// put files a decoded record in the edit, in record order.
+	put func(b *edit, v decoded) error
+	// begin, if set, prepares the edit for the section's n records.
+	begin func(b *edit, n int)
+}
+
+// decoded is one record ready to be filed, its digests computed.
+type decoded struct {
+	tenant *Tenant
+	route  *Route
+	dg     digests
+	key    any // an index key
+	id     string
+}
+
+var sections = []section{
+	{
+		name:  "tenants",
+		count: func(s *Snapshot) int { return s.tenants.len() },
+		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
+			for _, t := range s.Tenants() {
+				if err := rec(func(e *encoder) { e.tenant(t) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		begin: func(b *edit, n int) {
+			b.s.tenants = presized[string, tenantEntry, stringHasher](b.tok, n)
+		},
+		decode: func(d *decoder) (decoded, error) {
+			t := d.tenant()
+			if d.err != nil {
+				return decoded{}, d.err
+			}
+			return decoded{tenant: t, dg: tenantDigests(t)}, nil
+		},
+		put: func(b *edit, v decoded) error {
+			if _, dup := b.s.tenants.get(v.tenant.ID); dup {
+				return fmt.Errorf("tenant %q twice", v.tenant.ID)
+			}
+			b.addTenant(v.tenant, v.dg)
+			return nil
+		},
+	},
+	{
+		name:  "routes",
+		count: func(s *Snapshot) int { return s.routes.len() },
+		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
+			for _, r := range s.Routes() {
+				if err := rec(func(e *encoder) { e.route(r) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		begin: func(b *edit, n int) {
+			b.s.routes = presized[string, routeEntry, stringHasher](b.tok, n)
+		},
+		decode: func(d *decoder) (decoded, error) {
+			r := d.route()
+			if d.err != nil {
+				return decoded{}, d.err
+			}
+			compile(r, nil)
+			return decoded{route: r, dg: routeDigests(r)}, nil
+		},
+		put: func(b *edit, v decoded) error {
+			r := v.route
+			if _, dup := b.s.routes.get(r.ID); dup {
+				return fmt.Errorf("route %q twice", r.ID)
+			}
+			t, ok := b.s.tenants.get(r.TenantID)
+			if !ok {
+				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
+			}
+			r.TenantID = t.t.ID // one copy of the id string per tenant
+			b.addRoute(r, v.dg)
+			return nil
+		},
+	},
+	indexSection("tenantNames", func(s *Snapshot) **strMap[*Tenant] { return &s.byName },
+		func(e *encoder, k string) { e.str(k) }, func(d *decoder) string { return d.str() }, strings.Compare),
+	indexSection("tenantKeys", func(s *Snapshot) **digestMap[*Tenant] { return &s.byKey },
+		func(e *encoder, k [32]byte) { e.b = append(e.b, k[:]...) },
+		func(d *decoder) (k [32]byte) { copy(k[:], d.bytes(32)); return k },
+		func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) }),
 }
 
 // The tenant indexes by name and by key digest are written as they are, not
@@ -124,81 +209,20 @@ func indexSection[K comparable, H hasher[K]](name string, index func(*Snapshot) 
 			}
 			return nil
 		},
-		begin: func(b *edit) { *index(b.s) = nil },
-		load: func(b *edit, d *decoder) error {
+		begin: func(b *edit, n int) { *index(b.s) = presized[K, *Tenant, H](b.tok, n) },
+		decode: func(d *decoder) (decoded, error) {
 			k, id := decodeKey(d), d.str()
-			if d.err != nil {
-				return d.err
-			}
-			e, ok := b.s.tenants.get(id)
+			return decoded{key: k, id: id}, d.err
+		},
+		put: func(b *edit, v decoded) error {
+			e, ok := b.s.tenants.get(v.id)
 			if !ok {
-				return fmt.Errorf("%s: tenant %q is not there", name, id)
+				return fmt.Errorf("%s: tenant %q is not there", name, v.id)
 			}
-			*index(b.s) = (*index(b.s)).set(b.tok, k, e.t)
+			*index(b.s) = (*index(b.s)).set(b.tok, v.key.(K), e.t)
 			return nil
 		},
 	}
-}
-
-var sections = []section{
-	{
-		name:  "tenants",
-		count: func(s *Snapshot) int { return s.tenants.len() },
-		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
-			for _, t := range s.Tenants() {
-				if err := rec(func(e *encoder) { e.tenant(t) }); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		load: func(b *edit, d *decoder) error {
-			t := d.tenant()
-			if d.err != nil {
-				return d.err
-			}
-			if _, dup := b.s.tenants.get(t.ID); dup {
-				return fmt.Errorf("tenant %q twice", t.ID)
-			}
-			b.putTenant(nil, t)
-			return nil
-		},
-	},
-	{
-		name:  "routes",
-		count: func(s *Snapshot) int { return s.routes.len() },
-		each: func(s *Snapshot, rec func(func(*encoder)) error) error {
-			for _, r := range s.Routes() {
-				if err := rec(func(e *encoder) { e.route(r) }); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		load: func(b *edit, d *decoder) error {
-			r := d.route()
-			if d.err != nil {
-				return d.err
-			}
-			if _, dup := b.s.routes.get(r.ID); dup {
-				return fmt.Errorf("route %q twice", r.ID)
-			}
-			t, ok := b.s.tenants.get(r.TenantID)
-			if !ok {
-				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
-			}
-			r.TenantID = t.t.ID // one copy of the id string per tenant
-			compile(r, nil)
-			b.putRoute(r)
-			return nil
-		},
-	},
-	indexSection("tenantNames", func(s *Snapshot) **strMap[*Tenant] { return &s.byName },
-		func(e *encoder, k string) { e.str(k) }, func(d *decoder) string { return d.str() }, strings.Compare),
-	indexSection("tenantKeys", func(s *Snapshot) **digestMap[*Tenant] { return &s.byKey },
-		func(e *encoder, k [32]byte) { e.b = append(e.b, k[:]...) },
-		func(d *decoder) (k [32]byte) { copy(k[:], d.bytes(32)); return k },
-		func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) }),
 }
 
 // encoders compress with one goroutine: checkpoints are written in the
@@ -277,6 +301,10 @@ const maxRecord = 16 << 20
 // the version must be this build's, the data must decode completely, and the
 // state hash recomputed from the rebuilt snapshot must equal the stored one.
 // Any failure wraps ErrBadCheckpoint.
+//
+// Reading and decoding the records (and their digests) runs in a goroutine
+// beside the one filing them into the snapshot, so a load costs about the
+// slower of the two, not their sum.
 func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: seq %d: %s", ErrBadCheckpoint, cp.Seq, fmt.Sprintf(format, args...))
@@ -289,87 +317,169 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 		return nil, bad("%v", err)
 	}
 	defer zr.Close()
-	r := bufio.NewReaderSize(zr, 64<<10)
-	var buf []byte
-	read := func(n int64) ([]byte, error) {
-		if n < 0 || n > maxRecord {
-			return nil, errMalformed
-		}
-		if int64(cap(buf)) < n {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		_, err := io.ReadFull(r, buf)
-		return buf, err
-	}
-	readInt := func() (int64, error) {
-		b, err := read(8)
-		if err != nil {
-			return 0, err
-		}
-		return int64(binary.BigEndian.Uint64(b)), nil
-	}
-	readStr := func() (string, error) {
-		n, err := readInt()
-		if err != nil {
-			return "", err
-		}
-		b, err := read(n)
-		return string(b), err
-	}
-	if magic, err := readStr(); err != nil || magic != checkpointMagic {
+	r := &recordReader{r: bufio.NewReaderSize(zr, 64<<10)}
+	if magic, err := r.str(); err != nil || magic != checkpointMagic {
 		return nil, bad("not a checkpoint (%v)", err)
 	}
-	seq, err := readInt()
+	seq, err := r.int()
 	if err != nil || seq != cp.Seq {
 		return nil, bad("holds seq %d (%v)", seq, err)
 	}
-	lastID, err := readStr()
+	lastID, err := r.str()
 	if err != nil {
 		return nil, bad("no last event id (%v)", err)
 	}
+
+	batches := make(chan recordBatch, 8)
+	stop := make(chan struct{})
+	go func() {
+		defer close(batches)
+		if err := r.decodeAll(batches, stop); err != nil {
+			select {
+			case batches <- recordBatch{err: err}:
+			case <-stop:
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		for range batches { // let the reader end before zr closes
+		}
+	}()
 	b := newEdit(Empty())
-	for _, sec := range sections {
-		name, err := readStr()
-		if err != nil || name != sec.name {
-			return nil, bad("section %q where %q belongs (%v)", name, sec.name, err)
+	sec := -1
+	for batch := range batches {
+		if batch.err != nil {
+			return nil, bad("%v", batch.err)
 		}
-		n, err := readInt()
-		if err != nil || n < 0 {
-			return nil, bad("%s: count %d (%v)", sec.name, n, err)
+		if batch.sec != sec {
+			sec = batch.sec
+			if sections[sec].begin != nil {
+				sections[sec].begin(b, batch.count)
+			}
 		}
-		if sec.begin != nil {
-			sec.begin(b)
-		}
-		for i := range n {
-			size, err := readInt()
-			if err != nil {
-				return nil, bad("%s[%d]: %v", sec.name, i, err)
-			}
-			rec, err := read(size)
-			if err != nil {
-				return nil, bad("%s[%d]: %v", sec.name, i, err)
-			}
-			d := decoder{b: rec}
-			if err := sec.load(b, &d); err != nil {
-				return nil, bad("%s[%d]: %v", sec.name, i, err)
-			}
-			if len(d.b) != 0 {
-				return nil, bad("%s[%d]: %d bytes left over", sec.name, i, len(d.b))
+		for i, v := range batch.items {
+			if err := sections[sec].put(b, v); err != nil {
+				return nil, bad("%s[%d]: %v", sections[sec].name, batch.first+i, err)
 			}
 		}
 	}
-	if end, err := readStr(); err != nil || end != "" {
-		return nil, bad("no end marker (%v)", err)
-	}
-	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
-		return nil, bad("data after the end marker (%v)", err)
+	if !r.complete {
+		return nil, bad("incomplete")
 	}
 	b.s.seq, b.s.lastID = seq, lastID
 	if got := b.s.StateHash(); got != cp.StateHash {
 		return nil, bad("state hash %s, the checkpoint says %s", got, cp.StateHash)
 	}
 	return b.s, nil
+}
+
+// recordBatch is a run of decoded records of one section (or what stopped
+// the reading).
+type recordBatch struct {
+	sec   int
+	count int // records in the section
+	first int // index of items[0] in the section
+	items []decoded
+	err   error
+}
+
+// recordReader reads the parts of a decompressed checkpoint.
+type recordReader struct {
+	r        *bufio.Reader
+	buf      []byte
+	complete bool // the end marker was read, and nothing after it
+}
+
+func (r *recordReader) read(n int64) ([]byte, error) {
+	if n < 0 || n > maxRecord {
+		return nil, errMalformed
+	}
+	if int64(cap(r.buf)) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	_, err := io.ReadFull(r.r, r.buf)
+	return r.buf, err
+}
+
+func (r *recordReader) int() (int64, error) {
+	b, err := r.read(8)
+	if err != nil {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+func (r *recordReader) str() (string, error) {
+	n, err := r.int()
+	if err != nil {
+		return "", err
+	}
+	b, err := r.read(n)
+	return string(b), err
+}
+
+// decodeAll reads and decodes every section's records into batches, in
+// order, until the end marker; it stops early when stop closes.
+func (r *recordReader) decodeAll(out chan<- recordBatch, stop <-chan struct{}) error {
+	const batchSize = 512
+	for si, sec := range sections {
+		name, err := r.str()
+		if err != nil || name != sec.name {
+			return fmt.Errorf("section %q where %q belongs (%v)", name, sec.name, err)
+		}
+		n, err := r.int()
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: count %d (%v)", sec.name, n, err)
+		}
+		batch := recordBatch{sec: si, count: int(n)}
+		send := func() bool {
+			select {
+			case out <- batch:
+				return true
+			case <-stop:
+				return false
+			}
+		}
+		for i := range int(n) {
+			size, err := r.int()
+			if err != nil {
+				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
+			}
+			rec, err := r.read(size)
+			if err != nil {
+				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
+			}
+			d := decoder{b: rec}
+			v, err := sec.decode(&d)
+			if err == nil && len(d.b) != 0 {
+				err = fmt.Errorf("%d bytes left over", len(d.b))
+			}
+			if err != nil {
+				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
+			}
+			batch.items = append(batch.items, v)
+			if len(batch.items) == batchSize {
+				if !send() {
+					return nil
+				}
+				batch = recordBatch{sec: si, count: int(n), first: i + 1}
+			}
+		}
+		// An empty batch too: the section's begin must run.
+		if !send() {
+			return nil
+		}
+	}
+	if end, err := r.str(); err != nil || end != "" {
+		return fmt.Errorf("no end marker (%v)", err)
+	}
+	if _, err := r.r.ReadByte(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("data after the end marker (%v)", err)
+	}
+	r.complete = true
+	return nil
 }
 
 // CheckpointStore keeps checkpoints; *events.SQLStore is one.

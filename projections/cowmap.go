@@ -179,3 +179,17 @@ func (p *pmap[K, V, H]) grow(tok *token) {
 	}
 	p.shards = shards
 }
+
+// presized returns an empty map owned by tok with room for n entries, so a
+// bulk load (a checkpoint) does not grow it shard count by shard count.
+func presized[K comparable, V any, H hasher[K]](tok *token, n int) *pmap[K, V, H] {
+	shards := 1
+	for shards*shardLoad < n && shards < maxShards {
+		shards *= 2
+	}
+	p := &pmap[K, V, H]{owner: tok, shards: make([]*pshard[K, V], shards)}
+	for i := range p.shards {
+		p.shards[i] = &pshard[K, V]{owner: tok, m: make(map[K]V, n/shards+1)}
+	}
+	return p
+}
