@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,11 +39,26 @@ const appendLockKey int64 = 0x7467_6170_7065_6e64 // "tgappend"
 
 // Bounds of one store call, on top of the caller's context, so that an
 // unreachable database answers ErrUnavailable quickly instead of hanging.
-// A Read may run longer than the others once it has a connection.
+// A Read may run longer than the others once it has a connection, and an
+// append gets perEventWrite more for each event, so a large batch (an apply
+// of 100,000 routes) is not cut off as if the database were gone.
 const (
-	writeTimeout = 5 * time.Second
-	readTimeout  = 30 * time.Second
-	dialTimeout  = 3 * time.Second
+	writeTimeout  = 5 * time.Second
+	readTimeout   = 30 * time.Second
+	dialTimeout   = 3 * time.Second
+	perEventWrite = 100 * time.Microsecond
+	pingTimeout   = time.Second
+)
+
+// AppendTimeout is how long an append of n events may take before it fails
+// with ErrTimeout; callers that bound an append themselves allow as much.
+func AppendTimeout(n int) time.Duration { return writeTimeout + time.Duration(n)*perEventWrite }
+
+// Appends of at least copyThreshold events go through COPY on PostgreSQL;
+// SQLite and smaller PostgreSQL appends insert insertChunk rows a statement.
+const (
+	copyThreshold = 256
+	insertChunk   = 500
 )
 
 // timeLayout is how SQLite stores occurred_at: UTC, fixed microseconds, so the
@@ -64,6 +81,8 @@ type SQLStore struct {
 	// instead of spinning on SQLite's busy handler; BEGIN IMMEDIATE still
 	// serializes against other processes.
 	writeMu sync.Mutex
+	// connector dials PostgreSQL outside the pool (nil for SQLite).
+	connector driver.Connector
 }
 
 var _ Store = (*SQLStore)(nil)
@@ -84,7 +103,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*SQLStore, error) {
 	sqldb.SetMaxOpenConns(16)
 	sqldb.SetMaxIdleConns(4)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	s := &SQLStore{db: bun.NewDB(sqldb, pgdialect.New()), kind: KindPostgres}
+	s := &SQLStore{db: bun.NewDB(sqldb, pgdialect.New()), kind: KindPostgres, connector: connector}
 	if err := s.ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
@@ -250,32 +269,142 @@ func (s *SQLStore) Append(ctx context.Context, req AppendRequest) ([]Envelope, e
 		s.writeMu.Lock()
 		defer s.writeMu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, AppendTimeout(len(rows)))
 	defer cancel()
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if s.kind == KindPostgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", appendLockKey); err != nil {
+	var err error
+	if s.kind == KindPostgres && len(rows) >= copyThreshold {
+		err = s.appendCopy(ctx, req.ExpectedHead, rows)
+	} else {
+		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if s.kind == KindPostgres {
+				if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", appendLockKey); err != nil {
+					return err
+				}
+			}
+			if err := numberRows(ctx, tx, req.ExpectedHead, rows); err != nil {
 				return err
 			}
-		}
-		head, err := head(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if req.ExpectedHead != AnyHead && head != req.ExpectedHead {
-			return fmt.Errorf("%w: expected %d, is %d", ErrHeadMoved, req.ExpectedHead, head)
-		}
-		for i := range rows {
-			rows[i].Seq = head + 1 + int64(i)
-			out[i].Seq = rows[i].Seq
-		}
-		_, err = tx.NewInsert().Model(&rows).Exec(ctx)
-		return err
-	})
+			for i := 0; i < len(rows); i += insertChunk {
+				chunk := rows[i:min(i+insertChunk, len(rows))]
+				if _, err := tx.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, s.wrap(ctx, fmt.Errorf("events: append: %w", err))
 	}
+	for i := range rows {
+		out[i].Seq = rows[i].Seq
+	}
 	return out, nil
+}
+
+// numberRows checks the head inside the append's transaction and gives
+// rows the seqs after it.
+func numberRows(ctx context.Context, db bun.IDB, expectedHead int64, rows []eventRow) error {
+	head, err := head(ctx, db)
+	if err != nil {
+		return err
+	}
+	if expectedHead != AnyHead && head != expectedHead {
+		return fmt.Errorf("%w: expected %d, is %d", ErrHeadMoved, expectedHead, head)
+	}
+	for i := range rows {
+		rows[i].Seq = head + 1 + int64(i)
+	}
+	return nil
+}
+
+// appendCopy is Append on PostgreSQL through COPY, one round trip for the
+// rows whatever their number, in a transaction of its own on one
+// connection: BEGIN, the append lock, the head check, COPY, COMMIT.
+func (s *SQLStore) appendCopy(ctx context.Context, expectedHead int64, rows []eventRow) (err error) {
+	conn, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// A connection left mid-COPY or mid-transaction is not reused.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+			if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+			cancel()
+		}
+		_ = conn.Close()
+	}()
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", appendLockKey); err != nil {
+		return err
+	}
+	if err := numberRows(ctx, conn, expectedHead, rows); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeCopyRows(pw, rows)) }()
+	_, err = pgdriver.CopyFrom(ctx, conn, pr,
+		"COPY events (seq, id, type, aggregate_type, aggregate_id, aggregate_version, tenant_id, actor, occurred_at, data) FROM STDIN")
+	_ = pr.Close() // ends the writer if COPY stopped early
+	if err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// writeCopyRows writes rows in COPY's text format: tab-separated columns,
+// backslash escapes for backslash, tab, newline and carriage return.
+func writeCopyRows(w io.Writer, rows []eventRow) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var num []byte
+	field := func(v string) {
+		for i := 0; i < len(v); i++ {
+			switch c := v[i]; c {
+			case '\\':
+				bw.WriteString(`\\`)
+			case '\t':
+				bw.WriteString(`\t`)
+			case '\n':
+				bw.WriteString(`\n`)
+			case '\r':
+				bw.WriteString(`\r`)
+			default:
+				bw.WriteByte(c)
+			}
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		num = strconv.AppendInt(num[:0], r.Seq, 10)
+		bw.Write(num)
+		for _, v := range []string{r.ID, r.Type, r.AggregateType, r.AggregateID} {
+			bw.WriteByte('\t')
+			field(v)
+		}
+		bw.WriteByte('\t')
+		num = strconv.AppendInt(num[:0], r.AggregateVersion, 10)
+		bw.Write(num)
+		for _, v := range []string{r.TenantID, r.Actor, time.Time(r.OccurredAt).UTC().Format(timeLayout)} {
+			bw.WriteByte('\t')
+			field(v)
+		}
+		bw.WriteByte('\t')
+		field(string(r.Data))
+		if err := bw.WriteByte('\n'); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }
 
 // Read returns the events matching q in seq order.
@@ -344,17 +473,52 @@ func head(ctx context.Context, db bun.IDB) (int64, error) {
 	return h, err
 }
 
-// wrap adds ErrVersionConflict or ErrUnavailable to err where they apply.
+// wrap adds ErrVersionConflict, ErrTimeout or ErrUnavailable to err where
+// they apply. A call that ran past its deadline is a timeout when the
+// database still answers a ping, and unavailable when it does not.
 func (s *SQLStore) wrap(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, ErrHeadMoved), errors.Is(err, ErrVersionConflict):
 		return err
 	case isVersionConflict(err):
 		return fmt.Errorf("%w: %w", ErrVersionConflict, err)
+	case pastDeadline(ctx) && s.answers():
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	case isUnavailable(ctx, err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// pastDeadline reports whether ctx's deadline has passed. The driver's
+// socket deadline is the context's, so its i/o timeout can come a moment
+// before ctx.Err() says so.
+func pastDeadline(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// answers reports whether the database answers within pingTimeout. On
+// PostgreSQL it dials a connection of its own rather than draw one from the
+// pool, which may hold the connection the timed-out call left broken.
+func (s *SQLStore) answers() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	if s.connector == nil {
+		return s.db.PingContext(ctx) == nil
+	}
+	cn, err := s.connector.Connect(ctx)
+	if err != nil {
+		return false
+	}
+	defer cn.Close()
+	if p, ok := cn.(driver.Pinger); ok {
+		return p.Ping(ctx) == nil
+	}
+	return true
 }
 
 const versionConstraint = "events_aggregate_version_key"

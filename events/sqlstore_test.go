@@ -99,7 +99,8 @@ func TestOpenPostgresUnreachable(t *testing.T) {
 }
 
 // TestPostgresOutage: with PostgreSQL unreachable every call fails quickly
-// with ErrUnavailable; once it is back the store works again.
+// (its timeout, plus the one-second ping that tells an unreachable database
+// from a slow one) with ErrUnavailable; once it is back the store works again.
 func TestPostgresOutage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -145,7 +146,7 @@ func TestPostgresOutage(t *testing.T) {
 				if err := c.call(); !errors.Is(err, events.ErrUnavailable) {
 					t.Errorf("%s, %s: %v, want ErrUnavailable", o.name, c.name, err)
 				}
-				if d := time.Since(start); d > 6*time.Second {
+				if d := time.Since(start); d > 7*time.Second {
 					t.Errorf("%s, %s took %v to fail", o.name, c.name, d)
 				}
 			})
@@ -170,5 +171,42 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	if got := appendN(t, s, 1); got != 4 {
 		t.Fatalf("seq after the outage = %d, want 4", got)
+	}
+}
+
+// TestSlowAppendOnAHealthyStoreIsATimeout: an append that runs past its
+// deadline while PostgreSQL answers (here: waiting for the append lock that
+// another session holds) fails with ErrTimeout, not ErrUnavailable.
+func TestSlowAppendOnAHealthyStoreIsATimeout(t *testing.T) {
+	t.Parallel()
+	s := openPostgres(t)
+	defer s.Close()
+	ctx := context.Background()
+	conn, err := s.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const appendLockKey = 0x7467_6170_7065_6e64 // the store's
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", int64(appendLockKey)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 300} { // the insert and the COPY paths
+		evs := make([]events.Envelope, n)
+		for i := range evs {
+			evs[i] = bustest.Event(int64(i + 1))
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := s.Append(short, events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs})
+		cancel()
+		if !errors.Is(err, events.ErrTimeout) || errors.Is(err, events.ErrUnavailable) {
+			t.Fatalf("%d events: Append = %v, want ErrTimeout", n, err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock(?)", int64(appendLockKey)); err != nil {
+		t.Fatal(err)
+	}
+	if got := appendN(t, s, 1); got != 1 {
+		t.Fatalf("seq after the timeouts = %d, want 1 (nothing committed)", got)
 	}
 }

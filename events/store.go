@@ -14,6 +14,9 @@ var (
 	ErrHeadMoved = errors.New("events: store head moved")
 	// ErrUnavailable: the store cannot be reached.
 	ErrUnavailable = errors.New("events: store unavailable")
+	// ErrTimeout: the store answers but the call ran past its deadline (a
+	// slow query on a healthy store, not an unreachable one).
+	ErrTimeout = errors.New("events: store call timed out")
 )
 
 // AnyHead disables the head check of an append.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) events.Store) {
 		{"ExpectedHead", testExpectedHead},
 		{"QueryFilters", testQueryFilters},
 		{"ConcurrentAppendsAndTail", testConcurrentAppendsAndTail},
+		{"LargeBatch", testLargeBatch},
+		{"LargeConflictingBatch", testLargeConflictingBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,6 +301,70 @@ func testConflictingBatch(t *testing.T, s events.Store) {
 	}
 	if got := mustAppend(t, s, event(b, 1, b)); got[0].Seq != 2 {
 		t.Fatalf("seq after failed batches = %d, want 2", got[0].Seq)
+	}
+}
+
+// largeBatch is more events than any store's small-append path takes (an
+// apply of a large document): they go through COPY on PostgreSQL and chunked
+// inserts on SQLite.
+const largeBatch = 3000
+
+// testLargeBatch appends a large batch whose fields hold characters that
+// text formats escape (backslashes, tabs, newlines, quotes) and reads it
+// back exactly.
+func testLargeBatch(t *testing.T, s events.Store) {
+	mustAppend(t, s, event(uuid.NewString(), 1, "t"))
+	in := make([]events.Envelope, largeBatch)
+	for i := range in {
+		in[i] = event(uuid.NewString(), 1, "tenant\\with\tspecial\n"+strconv.Itoa(i))
+		in[i].Actor = "alice \\N \t\r\n \"quoted\" é"
+		in[i].Data = json.RawMessage(fmt.Sprintf(`{"path":"C:\\dir\\n%d","text":"tab\there\nnewline","n":%d,`+"\n\t"+`"u":"\u00e9"}`, i, i))
+	}
+	out, err := s.Append(ctxFor(t), events.AppendRequest{ExpectedHead: 1, Events: in})
+	if err != nil {
+		t.Fatalf("Append of %d events: %v", largeBatch, err)
+	}
+	if out[0].Seq != 2 || out[len(out)-1].Seq != largeBatch+1 {
+		t.Fatalf("seqs %d..%d, want 2..%d", out[0].Seq, out[len(out)-1].Seq, largeBatch+1)
+	}
+	read := mustRead(t, s, events.Query{After: 1})
+	if len(read) != largeBatch {
+		t.Fatalf("Read = %d events, want %d", len(read), largeBatch)
+	}
+	for i, got := range read {
+		want := out[i]
+		var gd, wd any
+		if json.Unmarshal(got.Data, &gd) != nil || json.Unmarshal(want.Data, &wd) != nil || !reflect.DeepEqual(gd, wd) {
+			t.Fatalf("event %d: data %s, want %s", i, got.Data, want.Data)
+		}
+		got.Data, want.Data = nil, nil
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("event %d:\n got %+v\nwant %+v", i, got, want)
+		}
+	}
+}
+
+// testLargeConflictingBatch: a large batch with one conflicting event near
+// its end commits nothing.
+func testLargeConflictingBatch(t *testing.T, s events.Store) {
+	a := uuid.NewString()
+	mustAppend(t, s, event(a, 1, a))
+	in := make([]events.Envelope, largeBatch)
+	for i := range in {
+		in[i] = event(uuid.NewString(), 1, "t")
+	}
+	in[largeBatch-2] = event(a, 1, a)
+	if _, err := s.Append(ctxFor(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: in}); !errors.Is(err, events.ErrVersionConflict) {
+		t.Fatalf("Append = %v, want ErrVersionConflict", err)
+	}
+	if _, err := s.Append(ctxFor(t), events.AppendRequest{ExpectedHead: 0, Events: in[:largeBatch-2]}); !errors.Is(err, events.ErrHeadMoved) {
+		t.Fatalf("Append at a stale head = %v, want ErrHeadMoved", err)
+	}
+	if h := mustHead(t, s); h != 1 {
+		t.Fatalf("Head = %d after failed batches, want 1", h)
+	}
+	if got := mustAppend(t, s, in[:largeBatch-2]...); got[len(got)-1].Seq != largeBatch-1 {
+		t.Fatalf("seq after the failed batches = %d, want %d", got[len(got)-1].Seq, largeBatch-1)
 	}
 }
 
