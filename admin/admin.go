@@ -50,8 +50,13 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
-// DefaultBodyLimit is the largest admin request body accepted.
-const DefaultBodyLimit = 1 << 20
+// DefaultBodyLimit is the largest admin request body accepted, except by
+// POST /admin/apply and /admin/rollback, which take DefaultDocumentLimit (a
+// whole exported state).
+const (
+	DefaultBodyLimit     = 1 << 20
+	DefaultDocumentLimit = 64 << 20
+)
 
 // storeTimeout bounds each call to the store and each wait on the projector.
 const storeTimeout = 5 * time.Second
@@ -68,6 +73,9 @@ type Config struct {
 	// BodyLimit is the largest request body in bytes; default 1 MiB. Larger
 	// bodies get 413 payload_too_large.
 	BodyLimit int
+	// DocumentLimit is BodyLimit for POST /admin/apply and /admin/rollback;
+	// default 64 MiB.
+	DocumentLimit int
 }
 
 // Projector is what the admin API needs of the projection that keeps this
@@ -120,6 +128,9 @@ type API struct {
 func New(cfg Config, deps Deps) (*API, error) {
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.DocumentLimit == 0 {
+		cfg.DocumentLimit = DefaultDocumentLimit
 	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
@@ -232,15 +243,19 @@ func (a *API) IsAdminKey(key []byte) bool {
 // of a refused body closes the connection after the answer (see
 // proxy.FastHandler).
 func (a *API) limitBody(c *fiber.Ctx) error {
+	limit := a.cfg.BodyLimit
+	if c.Method() == fiber.MethodPost && (c.Path() == "/admin/apply" || c.Path() == "/admin/rollback") {
+		limit = a.cfg.DocumentLimit
+	}
 	req := c.Request()
-	if n := req.Header.ContentLength(); n > a.cfg.BodyLimit {
-		return writeError(c, errTooLarge(a.cfg.BodyLimit))
+	if n := req.Header.ContentLength(); n > limit {
+		return writeError(c, errTooLarge(limit))
 	}
 	if s := req.BodyStream(); s != nil {
-		b, err := io.ReadAll(io.LimitReader(s, int64(a.cfg.BodyLimit)+1))
+		b, err := io.ReadAll(io.LimitReader(s, int64(limit)+1))
 		switch {
-		case len(b) > a.cfg.BodyLimit:
-			return writeError(c, errTooLarge(a.cfg.BodyLimit))
+		case len(b) > limit:
+			return writeError(c, errTooLarge(limit))
 		case err != nil:
 			return writeError(c, &Error{Status: fiber.StatusBadRequest, Code: "invalid_request", Message: "could not read the request body"})
 		}
@@ -288,11 +303,17 @@ func actor(c *fiber.Ctx) (string, *Error) {
 	return string([]byte(v)), nil // copied: Fiber reuses its buffers
 }
 
-// storeError maps an error of the store or the projector to an answer.
+// storeError maps an error of the store or the projector to an answer: a
+// store that answers but ran past the deadline is 504 store_timeout, one
+// that cannot be reached 503 store_unavailable.
 func (a *API) storeError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	if errors.Is(err, events.ErrTimeout) {
+		a.log.Warn("admin: store call timed out on a reachable store", "err", err)
+		return errStoreTimeout()
 	}
 	a.log.Warn("admin: store unavailable", "err", err)
 	return errUnavailable()
@@ -300,4 +321,10 @@ func (a *API) storeError(err error) *Error {
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, storeTimeout)
+}
+
+// withTimeoutFor bounds a store call or a wait that concerns n events: an
+// append of a large document takes longer than one event's.
+func withTimeoutFor(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, max(storeTimeout, events.AppendTimeout(n)))
 }

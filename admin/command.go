@@ -73,7 +73,7 @@ func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, 
 		a.notify()
 		traceAppended(ctx, appended)
 		last := appended[len(appended)-1].Seq
-		wctx, cancel := withTimeout(ctx)
+		wctx, cancel := withTimeoutFor(ctx, len(appended))
 		err = a.proj.WaitFor(wctx, last)
 		cancel()
 		if err != nil {
@@ -104,7 +104,7 @@ func (a *API) catchUp(ctx context.Context) error {
 }
 
 func (a *API) appendEvents(ctx context.Context, p plan) ([]events.Envelope, error) {
-	ctx, cancel := withTimeout(ctx)
+	ctx, cancel := withTimeoutFor(ctx, len(p.events))
 	defer cancel()
 	out, err := a.store.Append(ctx, events.AppendRequest{ExpectedHead: p.head, Events: p.events})
 	if err == nil && len(out) != len(p.events) {

@@ -54,6 +54,10 @@ func errUnavailable() *Error {
 	return &Error{Status: fiber.StatusServiceUnavailable, Code: "store_unavailable", Message: "the event store is unavailable; try again"}
 }
 
+func errStoreTimeout() *Error {
+	return &Error{Status: fiber.StatusGatewayTimeout, Code: "store_timeout", Message: "the event store did not finish in time; it is reachable, try again (a large change may need a longer wait)"}
+}
+
 var errUnauthorized = &Error{Status: fiber.StatusUnauthorized, Code: "unauthorized", Message: "missing or invalid admin key"}
 
 var errInternal = &Error{Status: fiber.StatusInternalServerError, Code: "internal_error", Message: "internal error"}

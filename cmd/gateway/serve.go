@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		// The admin listener is private: /metrics needs no key there, and the
 		// main port proxies /admin and /metrics like any other path.
 		adminApp = fiber.New(fiber.Config{
-			DisableStartupMessage: true, BodyLimit: 4 << 20, ErrorHandler: proxy.ErrorHandler,
+			DisableStartupMessage: true, BodyLimit: admin.DefaultDocumentLimit + 1<<20, ErrorHandler: proxy.ErrorHandler,
 			ReadBufferSize: px.FiberConfig().ReadBufferSize, // the same header limit as the main listener
 		})
 		probes.mount(adminApp)
