@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -54,4 +55,28 @@ func TestWriteStateDocumentSameBytes(t *testing.T) {
 			Upstreams: []events.Upstream{{URL: "http://u", Weight: 1}}})
 	}
 	check("routes")
+}
+
+// TestStoreErrorTellsATimeoutFromAnOutage: a reachable store that ran past
+// its deadline is 504 store_timeout; an unreachable one 503 store_unavailable.
+func TestStoreErrorTellsATimeoutFromAnOutage(t *testing.T) {
+	t.Parallel()
+	a := &API{log: slog.New(slog.DiscardHandler)}
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"timeout", fmt.Errorf("events: append: %w", events.ErrTimeout), 504, "store_timeout"},
+		{"unavailable", fmt.Errorf("events: append: %w", events.ErrUnavailable), 503, "store_unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if e := a.storeError(tt.err); e.Status != tt.status || e.Code != tt.code {
+				t.Fatalf("storeError = %d %s, want %d %s", e.Status, e.Code, tt.status, tt.code)
+			}
+		})
+	}
 }
