@@ -46,23 +46,24 @@ func WriteStateDocument(w io.Writer, s *projections.Snapshot, indent bool) error
 	}
 	fmt.Fprintf(bw, "%s}", nl)
 	if indent {
-		bw.WriteString("\n")
+		_, _ = bw.WriteString("\n")
 	}
 	return bw.Flush()
 }
 
 // writeArray writes items as a JSON array, indented as the second level of
 // a document when indent is set.
+// A bufio.Writer's error sticks, so the caller's Flush reports it.
 func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
-	w.WriteString("[")
+	_, _ = w.WriteString("[")
 	for i, item := range items {
 		if i > 0 {
-			w.WriteString(",")
+			_, _ = w.WriteString(",")
 		}
 		var b []byte
 		var err error
 		if indent {
-			w.WriteString("\n    ")
+			_, _ = w.WriteString("\n    ")
 			b, err = json.MarshalIndent(item, "    ", "  ")
 		} else {
 			b, err = json.Marshal(item)
@@ -75,7 +76,7 @@ func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
 		}
 	}
 	if indent && len(items) > 0 {
-		w.WriteString("\n  ")
+		_, _ = w.WriteString("\n  ")
 	}
 	_, err := w.WriteString("]")
 	return err

@@ -365,40 +365,42 @@ func (s *SQLStore) appendCopy(ctx context.Context, expectedHead int64, rows []ev
 // writeCopyRows writes rows in COPY's text format: tab-separated columns,
 // backslash escapes for backslash, tab, newline and carriage return.
 func writeCopyRows(w io.Writer, rows []eventRow) error {
+	// A bufio.Writer's error sticks: the checked write per row and Flush
+	// return the first one.
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var num []byte
 	field := func(v string) {
 		for i := 0; i < len(v); i++ {
 			switch c := v[i]; c {
 			case '\\':
-				bw.WriteString(`\\`)
+				_, _ = bw.WriteString(`\\`)
 			case '\t':
-				bw.WriteString(`\t`)
+				_, _ = bw.WriteString(`\t`)
 			case '\n':
-				bw.WriteString(`\n`)
+				_, _ = bw.WriteString(`\n`)
 			case '\r':
-				bw.WriteString(`\r`)
+				_, _ = bw.WriteString(`\r`)
 			default:
-				bw.WriteByte(c)
+				_ = bw.WriteByte(c)
 			}
 		}
 	}
 	for i := range rows {
 		r := &rows[i]
 		num = strconv.AppendInt(num[:0], r.Seq, 10)
-		bw.Write(num)
+		_, _ = bw.Write(num)
 		for _, v := range []string{r.ID, r.Type, r.AggregateType, r.AggregateID} {
-			bw.WriteByte('\t')
+			_ = bw.WriteByte('\t')
 			field(v)
 		}
-		bw.WriteByte('\t')
+		_ = bw.WriteByte('\t')
 		num = strconv.AppendInt(num[:0], r.AggregateVersion, 10)
-		bw.Write(num)
+		_, _ = bw.Write(num)
 		for _, v := range []string{r.TenantID, r.Actor, time.Time(r.OccurredAt).UTC().Format(timeLayout)} {
-			bw.WriteByte('\t')
+			_ = bw.WriteByte('\t')
 			field(v)
 		}
-		bw.WriteByte('\t')
+		_ = bw.WriteByte('\t')
 		field(string(r.Data))
 		if err := bw.WriteByte('\n'); err != nil {
 			return err
