@@ -21,10 +21,11 @@ type Config struct {
 	AdminPort int    // ADMIN_PORT, default unset: a second listener for /admin and /metrics
 	Host      string // HOST, default "" (all interfaces)
 
-	DatabaseURL string // DATABASE_URL: PostgreSQL; unset means the embedded SQLite store
-	RedisURL    string // REDIS_URL: Redis Streams bus and shared runtime state; needs DATABASE_URL
-	RedisPrefix string // REDIS_PREFIX, default "gw:": prefix of every Redis key
-	DataDir     string // DATA_DIR, default ./data: the embedded store
+	DatabaseURL string      // DATABASE_URL: PostgreSQL; unset means the embedded SQLite store
+	RedisURL    string      // REDIS_URL: Redis Streams bus and shared runtime state; needs DATABASE_URL
+	redis       redisTarget // REDIS_URL parsed: one server, a Sentinel set or a Cluster
+	RedisPrefix string      // REDIS_PREFIX, default "gw:": prefix of every Redis key
+	DataDir     string      // DATA_DIR, default ./data: the embedded store
 
 	AdminAPIKey       string // ADMIN_API_KEY: required with DATABASE_URL; generated and printed once when embedded
 	adminKeyGenerated bool
@@ -105,8 +106,9 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		}
 	}
 	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			return Config{}, fmt.Errorf("REDIS_URL: must be a redis:// or rediss:// URL")
+		var err error
+		if c.redis, err = parseRedisURL(c.RedisURL); err != nil {
+			return Config{}, fmt.Errorf("REDIS_URL: %w", err)
 		}
 		if c.DatabaseURL == "" {
 			return Config{}, fmt.Errorf("REDIS_URL: needs DATABASE_URL too (the embedded SQLite store serves one instance only)")

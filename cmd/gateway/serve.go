@@ -69,12 +69,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	var rdb redis.UniversalClient
 	var bus events.Bus = events.NewMemoryBus()
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("REDIS_URL: %w", err)
-		}
-		rdb = redis.NewClient(opts)
+		rdb = cfg.redis.client()
 		defer rdb.Close()
+		log.Info("redis", cfg.redis.logAttrs()...)
 		if bus, err = events.NewRedisBus(rdb, events.RedisBusConfig{Stream: cfg.RedisPrefix + "events", MaxLen: cfg.StreamMaxLen}, log); err != nil {
 			return err
 		}
