@@ -253,20 +253,24 @@ func (s *subscription) poll(ctx context.Context) ([]redis.XMessage, error) {
 		return nil, err
 	}
 
-	pipe := s.bus.client.Pipeline()
+	server, err := s.bus.streamServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pipe := server.Pipeline()
 	exists := pipe.Exists(ctx, s.bus.cfg.Stream)
-	// run_id identifies one Redis process; only a plain client talks to
-	// one server (a cluster client would ask a random node).
-	_, single := s.bus.client.(*redis.Client)
+	// run_id identifies one Redis process: asked of the server holding the
+	// stream, it changes when that server restarted or another took over.
+	_, oneServer := server.(*redis.Client)
 	var info *redis.StringCmd
-	if single {
+	if oneServer {
 		info = pipe.Info(ctx, "server")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, err
 	}
 	resync := false
-	if single {
+	if oneServer {
 		runID := infoField(info.Val(), "run_id")
 		if s.runID != "" && runID != s.runID {
 			s.bus.log.Warn("redis restarted, resyncing", "run_id", runID)
@@ -283,6 +287,17 @@ func (s *subscription) poll(ctx context.Context) ([]redis.XMessage, error) {
 		return nil, ctx.Err()
 	}
 	return nil, nil
+}
+
+// streamServer is the client of the server holding the stream: the master
+// of its slot in a Cluster (a cluster client would ask INFO of a random
+// node), else the client itself (one server, or the current master behind
+// Sentinel).
+func (b *RedisBus) streamServer(ctx context.Context) (redis.UniversalClient, error) {
+	if cc, ok := b.client.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, b.cfg.Stream)
+	}
+	return b.client, nil
 }
 
 // deliver sends msgs in order, with a Resync before a gap and in place of a
