@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -36,4 +37,23 @@ func (t *LogThrottle) Allow(period time.Duration) bool {
 	now := time.Now().UnixNano()
 	last := t.last.Load()
 	return now-last >= int64(period) && t.last.CompareAndSwap(last, now)
+}
+
+// TenantKey is the Redis key of one tenant's runtime state,
+// <prefix><kind>:{<tenantID>}:<part>:... The braces are a Redis Cluster hash
+// tag: every key of a tenant hashes to one slot, so a script or transaction
+// may use several of them, and each tenant's state stays on one node.
+func TenantKey(prefix, kind, tenantID string, parts ...string) string {
+	var b strings.Builder
+	b.Grow(len(prefix) + len(kind) + len(tenantID) + 4 + 24*len(parts))
+	b.WriteString(prefix)
+	b.WriteString(kind)
+	b.WriteString(":{")
+	b.WriteString(tenantID)
+	b.WriteByte('}')
+	for _, p := range parts {
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
 }

@@ -17,7 +17,8 @@ import (
 // SharedConfig configures NewShared. Zero fields take their defaults.
 type SharedConfig struct {
 	// Prefix is put before every key and the channel:
-	// <Prefix>cb:<tenantId>:<routeId>:<urlHash> and <Prefix>cb-events. Default "".
+	// <Prefix>cb:{<tenantId>}:<routeId>:<urlHash> (a tenant's keys share a
+	// Cluster hash slot) and <Prefix>cb-events. Default "".
 	Prefix string
 	// InstanceID tells this instance's announcements from others'. Default: random.
 	InstanceID string
@@ -93,7 +94,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger)
 
 // RedisKey is the key holding k's shared state.
 func (s *Shared) RedisKey(k Key) string {
-	return s.cfg.Prefix + "cb:" + k.TenantID + ":" + k.RouteID + ":" + announce.URLHash(k.Upstream)
+	return announce.TenantKey(s.cfg.Prefix, "cb", k.TenantID, k.RouteID, announce.URLHash(k.Upstream))
 }
 
 // announcement is both the message on the channel and the value of the key.
@@ -143,20 +144,10 @@ func (s *Shared) announce(k Key, cfg events.CircuitBreaker, tr transition) {
 // failures and reloads the shared state each time it (re)subscribes.
 func (s *Shared) Run(ctx context.Context) error { return s.listener.Run(ctx) }
 
-// resync applies every breaker opened in the cluster.
+// resync applies every breaker opened in the cluster (on every master of a
+// Redis Cluster).
 func (s *Shared) resync(ctx context.Context) error {
-	iter := s.client.Scan(ctx, 0, s.cfg.Prefix+"cb:*", 500).Iterator()
-	for iter.Next(ctx) {
-		v, err := s.client.Get(ctx, iter.Val()).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		s.apply(v, true)
-	}
-	return iter.Err()
+	return announce.ScanValues(ctx, s.client, s.cfg.Prefix+"cb:*", func(v []byte) { s.apply(v, true) })
 }
 
 // republish announces again the breakers open here, so that openings made

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -149,7 +150,7 @@ func TestRedisKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := s.RedisKey(key)
-	want := "p:cb:t1:r1:" + announce.URLHash(key.Upstream)
+	want := "p:cb:{t1}:r1:" + announce.URLHash(key.Upstream) // {t1}: the tenant's Cluster hash slot
 	if got != want || len(announce.URLHash(key.Upstream)) != 16 {
 		t.Fatalf("RedisKey = %q, want %q", got, want)
 	}
@@ -171,4 +172,68 @@ func BenchmarkSharedSuccessPath(b *testing.B) {
 			}
 		}
 	})
+}
+
+// On a real three-node Cluster: breakers of many tenants (their keys spread
+// over the nodes) opened on one instance are known to an instance started
+// later, which reads them from every master, and a closing announced on the
+// cluster's pub/sub reaches it.
+func TestSharedOnCluster(t *testing.T) {
+	t.Parallel()
+	c := testenv.StartCluster(t, 3)
+	start := func() *Shared {
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+		s, err := NewShared(client, SharedConfig{Prefix: "gw:"}, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			_ = client.Close()
+		})
+		testenv.WaitFor(t, "subscribed", 5*time.Second, s.listener.Subscribed)
+		return s
+	}
+	a := start()
+	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 60_000}
+	var keys []Key
+	nodes := map[string]bool{}
+	for i := range 12 {
+		k := Key{TenantID: "tenant-" + strconv.Itoa(i), RouteID: "r1", Upstream: "http://127.0.0.1:9001"}
+		keys = append(keys, k)
+		nodes[c.NodeFor(t, a.RedisKey(k)).Addr] = true
+		a.Report(k, cfg, false)
+	}
+	if len(nodes) < 2 {
+		t.Fatalf("the breakers' keys landed on %d node(s): the test needs them spread", len(nodes))
+	}
+	check := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	t.Cleanup(func() { _ = check.Close() })
+	testenv.WaitFor(t, "every opening written", 5*time.Second, func() bool {
+		for _, k := range keys {
+			if check.Exists(context.Background(), a.RedisKey(k)).Val() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+
+	late := start()
+	for _, k := range keys {
+		if late.State(k) != Open {
+			t.Fatalf("late instance: %s is %v, want open (keys on %d nodes)", k.TenantID, late.State(k), len(nodes))
+		}
+	}
+	// Openings and closings made now travel on the cluster's pub/sub.
+	short := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 200}
+	k := Key{TenantID: "tenant-live", RouteID: "r1", Upstream: "http://127.0.0.1:9001"}
+	a.Report(k, short, false)
+	testenv.WaitFor(t, "the opening reaches the late instance", 5*time.Second, func() bool { return late.State(k) == Open })
+	testenv.WaitFor(t, "a half-open", 5*time.Second, func() bool { return a.Allow(k, short) })
+	a.Report(k, short, true)
+	testenv.WaitFor(t, "the closing reaches the late instance", 5*time.Second, func() bool { return late.State(k) == Closed })
 }

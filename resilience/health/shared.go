@@ -17,8 +17,9 @@ import (
 type SharedConfig struct {
 	Config
 	// Prefix is put before every key and the channel:
-	// <Prefix>health:<tenantId>:<routeId>:<urlHash> (status),
-	// the same with ":lease" (who probes) and <Prefix>health-events. Default "".
+	// <Prefix>health:{<tenantId>}:<routeId>:<urlHash> (status; a tenant's
+	// keys share a Cluster hash slot), the same with ":lease" (who probes)
+	// and <Prefix>health-events. Default "".
 	Prefix string
 	// InstanceID holds the leases of this instance. Default: random.
 	InstanceID string
@@ -77,7 +78,7 @@ func NewShared(client redis.UniversalClient, cfg SharedConfig, log *slog.Logger)
 
 // RedisKey is the key of k's shared status.
 func (s *Shared) RedisKey(k Key) string {
-	return s.scfg.Prefix + "health:" + k.TenantID + ":" + k.RouteID + ":" + announce.URLHash(k.Upstream)
+	return announce.TenantKey(s.scfg.Prefix, "health", k.TenantID, k.RouteID, announce.URLHash(k.Upstream))
 }
 
 // Run probes (or follows the prober) and listens to announcements until ctx ends.

@@ -16,11 +16,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/resilience/announce"
 )
 
 // RedisConfig configures NewRedis. Zero fields take their defaults.
 type RedisConfig struct {
-	// Prefix is put before every key: <Prefix>ratelimit:<tenantId>. Default "".
+	// Prefix is put before every key: <Prefix>ratelimit:{<tenantId>} (the
+	// braces are a Cluster hash tag, shared by the tenant's other keys).
+	// Default "".
 	Prefix string
 	// Timeout bounds how long a request waits for Redis. Default 100ms. It
 	// holds whatever the client's own timeouts are (go-redis honours context
@@ -248,7 +251,7 @@ func (r *Redis) call(ctx context.Context, s *leaseState, rl events.RateLimit, se
 	}
 	relMember, relCount := s.relMember, s.relCount
 	s.relMember, s.relCount = "", 0 // given back now, or lost with a failed call (then it merely expires)
-	res, err := r.run(ctx, []string{r.cfg.Prefix + "ratelimit:" + s.tenant},
+	res, err := r.run(ctx, []string{announce.TenantKey(r.cfg.Prefix, "ratelimit", s.tenant)},
 		rl.Limit, rl.WindowMs, want, lease.Milliseconds(), id, relMember, relCount)
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit: redis script: %w", err)
