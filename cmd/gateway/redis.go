@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -238,4 +242,30 @@ func (t redisTarget) logAttrs() []any {
 		attrs = append(attrs, "redis_master", t.master)
 	}
 	return attrs
+}
+
+// redisLogger is where go-redis's own log lines go (reconnects, sentinel
+// master switches, dial failures): the log of the gateway that opened the
+// last client, instead of go-redis's default, plain lines on stderr.
+// go-redis's logger is one process-wide variable, so it is set once and
+// follows this pointer.
+var (
+	redisLogger     atomic.Pointer[slog.Logger]
+	redisLoggerOnce sync.Once
+)
+
+func routeRedisLogs(log *slog.Logger) {
+	redisLogger.Store(log.With("component", "go-redis"))
+	redisLoggerOnce.Do(func() { redis.SetLogger(redisLogLines{}) })
+}
+
+type redisLogLines struct{}
+
+func (redisLogLines) Printf(ctx context.Context, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	level := slog.LevelInfo
+	if strings.Contains(msg, "fail") || strings.Contains(msg, "error") {
+		level = slog.LevelWarn
+	}
+	redisLogger.Load().Log(ctx, level, msg)
 }

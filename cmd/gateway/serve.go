@@ -69,6 +69,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	var rdb redis.UniversalClient
 	var bus events.Bus = events.NewMemoryBus()
 	if cfg.RedisURL != "" {
+		routeRedisLogs(log)
 		rdb = cfg.redis.client()
 		defer rdb.Close()
 		log.Info("redis", cfg.redis.logAttrs()...)
