@@ -107,6 +107,8 @@ type Deps struct {
 	Now func() time.Time
 	// Tracer, when set (and not a no-op), gives every command a span.
 	Tracer trace.Tracer
+	// Instances answers GET /admin/instances. Default: this instance alone.
+	Instances Instances
 }
 
 // API serves /admin/...
@@ -122,6 +124,7 @@ type API struct {
 	tracer   trace.Tracer  // nil: no spans
 	lastHead atomic.Int64  // last store head seen, reported while the store is down
 	writes   chan struct{} // a one-slot semaphore: this instance's commands run one at a time
+	cluster  Instances     // GET /admin/instances
 }
 
 // New builds the admin API.
@@ -157,6 +160,13 @@ func New(cfg Config, deps Deps) (*API, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if deps.Instances == nil {
+		solo, err := soloInstances(cfg.InstanceID, deps.Projector, deps.Store, deps.Log)
+		if err != nil {
+			return nil, err
+		}
+		deps.Instances = solo
+	}
 	return &API{
 		cfg:     cfg,
 		keyHash: sha256.Sum256([]byte(cfg.AdminKey)),
@@ -168,6 +178,7 @@ func New(cfg Config, deps Deps) (*API, error) {
 		now:     deps.Now,
 		tracer:  activeTracer(deps.Tracer),
 		writes:  make(chan struct{}, 1),
+		cluster: deps.Instances,
 	}, nil
 }
 
@@ -197,6 +208,7 @@ func (a *API) Mount(r fiber.Router) {
 	r.Get("/admin/events", h(a.listEvents)...)
 	r.Get("/admin/state", h(a.state)...)
 	r.Get("/admin/status", h(a.status)...)
+	r.Get("/admin/instances", h(a.listInstances)...)
 
 	a.mountDeclarative(r, h)
 

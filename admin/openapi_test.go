@@ -178,6 +178,7 @@ func TestOpenAPIDescribesLiveAnswers(t *testing.T) {
 		{"GET", "/admin/state", "/admin/state", "", 200},
 		{"GET", "/admin/state", fmt.Sprintf("/admin/state?at=%d", n), "", 200},
 		{"GET", "/admin/status", "/admin/status", "", 200},
+		{"GET", "/admin/instances", "/admin/instances", "", 200},
 		{"GET", "/admin/diff", fmt.Sprintf("/admin/diff?from=0&to=%d", n), "", 200},
 		{"POST", "/admin/rollback", "/admin/rollback", fmt.Sprintf(`{"toSeq":%d}`, n), 200},
 		{"POST", "/admin/apply", "/admin/apply", `{"tenants":[],"routes":[],"dryRun":true}`, 200},
