@@ -135,6 +135,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	if err != nil {
 		return err
 	}
+	var draining atomic.Bool
+	roll, err := newInstanceRoll(cfg, rdb, projector, store, &draining, log)
+	if err != nil {
+		return err
+	}
 	adm, err := admin.New(admin.Config{AdminKey: cfg.AdminAPIKey, InstanceID: cfg.InstanceID}, admin.Deps{
 		Store:     store,
 		Projector: projector,
@@ -142,12 +147,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		Notify:    relay.Notify,
 		Log:       log,
 		Tracer:    tp.Tracer("github.com/tenantgate/gateway/admin"),
+		Instances: roll,
 	})
 	if err != nil {
 		return err
 	}
 
-	var draining atomic.Bool
 	probes := probeHandlers{projector: projector, draining: &draining}
 	metrics := adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
@@ -179,6 +184,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	background, bgCtx := errgroup.WithContext(bgCtx)
 	background.Go(func() error { return projector.Run(bgCtx) })
 	background.Go(func() error { return relay.Run(bgCtx) })
+	background.Go(func() error { return roll.Run(bgCtx) })
 	if cache != nil {
 		background.Go(func() error { return cache.Run(bgCtx) })
 	}
@@ -210,6 +216,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	}
 	log.Info("shutting down: draining")
 	draining.Store(true)
+	roll.Changed() // the others see it not ready before it leaves
 	time.Sleep(cfg.ShutdownDelay)
 	var shutdownErr error
 	for _, app := range []*fiber.App{mainApp, adminApp} {
