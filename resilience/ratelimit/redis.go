@@ -220,6 +220,13 @@ func (r *Redis) Allow(ctx context.Context, tenantID string, rl events.RateLimit)
 		r.m.decision(d)
 		return d
 	}
+	if r.down.Load() {
+		// Redis failed while this request waited for the tenant's lock (a
+		// failover, a crash): do not wait for it once more. Without this,
+		// the requests queued behind a failing call each waited Timeout in
+		// turn.
+		return r.fallback(ctx, tenantID, rl)
+	}
 	d, err := r.call(ctx, s, rl, now)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -458,6 +458,56 @@ func TestRedisHungDecidesFast(t *testing.T) {
 	}
 }
 
+// Requests of one tenant queued behind a call to a Redis that hangs (a
+// master lost in a failover) do not each call it in turn: once the first
+// call fails, the waiting ones go to the fallback.
+func TestRedisQueuedRequestsDoNotWaitInTurn(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { _ = client.Close() })
+	reg := prometheus.NewRegistry()
+	l, err := NewRedis(client, RedisConfig{Timeout: 200 * time.Millisecond, ProbeInterval: time.Hour, Registerer: reg}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	rl := events.RateLimit{Limit: 10, WindowMs: 60_000}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Allow(context.Background(), "t", rl) }()
+	}
+	wg.Wait()
+	if calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total"); calls != 1 {
+		t.Fatalf("%v Redis calls for 20 requests queued behind a hung one, want 1", calls)
+	}
+}
+
 func TestRedisKeyLayout(t *testing.T) {
 	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
