@@ -18,7 +18,7 @@ import (
 
 func TestRedisBusOnSentinel(t *testing.T) {
 	t.Parallel()
-	s := testenv.StartSentinel(t)
+	s := testenv.StartSentinel(t, testenv.SentinelAuth{})
 	client := func(t *testing.T) *redis.Client {
 		c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Sentinels})
 		t.Cleanup(func() { _ = c.Close() })

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/gateway/events/testenv"
 )
 
 func TestParseRedisURLForms(t *testing.T) {
@@ -178,4 +181,43 @@ func FuzzParseRedisURL(f *testing.F) {
 			t.Fatalf("parseRedisURL(%q): error %q shows the password", withPw, err)
 		}
 	})
+}
+
+// TestRedisURLReachesASentinelSetWithPasswords: the sentinel form's
+// credentials go where the README says, against real processes: the user
+// information is the master's, sentinel_password the sentinels'.
+func TestRedisURLReachesASentinelSetWithPasswords(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartSentinel(t, testenv.SentinelAuth{Password: "data-pw-1", SentinelPassword: "sentinel-pw-2"})
+	base := "redis+sentinel://" + strings.Join(s.Sentinels, ",") + "/0?master_name=" + s.MasterName
+	withUser := strings.Replace(base, "://", "://:data-pw-1@", 1)
+	tests := []struct {
+		name, url string
+		works     bool
+	}{
+		{"both passwords", withUser + "&sentinel_password=sentinel-pw-2", true},
+		{"no sentinel password", withUser, false},
+		{"wrong master password", strings.Replace(withUser, "data-pw-1", "nope", 1) + "&sentinel_password=sentinel-pw-2", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target, err := parseRedisURL(tt.url + "&max_retries=-1&dial_timeout=1s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := target.client()
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = c.Set(ctx, "url-test", "1", time.Minute).Err()
+			if tt.works {
+				role, _ := c.Info(ctx, "replication").Result()
+				if err != nil || !strings.Contains(role, "role:master") {
+					t.Fatalf("SET through %s: %v (%.40s)", tt.name, err, role)
+				}
+			} else if err == nil {
+				t.Fatal("SET succeeded with a wrong password")
+			}
+		})
+	}
 }

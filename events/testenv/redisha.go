@@ -24,22 +24,24 @@ import (
 
 // RedisProcess is one redis-server (or sentinel) process.
 type RedisProcess struct {
-	Addr string
-	args []string
-	log  string
+	Addr     string
+	password string // requirepass, if any
+	args     []string
+	log      string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
 }
 
-// startRedisProcess runs redis-server with args and waits until it answers PING.
-func startRedisProcess(t testing.TB, port int, args ...string) *RedisProcess {
+// startRedisProcess runs redis-server with args and waits until it answers
+// PING (with password, when it requires one).
+func startRedisProcess(t testing.TB, port int, password string, args ...string) *RedisProcess {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		unavailable(t, "redis-server is not installed")
 	}
-	p := &RedisProcess{Addr: "127.0.0.1:" + strconv.Itoa(port), args: append([]string{bin}, args...),
+	p := &RedisProcess{Addr: "127.0.0.1:" + strconv.Itoa(port), password: password, args: append([]string{bin}, args...),
 		log: filepath.Join(t.TempDir(), "redis-"+strconv.Itoa(port)+".log")}
 	p.Start(t)
 	t.Cleanup(p.Kill)
@@ -88,7 +90,7 @@ func (p *RedisProcess) Kill() {
 
 // Client is a new client of this one process; the caller closes it.
 func (p *RedisProcess) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	return redis.NewClient(&redis.Options{Addr: p.Addr, Password: p.password, MaxRetries: -1, DialTimeout: time.Second})
 }
 
 // Logs returns what the process wrote, for failure messages.
@@ -131,22 +133,33 @@ type Sentinel struct {
 	MasterName string
 	// Sentinels are the sentinels' addresses.
 	Sentinels []string
+	SentinelAuth
 
 	t     testing.TB
 	data  []*RedisProcess // master and replica, by start order
 	sents []*RedisProcess
 }
 
+// SentinelAuth are the passwords of a Sentinel set; empty: none.
+type SentinelAuth struct {
+	Password         string // the master's and the replica's (requirepass, masterauth)
+	SentinelPassword string // the sentinels' own
+}
+
 // StartSentinel starts the set and waits until every sentinel knows the
 // master, its replica and the other sentinels (so a failover can happen).
-func StartSentinel(t testing.TB) *Sentinel {
+func StartSentinel(t testing.TB, auth SentinelAuth) *Sentinel {
 	t.Helper()
-	s := &Sentinel{MasterName: "gwmaster", t: t}
+	s := &Sentinel{MasterName: "gwmaster", SentinelAuth: auth, t: t}
+	var authArgs []string
+	if auth.Password != "" {
+		authArgs = []string{"--requirepass", auth.Password, "--masterauth", auth.Password}
+	}
 	dir := t.TempDir()
 	masterPort := freeRedisPort(t, false)
-	master := startRedisProcess(t, masterPort, redisDataArgs(masterPort, dir)...)
+	master := startRedisProcess(t, masterPort, auth.Password, append(redisDataArgs(masterPort, dir), authArgs...)...)
 	replicaPort := freeRedisPort(t, false)
-	replica := startRedisProcess(t, replicaPort, append(redisDataArgs(replicaPort, t.TempDir()),
+	replica := startRedisProcess(t, replicaPort, auth.Password, append(append(redisDataArgs(replicaPort, t.TempDir()), authArgs...),
 		"--replicaof", "127.0.0.1", strconv.Itoa(masterPort))...)
 	s.data = []*RedisProcess{master, replica}
 	for i := range 3 {
@@ -159,10 +172,17 @@ func StartSentinel(t testing.TB) *Sentinel {
 			"sentinel failover-timeout %s 5000\n"+
 			"sentinel parallel-syncs %s 1\n",
 			port, filepath.Dir(conf), s.MasterName, masterPort, s.MasterName, s.MasterName, s.MasterName)
+		if auth.Password != "" {
+			body += fmt.Sprintf("sentinel auth-pass %s %s\n", s.MasterName, auth.Password)
+		}
+		if auth.SentinelPassword != "" {
+			// The sentinels also use it with each other.
+			body += fmt.Sprintf("requirepass %s\nsentinel sentinel-pass %s\n", auth.SentinelPassword, auth.SentinelPassword)
+		}
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		sp := startRedisProcess(t, port, conf, "--sentinel")
+		sp := startRedisProcess(t, port, auth.SentinelPassword, conf, "--sentinel")
 		s.sents = append(s.sents, sp)
 		s.Sentinels = append(s.Sentinels, sp.Addr)
 	}
@@ -180,7 +200,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 
 // sentinelMaster is one sentinel's SENTINEL MASTER answer.
 func (s *Sentinel) sentinelMaster(sp *RedisProcess) (map[string]string, error) {
-	c := redis.NewSentinelClient(&redis.Options{Addr: sp.Addr, MaxRetries: -1})
+	c := redis.NewSentinelClient(&redis.Options{Addr: sp.Addr, Password: s.SentinelPassword, MaxRetries: -1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -230,7 +250,7 @@ func (s *Sentinel) process(addr string) *RedisProcess {
 func (s *Sentinel) Failover() (from, to string) {
 	s.t.Helper()
 	from = s.Master()
-	c := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0], MaxRetries: -1})
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0], Password: s.SentinelPassword, MaxRetries: -1})
 	defer c.Close()
 	if err := c.Failover(context.Background(), s.MasterName).Err(); err != nil {
 		s.t.Fatalf("testenv: SENTINEL FAILOVER: %v", err)
@@ -294,7 +314,7 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	for range masters {
 		port := freeRedisPort(t, true)
 		dir := t.TempDir()
-		p := startRedisProcess(t, port, append(redisDataArgs(port, dir),
+		p := startRedisProcess(t, port, "", append(redisDataArgs(port, dir),
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000")...)
 		c.nodes = append(c.nodes, p)
