@@ -114,6 +114,31 @@ func since(tr *traffic, w *writer, m trafficMark) (sent, failed, writesOK, write
 	return tr.sent.Load() - m.sent, failures(tr) - m.failed, w.ok.Load() - m.writesOK, w.failed.Load() - m.writesFailed, worst
 }
 
+// breakerOpensEverywhere sends requests to a failing upstream through the
+// first instance until its breaker opens, then polls the others until they
+// refuse too, and returns how long that took. The others must refuse
+// without having seen a failure of their own: they learnt it from the
+// announcement.
+func breakerOpensEverywhere(t *testing.T, ps []*proc, key string) time.Duration {
+	t.Helper()
+	pollUntil(t, 5*time.Second, "the breaker opens on "+ps[0].name, func() bool {
+		code, _, _ := ps[0].call("GET", "/api/x", nil, map[string]string{"X-API-Key": key})
+		return code == http.StatusServiceUnavailable
+	})
+	return pollUntil(t, 5*time.Second, "the other instances refuse too", func() bool {
+		for _, p := range ps[1:] {
+			code, _, _ := p.call("GET", "/api/x", nil, map[string]string{"X-API-Key": key})
+			if code == http.StatusInternalServerError {
+				t.Fatalf("%s passed a request to the failing upstream: the opening did not reach it", p.name)
+			}
+			if code != http.StatusServiceUnavailable {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // streamHead is the last seq in the stream on the master at addr.
 func streamHead(t *testing.T, addr, stream string) int64 {
 	t.Helper()
@@ -145,7 +170,8 @@ func TestFaultSentinelFailoverUnderLoad(t *testing.T) {
 	e := newClusterEnv(t)
 	e.redisURL = "redis+sentinel://" + strings.Join(s.Sentinels, ",") + "/0?master_name=" + s.MasterName
 	c := startCluster(t, e, 3)
-	up := upstream(t, 0)
+	failing := newE2EUpstream(t)
+	up := failing.url
 	_, key := haTenant(t, c.procs[0], "acme", 100_000, 1000, up)
 	waitServing(t, key, "/api/warm", c.procs...)
 	c.waitConverged(5 * time.Second)
@@ -224,12 +250,18 @@ func TestFaultSentinelFailoverUnderLoad(t *testing.T) {
 	}
 	c.waitConverged(10 * time.Second)
 	lost, twice := eventsLostOrTwice(t, c)
+
+	// Announcements after the faults: a breaker opened on one instance
+	// refuses on the others (pub/sub on the new master).
+	failing.status.Store(http.StatusInternalServerError)
+	announced := breakerOpensEverywhere(t, c.procs, key)
 	var b strings.Builder
 	b.WriteString("\n| fault | traffic saw | events saw | time to recover (from the fault) |\n| --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s; %s | %s |\n", r.fault, r.traffic, r.writes, r.events, r.recovery)
 	}
-	fmt.Fprintf(&b, "events lost %d, applied twice %d (store 1..%d gap-free; every instance applied each committed event once)\n", lost, twice, c.head())
+	fmt.Fprintf(&b, "events lost %d, applied twice %d (store 1..%d gap-free; every instance applied each committed event once); "+
+		"afterwards a breaker opened on one instance refused on the others in %s\n", lost, twice, c.head(), ms(announced))
 	t.Log(b.String())
 }
 
@@ -279,17 +311,7 @@ func TestRedisClusterEndToEnd(t *testing.T) {
 	}
 	c.waitConverged(10 * time.Second)
 	up.status.Store(http.StatusInternalServerError)
-	for range 3 {
-		c.procs[0].call("GET", "/api/x", nil, map[string]string{"X-API-Key": key})
-	}
-	opened := pollUntil(t, 5*time.Second, "the breaker refuses on every instance", func() bool {
-		for _, p := range c.procs[1:] {
-			if code, _, _ := p.call("GET", "/api/x", nil, map[string]string{"X-API-Key": key}); code != http.StatusServiceUnavailable {
-				return false
-			}
-		}
-		return true
-	})
+	opened := breakerOpensEverywhere(t, c.procs, key)
 	up.status.Store(0)
 
 	// A health flip: one instance holds the probe lease, all follow.
