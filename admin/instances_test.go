@@ -13,19 +13,6 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
-type instanceList struct {
-	Items []struct {
-		InstanceID string    `json:"instanceId"`
-		AppliedSeq int64     `json:"appliedSeq"`
-		StateHash  string    `json:"stateHash"`
-		LagMs      int64     `json:"lagMs"`
-		Ready      bool      `json:"ready"`
-		StartedAt  time.Time `json:"startedAt"`
-		LastSeenAt time.Time `json:"lastSeenAt"`
-	} `json:"items"`
-	Partial bool `json:"partial"`
-}
-
 type statusJSON struct {
 	InstanceID string `json:"instanceId"`
 	AppliedSeq int64  `json:"appliedSeq"`
@@ -33,13 +20,13 @@ type statusJSON struct {
 	Ready      bool   `json:"ready"`
 }
 
-func getInstances(t *testing.T, app *fiber.App) instanceList {
+func getInstances(t *testing.T, app *fiber.App) instances.List {
 	t.Helper()
 	r := do(t, app, "GET", "/admin/instances", "")
 	if r.status != 200 {
 		t.Fatalf("GET /admin/instances: %d %s", r.status, r.raw)
 	}
-	var l instanceList
+	var l instances.List
 	r.decode(t, &l)
 	return l
 }

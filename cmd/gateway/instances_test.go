@@ -7,29 +7,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tenantgate/gateway/events/instances"
 )
 
-type listedInstance struct {
-	InstanceID string    `json:"instanceId"`
-	AppliedSeq int64     `json:"appliedSeq"`
-	StateHash  string    `json:"stateHash"`
-	LagMs      int64     `json:"lagMs"`
-	Ready      bool      `json:"ready"`
-	StartedAt  time.Time `json:"startedAt"`
-	LastSeenAt time.Time `json:"lastSeenAt"`
-}
-
 // instances reads p's /admin/instances; ok false on a transport error or non-200.
-func (p *proc) instances() (map[string]listedInstance, bool) {
+func (p *proc) instances() (map[string]instances.Instance, bool) {
 	code, b, err := p.call("GET", "/admin/instances", nil, map[string]string{"X-Admin-Key": testAdminKey})
-	var l struct {
-		Items   []listedInstance `json:"items"`
-		Partial bool             `json:"partial"`
-	}
+	var l instances.List
 	if err != nil || code != http.StatusOK || json.Unmarshal(b, &l) != nil || l.Partial {
 		return nil, false
 	}
-	out := map[string]listedInstance{}
+	out := map[string]instances.Instance{}
 	for _, in := range l.Items {
 		out[in.InstanceID] = in
 	}
@@ -50,7 +39,7 @@ func TestInstancesAcrossTheCluster(t *testing.T) {
 	head := c.head()
 	names := []string{"gw-1", "gw-2", "gw-3"}
 	for _, p := range c.procs {
-		var got map[string]listedInstance
+		var got map[string]instances.Instance
 		pollUntil(t, 10*time.Second, p.name+" lists the three at the head", func() bool {
 			var ok bool
 			got, ok = p.instances()
@@ -104,7 +93,7 @@ func TestInstancesAcrossTheCluster(t *testing.T) {
 		"sigkill_dropped_after", ms(dropped))
 }
 
-func keys(m map[string]listedInstance) []string {
+func keys(m map[string]instances.Instance) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)
@@ -117,9 +106,7 @@ func TestInstancesEmbedded(t *testing.T) {
 	t.Parallel()
 	in := startGateway(t, map[string]string{"INSTANCE_ID": "solo"})
 	status, _, b := in.do("GET", "/admin/instances", nil, map[string]string{"X-Admin-Key": testAdminKey})
-	var l struct {
-		Items []listedInstance `json:"items"`
-	}
+	var l instances.List
 	if status != http.StatusOK || json.Unmarshal(b, &l) != nil || len(l.Items) != 1 || l.Items[0].InstanceID != "solo" || !l.Items[0].Ready {
 		t.Fatalf("GET /admin/instances: %d %s", status, b)
 	}

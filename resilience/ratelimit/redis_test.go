@@ -404,15 +404,14 @@ func BenchmarkRedisAllowPerRequest(b *testing.B) {
 	}
 }
 
-// A Redis that accepts connections and never answers: requests are still
-// decided within Timeout, then at once through the fallback.
-func TestRedisHungDecidesFast(t *testing.T) {
-	t.Parallel()
+// hungRedis is a client of a Redis that accepts connections and never
+// answers, with long client timeouts of its own.
+func hungRedis(t *testing.T) *redis.Client {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = ln.Close() })
 	var mu sync.Mutex
 	var conns []net.Conn
 	go func() {
@@ -426,16 +425,25 @@ func TestRedisHungDecidesFast(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
 	t.Cleanup(func() {
+		_ = client.Close()
+		_ = ln.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
 			_ = c.Close()
 		}
 	})
+	return client
+}
+
+// A Redis that accepts connections and never answers: requests are still
+// decided within Timeout, then at once through the fallback.
+func TestRedisHungDecidesFast(t *testing.T) {
+	t.Parallel()
 	// The client's own timeouts are long: only the limiter's Timeout helps.
-	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
-	t.Cleanup(func() { _ = client.Close() })
+	client := hungRedis(t)
 	l, err := NewRedis(client, RedisConfig{Timeout: 50 * time.Millisecond}, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -463,33 +471,7 @@ func TestRedisHungDecidesFast(t *testing.T) {
 // call fails, the waiting ones go to the fallback.
 func TestRedisQueuedRequestsDoNotWaitInTurn(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never answered
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
-	t.Cleanup(func() { _ = client.Close() })
+	client := hungRedis(t)
 	reg := prometheus.NewRegistry()
 	l, err := NewRedis(client, RedisConfig{Timeout: 200 * time.Millisecond, ProbeInterval: time.Hour, Registerer: reg}, quiet)
 	if err != nil {
