@@ -21,11 +21,10 @@ type Config struct {
 	AdminPort int    // ADMIN_PORT, default unset: a second listener for /admin and /metrics
 	Host      string // HOST, default "" (all interfaces)
 
-	DatabaseURL string      // DATABASE_URL: PostgreSQL; unset means the embedded SQLite store
-	RedisURL    string      // REDIS_URL: Redis Streams bus and shared runtime state; needs DATABASE_URL
-	redis       redisTarget // REDIS_URL parsed: one server, a Sentinel set or a Cluster
-	RedisPrefix string      // REDIS_PREFIX, default "gw:": prefix of every Redis key
-	DataDir     string      // DATA_DIR, default ./data: the embedded store
+	DatabaseURL string // DATABASE_URL: PostgreSQL; unset means the embedded SQLite store
+	RedisURL    string // REDIS_URL: Redis Streams bus and shared runtime state; needs DATABASE_URL
+	RedisPrefix string // REDIS_PREFIX, default "gw:": prefix of every Redis key
+	DataDir     string // DATA_DIR, default ./data: the embedded store
 
 	AdminAPIKey       string // ADMIN_API_KEY: required with DATABASE_URL; generated and printed once when embedded
 	adminKeyGenerated bool
@@ -59,6 +58,8 @@ type Config struct {
 	// stored every this many events (and at shutdown); 0 writes none (those
 	// in the store are still used).
 	CheckpointInterval int64
+
+	redis redisTarget // REDIS_URL parsed: one server, a Sentinel set or a Cluster
 }
 
 // Distributed reports whether the gateway runs on PostgreSQL (and Redis).

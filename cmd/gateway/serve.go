@@ -72,7 +72,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		routeRedisLogs(log)
 		rdb = cfg.redis.client()
 		defer rdb.Close()
-		log.Info("redis", cfg.redis.logAttrs()...)
+		log.Info("redis client", cfg.redis.logAttrs()...)
 		if bus, err = events.NewRedisBus(rdb, events.RedisBusConfig{Stream: cfg.RedisPrefix + "events", MaxLen: cfg.StreamMaxLen}, log); err != nil {
 			return err
 		}
