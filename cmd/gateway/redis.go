@@ -14,10 +14,6 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tenantgate/gateway/events"
-	"github.com/tenantgate/gateway/events/instances"
-	"github.com/tenantgate/gateway/projections"
 )
 
 // redisTarget is what REDIS_URL names: one server, a Sentinel-managed master
@@ -272,20 +268,4 @@ func (redisLogLines) Printf(ctx context.Context, format string, v ...any) {
 		level = slog.LevelWarn
 	}
 	redisLogger.Load().Log(ctx, level, msg)
-}
-
-// newInstanceRoll is this instance's entry in GET /admin/instances: its
-// heartbeats in Redis (<prefix>instances), or itself alone when embedded.
-// Ready is what /ready says.
-func newInstanceRoll(cfg Config, rdb redis.UniversalClient, projector *projections.Projector, store events.Store,
-	draining *atomic.Bool, log *slog.Logger) (*instances.Registry, error) {
-	return instances.New(instances.Config{
-		InstanceID: cfg.InstanceID,
-		Key:        cfg.RedisPrefix + "instances",
-		Log:        store,
-		Self: func() instances.Self {
-			s := projector.Snapshot()
-			return instances.Self{AppliedSeq: s.Seq(), StateHash: s.StateHash(), Ready: projector.Ready() && !draining.Load()}
-		},
-	}, rdb, log)
 }
