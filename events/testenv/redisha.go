@@ -67,11 +67,18 @@ func (p *RedisProcess) Start(t testing.TB) {
 	p.mu.Unlock()
 	c := p.Client()
 	defer c.Close()
+	// The process that answers must be this one: another test may have
+	// taken the port between the look and the bind.
+	pid := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
+	for {
+		info, err := c.Info(context.Background(), "server").Result()
+		if err == nil && strings.Contains(info, pid) {
+			return
+		}
+		if time.Now().After(deadline) || (err == nil && !strings.Contains(info, pid)) {
 			b, _ := os.ReadFile(p.log)
-			t.Fatalf("testenv: redis at %s did not answer within 10s:\n%s", p.Addr, b)
+			t.Fatalf("testenv: redis-server on %s did not start (another process on the port?):\n%s", p.Addr, b)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -91,12 +98,6 @@ func (p *RedisProcess) Kill() {
 // Client is a new client of this one process; the caller closes it.
 func (p *RedisProcess) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: p.Addr, Password: p.password, MaxRetries: -1, DialTimeout: time.Second})
-}
-
-// Logs returns what the process wrote, for failure messages.
-func (p *RedisProcess) Logs() string {
-	b, _ := os.ReadFile(p.log)
-	return string(b)
 }
 
 // freeRedisPort returns a loopback port that is free, and with cluster also
@@ -286,13 +287,6 @@ func (s *Sentinel) WaitNewMaster(old string, within time.Duration) string {
 		return c.Set(context.Background(), "testenv:failover-probe", "1", time.Second).Err() == nil
 	})
 	return to
-}
-
-// Restart starts the data process at addr again (empty: nothing is saved);
-// the sentinels make it a replica of the current master.
-func (s *Sentinel) Restart(addr string) {
-	s.t.Helper()
-	s.process(addr).Start(s.t)
 }
 
 // Cluster is a Redis Cluster of masters only, each with a third of the slots.
