@@ -32,12 +32,14 @@ func soloInstances(id string, proj Projector, store events.Store, log *slog.Logg
 	if id == "" {
 		id = "local"
 	}
-	return instances.New(instances.Config{
-		InstanceID: id,
-		Log:        store,
-		Self: func() instances.Self {
-			s := proj.Snapshot()
-			return instances.Self{AppliedSeq: s.Seq(), StateHash: s.StateHash(), Ready: proj.Ready()}
-		},
-	}, nil, log)
+	return instances.New(instances.Config{InstanceID: id, Log: store, Self: SelfReport(proj, proj.Ready)}, nil, log)
+}
+
+// SelfReport is what an instance's heartbeat says of it: the appliedSeq and
+// stateHash of /admin/status (from one snapshot), and ready as serving says.
+func SelfReport(proj Projector, serving func() bool) func() instances.Self {
+	return func() instances.Self {
+		s := proj.Snapshot()
+		return instances.Self{AppliedSeq: s.Seq(), StateHash: s.StateHash(), Ready: serving()}
+	}
 }

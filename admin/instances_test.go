@@ -73,10 +73,7 @@ func TestInstancesListsEveryInstanceOnRedis(t *testing.T) {
 		}
 		reg, err := instances.New(instances.Config{
 			InstanceID: id, Key: prefix + "instances", Log: e.store, Interval: 100 * time.Millisecond,
-			Self: func() instances.Self {
-				s := proj.Snapshot()
-				return instances.Self{AppliedSeq: s.Seq(), StateHash: s.StateHash(), Ready: proj.Ready()}
-			},
+			Self: SelfReport(proj, proj.Ready),
 		}, client, log)
 		if err != nil {
 			t.Fatal(err)

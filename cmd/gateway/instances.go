@@ -6,6 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantgate/gateway/admin"
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/instances"
 	"github.com/tenantgate/gateway/projections"
@@ -20,9 +21,6 @@ func newInstanceRoll(cfg Config, rdb redis.UniversalClient, projector *projectio
 		InstanceID: cfg.InstanceID,
 		Key:        cfg.RedisPrefix + "instances",
 		Log:        store,
-		Self: func() instances.Self {
-			s := projector.Snapshot()
-			return instances.Self{AppliedSeq: s.Seq(), StateHash: s.StateHash(), Ready: projector.Ready() && !draining.Load()}
-		},
+		Self:       admin.SelfReport(projector, func() bool { return projector.Ready() && !draining.Load() }),
 	}, rdb, log)
 }
