@@ -18,7 +18,6 @@ import (
 	"github.com/tenantgate/gateway/proxy/internal/ascii"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/health"
-	"github.com/tenantgate/gateway/resilience/retry"
 )
 
 // hopByHop are the RFC 9110 connection-scoped headers, never forwarded in
@@ -357,7 +356,7 @@ type outcome struct {
 // method: the request never left the gateway.
 func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) outcome {
 	route := x.route
-	rc := retryOf(route)
+	rc := x.state.retry
 	if rc != nil && p.budgets != nil {
 		p.budgets.Request(route.ID)
 	}
@@ -386,7 +385,7 @@ func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 			last = p.failure(x, err)
 			again = x.mayRetry || dialFailed(err)
 		} else {
-			again = x.mayRetry && retry.StatusRetryable((&c.Response).StatusCode(), *rc)
+			again = x.mayRetry && rc.StatusRetryable((&c.Response).StatusCode())
 			last = outcome{answered: true, exhausted: again && x.replayable}
 		}
 		if !again || !x.retries || !x.replayable || attempt >= rc.MaxRetries {
@@ -397,7 +396,7 @@ func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 			return last
 		}
 		p.metrics.retry(x)
-		time.Sleep(retry.Backoff(attempt, time.Duration(rc.BaseDelayMs)*time.Millisecond, time.Duration(rc.MaxDelayMs)*time.Millisecond))
+		time.Sleep(rc.Backoff(attempt))
 	}
 }
 
@@ -416,7 +415,7 @@ func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
 	picker := x.state.picker
 	down := p.unhealthy(x)
 	var refused balance.Skip
-	cb := breakerOf(r)
+	cb := x.state.breaker
 	for {
 		skip := down | refused
 		i := picker.Pick(n, skip|tried)
@@ -459,7 +458,7 @@ func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	x.attempts++
 	resp := (&c.Response)
 	err := p.send(x, up, resp, x.state.targets[i], timeout)
-	if cb := breakerOf(x.route); cb != nil && p.breakers != nil {
+	if cb := x.state.breaker; cb != nil && p.breakers != nil {
 		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
 	}
 	if err != nil {

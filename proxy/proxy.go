@@ -343,7 +343,8 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 		// Not the RequestCtx: a context derived from it costs a goroutine
 		// per request (it is not a context.cancelCtx) and its Done races
 		// with Server.Shutdown; the limiter bounds its own wait.
-		x.limit = p.limiter.Allow(context.Background(), tenant.ID, *tenant.RateLimit)
+		x.limit = p.limiter.Allow(context.Background(), tenant.ID, ratelimit.Rule{
+			Limit: tenant.RateLimit.Limit, Window: time.Duration(tenant.RateLimit.WindowMs) * time.Millisecond})
 		x.limited = x.limit.Limit > 0
 		if !x.limit.Allowed {
 			p.reject(c, x, fiber.StatusTooManyRequests, "rate_limited", "rate limit exceeded")
@@ -360,9 +361,9 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	}
 	x.route = route
 	x.state = p.stateOf(route)
-	if rc := retryOf(route); rc != nil && rc.MaxRetries > 0 {
+	if rc := x.state.retry; rc != nil {
 		x.retries = true
-		x.mayRetry = retry.MethodRetryable(x.method, *rc)
+		x.mayRetry = rc.MethodRetryable(x.method)
 	}
 	if cl := req.Header.ContentLength(); int64(cl) > p.cfg.MaxBodyBytes {
 		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")
@@ -453,20 +454,6 @@ func fallbackOf(r *projections.Route) *events.Fallback {
 		return nil
 	}
 	return r.Resilience.Fallback
-}
-
-func retryOf(r *projections.Route) *events.Retry {
-	if r.Resilience == nil || r.Resilience.Retry == nil || !r.Resilience.Retry.Enabled {
-		return nil
-	}
-	return r.Resilience.Retry
-}
-
-func breakerOf(r *projections.Route) *events.CircuitBreaker {
-	if r.Resilience == nil || r.Resilience.CircuitBreaker == nil || !r.Resilience.CircuitBreaker.Enabled {
-		return nil
-	}
-	return r.Resilience.CircuitBreaker
 }
 
 func healthCheckOf(r *projections.Route) bool {

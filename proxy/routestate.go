@@ -3,10 +3,13 @@ package proxy
 import (
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/resilience/balance"
+	"github.com/tenantgate/gateway/resilience/breaker"
+	"github.com/tenantgate/gateway/resilience/retry"
 )
 
 // routeState is what the request path needs of one route version beyond
@@ -16,6 +19,8 @@ import (
 // which every change of the route replaces, so a request never sees a
 // state prepared for another version.
 type routeState struct {
+	breaker     *breaker.Config // nil: no circuit breaker
+	retry       *retry.Policy   // nil: no retries
 	picker      balance.Picker
 	targets     []*target // per upstream; nil where the URL is invalid
 	series      *series   // nil without metrics
@@ -32,7 +37,9 @@ func (p *Proxy) stateOf(r *projections.Route) *routeState {
 	s := &routeState{
 		// The registry keeps balancer state across versions of a route whose
 		// upstreams did not change.
-		picker:  p.balancers.Picker(r.ID, r.LoadBalancing, r.Upstreams),
+		breaker: breakerConfig(r),
+		retry:   retryPolicy(r),
+		picker:  p.balancers.Picker(r.ID, balancePolicy(r.LoadBalancing), weights(r.Upstreams)),
 		targets: make([]*target, len(r.Upstreams)),
 		logIDs:  appendLogIDs(nil, r.TenantID, r.ID),
 		logURLs: make([][]byte, len(r.Upstreams)),
@@ -54,6 +61,46 @@ func (p *Proxy) stateOf(r *projections.Route) *routeState {
 	}
 	v, _ := p.routes.LoadOrStore(r, s)
 	return v.(*routeState)
+}
+
+// The route's configuration (the route model) as the resilience packages
+// take it: derived here once per route version, not per request.
+
+func breakerConfig(r *projections.Route) *breaker.Config {
+	if r.Resilience == nil || r.Resilience.CircuitBreaker == nil || !r.Resilience.CircuitBreaker.Enabled {
+		return nil
+	}
+	cb := r.Resilience.CircuitBreaker
+	return &breaker.Config{FailureThreshold: cb.FailureThreshold, SuccessThreshold: cb.SuccessThreshold,
+		OpenFor: time.Duration(cb.Timeout) * time.Millisecond}
+}
+
+func retryPolicy(r *projections.Route) *retry.Policy {
+	if r.Resilience == nil || r.Resilience.Retry == nil || !r.Resilience.Retry.Enabled || r.Resilience.Retry.MaxRetries <= 0 {
+		return nil
+	}
+	rt := r.Resilience.Retry
+	return &retry.Policy{MaxRetries: rt.MaxRetries, BaseDelay: time.Duration(rt.BaseDelayMs) * time.Millisecond,
+		MaxDelay: time.Duration(rt.MaxDelayMs) * time.Millisecond, RetryableStatusCodes: rt.RetryableStatusCodes,
+		NonIdempotent: rt.RetryNonIdempotent}
+}
+
+func balancePolicy(name string) balance.Policy {
+	switch name {
+	case events.BalanceWeighted:
+		return balance.Weighted
+	case events.BalanceRandom:
+		return balance.Random
+	}
+	return balance.RoundRobin
+}
+
+func weights(ups []events.Upstream) []int {
+	w := make([]int, len(ups))
+	for i, u := range ups {
+		w[i] = u.Weight
+	}
+	return w
 }
 
 // pruneRoutes drops the states of route versions snap no longer holds.

@@ -223,14 +223,19 @@ func redactedParseError(err error, user *url.Userinfo, more ...string) error {
 }
 
 // client opens the client for the target; go-redis's UniversalClient hides
-// which of the three it is from everything that uses it.
+// which of the three it is from everything that uses it. Its calls give up
+// at their context's deadline (ContextTimeoutEnabled): the rate limiter on
+// the request path bounds its wait that way.
 func (t redisTarget) client() redis.UniversalClient {
 	switch {
 	case t.failover != nil:
+		t.failover.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(t.failover)
 	case t.cluster != nil:
+		t.cluster.ContextTimeoutEnabled = true
 		return redis.NewClusterClient(t.cluster)
 	default:
+		t.single.ContextTimeoutEnabled = true
 		return redis.NewClient(t.single)
 	}
 }

@@ -89,6 +89,7 @@ func RedisClient(t testing.TB) (client *redis.Client, prefix string) {
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	opts.ContextTimeoutEnabled = true // as the gateway's clients
 	client = redis.NewClient(opts)
 	t.Cleanup(func() { _ = client.Close() })
 	return client, prefix

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/tenantgate/gateway/events"
 )
 
 // Skip is a set of upstream indexes a pick must avoid (unhealthy, breaker
@@ -41,6 +40,16 @@ type Picker interface {
 	Pick(n int, skip Skip) int
 }
 
+// Policy is how a route spreads its requests over its upstreams.
+type Policy int
+
+// Policies.
+const (
+	RoundRobin Policy = iota // in turn
+	Weighted                 // smooth weighted round-robin (nginx's)
+	Random                   // uniformly at random
+)
+
 // Registry holds one Picker per route. The zero value is not usable; call
 // NewRegistry.
 type Registry struct {
@@ -48,7 +57,7 @@ type Registry struct {
 }
 
 type entry struct {
-	policy  string
+	policy  Policy
 	weights []int
 	picker  Picker
 }
@@ -57,9 +66,10 @@ type entry struct {
 func NewRegistry() *Registry { return &Registry{} }
 
 // Picker returns the route's picker for this policy and these upstream
-// weights, reusing the existing one (and its position) when neither changed.
-// An unknown policy falls back to round-robin.
-func (r *Registry) Picker(routeID, policy string, upstreams []events.Upstream) Picker {
+// weights (one per upstream; below 1 counts as 1), reusing the existing one
+// (and its position) when neither changed.
+func (r *Registry) Picker(routeID string, policy Policy, weights []int) Picker {
+	upstreams := weights
 	if v, ok := r.routes.Load(routeID); ok {
 		e := v.(*entry)
 		if e.matches(policy, upstreams) {
@@ -100,52 +110,45 @@ func (r *Registry) Len() int {
 	return n
 }
 
-func (e *entry) matches(policy string, ups []events.Upstream) bool {
-	if e.policy != policy || len(e.weights) != len(ups) {
+func (e *entry) matches(policy Policy, weights []int) bool {
+	if e.policy != policy || len(e.weights) != len(weights) {
 		return false
 	}
-	if policy != events.BalanceWeighted {
+	if policy != Weighted {
 		return true // only the count matters
 	}
-	for i, u := range ups {
-		if e.weights[i] != weightOf(u) {
+	for i, w := range weights {
+		if e.weights[i] != max(w, 1) {
 			return false
 		}
 	}
 	return true
 }
 
-func newEntry(policy string, ups []events.Upstream) *entry {
-	w := make([]int, len(ups))
-	for i, u := range ups {
-		w[i] = weightOf(u)
+func newEntry(policy Policy, weights []int) *entry {
+	w := make([]int, len(weights))
+	for i, v := range weights {
+		w[i] = max(v, 1)
 	}
 	e := &entry{policy: policy, weights: w}
 	switch policy {
-	case events.BalanceWeighted:
+	case Weighted:
 		e.picker = NewWeighted(slices.Clone(w))
-	case events.BalanceRandom:
-		e.picker = Random{}
+	case Random:
+		e.picker = RandomPicker{}
 	default:
-		e.picker = &RoundRobin{}
+		e.picker = &RoundRobinPicker{}
 	}
 	return e
 }
 
-func weightOf(u events.Upstream) int {
-	if u.Weight < 1 {
-		return 1
-	}
-	return u.Weight
-}
-
-// RoundRobin cycles through the upstreams, skipping unavailable ones.
-type RoundRobin struct {
+// RoundRobinPicker cycles through the upstreams, skipping unavailable ones.
+type RoundRobinPicker struct {
 	next atomic.Uint64
 }
 
 // Pick implements Picker.
-func (r *RoundRobin) Pick(n int, skip Skip) int {
+func (r *RoundRobinPicker) Pick(n int, skip Skip) int {
 	if n <= 0 {
 		return -1
 	}
@@ -159,23 +162,23 @@ func (r *RoundRobin) Pick(n int, skip Skip) int {
 	return -1
 }
 
-// Weighted is nginx's smooth weighted round-robin: every pick adds each
+// WeightedPicker is nginx's smooth weighted round-robin: every pick adds each
 // available upstream's weight to its current score, takes the highest and
 // subtracts the total from it. Shares match the weights exactly over a cycle
 // and the heavy upstream's picks are spread out instead of bunched.
-type Weighted struct {
+type WeightedPicker struct {
 	mu      sync.Mutex
 	weights []int
 	current []int
 }
 
 // NewWeighted returns a smooth weighted picker over these weights (each >= 1).
-func NewWeighted(weights []int) *Weighted {
-	return &Weighted{weights: weights, current: make([]int, len(weights))}
+func NewWeighted(weights []int) *WeightedPicker {
+	return &WeightedPicker{weights: weights, current: make([]int, len(weights))}
 }
 
 // Pick implements Picker. n must equal the number of weights.
-func (w *Weighted) Pick(n int, skip Skip) int {
+func (w *WeightedPicker) Pick(n int, skip Skip) int {
 	n = min(n, len(w.weights))
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -196,11 +199,11 @@ func (w *Weighted) Pick(n int, skip Skip) int {
 	return best
 }
 
-// Random picks uniformly among the available upstreams.
-type Random struct{}
+// RandomPicker picks uniformly among the available upstreams.
+type RandomPicker struct{}
 
 // Pick implements Picker.
-func (Random) Pick(n int, skip Skip) int {
+func (RandomPicker) Pick(n int, skip Skip) int {
 	if n <= 0 {
 		return -1
 	}
@@ -229,7 +232,7 @@ func (Random) Pick(n int, skip Skip) int {
 }
 
 var (
-	_ Picker = (*RoundRobin)(nil)
-	_ Picker = (*Weighted)(nil)
-	_ Picker = Random{}
+	_ Picker = (*RoundRobinPicker)(nil)
+	_ Picker = (*WeightedPicker)(nil)
+	_ Picker = RandomPicker{}
 )

@@ -3,17 +3,9 @@ package balance
 import (
 	"sync"
 	"testing"
-
-	"github.com/tenantgate/gateway/events"
 )
 
-func ups(weights ...int) []events.Upstream {
-	out := make([]events.Upstream, len(weights))
-	for i, w := range weights {
-		out[i] = events.Upstream{URL: "http://u" + string(rune('a'+i)), Weight: w}
-	}
-	return out
-}
+func ups(weights ...int) []int { return weights }
 
 func counts(p Picker, n, picks int, skip Skip) []int {
 	c := make([]int, n)
@@ -41,7 +33,7 @@ func TestRoundRobinExact(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := counts(&RoundRobin{}, tc.n, 1000, 0)
+			got := counts(&RoundRobinPicker{}, tc.n, 1000, 0)
 			for i := range got {
 				if got[i] != tc.want[i] {
 					t.Fatalf("counts = %v, want %v", got, tc.want)
@@ -53,7 +45,7 @@ func TestRoundRobinExact(t *testing.T) {
 
 func TestRoundRobinOrder(t *testing.T) {
 	t.Parallel()
-	rr := &RoundRobin{}
+	rr := &RoundRobinPicker{}
 	for k := range 9 {
 		if got := rr.Pick(3, 0); got != k%3 {
 			t.Fatalf("pick %d = %d, want %d", k, got, k%3)
@@ -113,7 +105,7 @@ func TestWeightedShareAndSmoothness(t *testing.T) {
 
 func TestRandomShare(t *testing.T) {
 	t.Parallel()
-	got := counts(Random{}, 2, 1000, 0)
+	got := counts(RandomPicker{}, 2, 1000, 0)
 	for i, c := range got {
 		if c < 400 || c > 600 {
 			t.Fatalf("upstream %d got %d of 1000 picks, want 400..600", i, c)
@@ -129,9 +121,9 @@ func TestSkipsUnavailable(t *testing.T) {
 		name   string
 		picker func() Picker
 	}{
-		{name: "round-robin", picker: func() Picker { return &RoundRobin{} }},
+		{name: "round-robin", picker: func() Picker { return &RoundRobinPicker{} }},
 		{name: "weighted", picker: func() Picker { return NewWeighted([]int{5, 1, 5, 1}) }},
-		{name: "random", picker: func() Picker { return Random{} }},
+		{name: "random", picker: func() Picker { return RandomPicker{} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -156,12 +148,12 @@ func TestSkipsUnavailable(t *testing.T) {
 func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 	t.Parallel()
 	r := NewRegistry()
-	p1 := r.Picker("r1", events.BalanceRoundRobin, ups(1, 1, 1))
+	p1 := r.Picker("r1", RoundRobin, ups(1, 1, 1))
 	if p1.Pick(3, 0) != 0 || p1.Pick(3, 0) != 1 {
 		t.Fatal("unexpected rotation")
 	}
 	// Same route, same upstream count (a new snapshot after an unrelated change).
-	p2 := r.Picker("r1", events.BalanceRoundRobin, ups(1, 1, 1))
+	p2 := r.Picker("r1", RoundRobin, ups(1, 1, 1))
 	if p2 != p1 {
 		t.Fatal("picker replaced although policy and upstreams are unchanged")
 	}
@@ -170,19 +162,19 @@ func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		policy string
-		ups    []events.Upstream
+		policy Policy
+		ups    []int
 	}{
-		{name: "policy change", policy: events.BalanceWeighted, ups: ups(1, 1, 1)},
-		{name: "weight change", policy: events.BalanceWeighted, ups: ups(2, 1, 1)},
-		{name: "upstream count change", policy: events.BalanceWeighted, ups: ups(2, 1)},
+		{name: "policy change", policy: Weighted, ups: ups(1, 1, 1)},
+		{name: "weight change", policy: Weighted, ups: ups(2, 1, 1)},
+		{name: "upstream count change", policy: Weighted, ups: ups(2, 1)},
 	} {
-		prev := r.Picker("r1", events.BalanceRoundRobin, ups(1, 1, 1))
+		prev := r.Picker("r1", RoundRobin, ups(1, 1, 1))
 		if next := r.Picker("r1", tc.policy, tc.ups); next == prev {
 			t.Fatalf("%s: picker not replaced", tc.name)
 		}
 	}
-	r.Picker("r2", events.BalanceRandom, ups(1))
+	r.Picker("r2", Random, ups(1))
 	r.Prune(func(id string) bool { return id == "r2" })
 	if r.Len() != 1 {
 		t.Fatalf("Len after prune = %d, want 1", r.Len())
@@ -192,7 +184,7 @@ func TestRegistryKeepsStateAcrossSnapshots(t *testing.T) {
 func TestSkipBeyond64(t *testing.T) {
 	t.Parallel()
 	all := ^Skip(0)
-	if got := (&RoundRobin{}).Pick(65, all); got != 64 {
+	if got := (&RoundRobinPicker{}).Pick(65, all); got != 64 {
 		t.Fatalf("Pick(65, all of 0..63 skipped) = %d, want 64", got)
 	}
 	if all.With(70) != all || all.Has(70) {
@@ -210,7 +202,7 @@ func TestConcurrentPicks(t *testing.T) {
 		wg.Go(func() {
 			local := make([]int, 3)
 			for range 300 {
-				p := r.Picker("r", events.BalanceWeighted, ups(1, 1, 1))
+				p := r.Picker("r", Weighted, ups(1, 1, 1))
 				local[p.Pick(3, 0)]++
 			}
 			mu.Lock()
@@ -233,9 +225,9 @@ func BenchmarkPick(b *testing.B) {
 		name   string
 		picker Picker
 	}{
-		{name: "round-robin", picker: &RoundRobin{}},
+		{name: "round-robin", picker: &RoundRobinPicker{}},
 		{name: "weighted", picker: NewWeighted([]int{3, 1, 2})},
-		{name: "random", picker: Random{}},
+		{name: "random", picker: RandomPicker{}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

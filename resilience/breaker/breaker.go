@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/promutil"
 )
 
@@ -41,14 +40,22 @@ func (s State) String() string {
 	return "unknown"
 }
 
+// Config is one route's breaker settings, as the route configures them
+// (the route model fills its defaults; a value below 1 counts as 1).
+type Config struct {
+	FailureThreshold int           // consecutive failures that open it
+	SuccessThreshold int           // half-open successes that close it; also the probes let through at a time
+	OpenFor          time.Duration // how long it stays open before it lets probes through
+}
+
 // Breakers is what the proxy uses.
 type Breakers interface {
 	// Allow reports whether a request may go to k now: false while open; in
-	// half-open it admits a bounded number of probes (successThreshold) at a
+	// half-open it admits a bounded number of probes (SuccessThreshold) at a
 	// time. Success path must be local (no Redis call).
-	Allow(k Key, cfg events.CircuitBreaker) bool
+	Allow(k Key, cfg Config) bool
 	// Report records the outcome of a request that Allow admitted.
-	Report(k Key, cfg events.CircuitBreaker, success bool)
+	Report(k Key, cfg Config, success bool)
 	State(k Key) State
 }
 
@@ -57,25 +64,9 @@ var (
 	_ Breakers = (*Shared)(nil)
 )
 
-// Defaults for the fields of a circuit-breaker block left at zero.
-const (
-	DefaultFailureThreshold = 5
-	DefaultSuccessThreshold = 2
-	DefaultTimeoutMs        = 30000
-)
-
-func normalize(cfg events.CircuitBreaker) (failures, successes int, timeout time.Duration) {
-	failures, successes, ms := cfg.FailureThreshold, cfg.SuccessThreshold, cfg.Timeout
-	if failures <= 0 {
-		failures = DefaultFailureThreshold
-	}
-	if successes <= 0 {
-		successes = DefaultSuccessThreshold
-	}
-	if ms <= 0 {
-		ms = DefaultTimeoutMs
-	}
-	return failures, successes, time.Duration(ms) * time.Millisecond
+// thresholds are cfg's counts, at least 1 each.
+func (cfg Config) thresholds() (failures, successes int) {
+	return max(cfg.FailureThreshold, 1), max(cfg.SuccessThreshold, 1)
 }
 
 // transition is a change of state that Shared announces.
@@ -99,8 +90,9 @@ type breaker struct {
 	successes int           // half-open successes so far
 }
 
-func (b *breaker) allow(cfg events.CircuitBreaker, now time.Time) (bool, transition) {
-	_, maxProbes, timeout := normalize(cfg)
+func (b *breaker) allow(cfg Config, now time.Time) (bool, transition) {
+	_, maxProbes := cfg.thresholds()
+	timeout := cfg.OpenFor
 	switch b.state {
 	case Open:
 		if now.Sub(b.openedAt) < timeout {
@@ -124,8 +116,8 @@ func (b *breaker) allow(cfg events.CircuitBreaker, now time.Time) (bool, transit
 	return true, transition{}
 }
 
-func (b *breaker) report(cfg events.CircuitBreaker, success bool, now time.Time) transition {
-	maxFailures, needSuccesses, _ := normalize(cfg)
+func (b *breaker) report(cfg Config, success bool, now time.Time) transition {
+	maxFailures, needSuccesses := cfg.thresholds()
 	switch b.state {
 	case Closed:
 		if success {
@@ -157,8 +149,8 @@ func (b *breaker) report(cfg events.CircuitBreaker, success bool, now time.Time)
 // sync refreshes clean; called with mu held after every change.
 func (b *breaker) sync() { b.clean.Store(b.state == Closed && b.failures == 0) }
 
-func (b *breaker) open(now time.Time, cfg events.CircuitBreaker) transition {
-	_, _, b.timeout = normalize(cfg)
+func (b *breaker) open(now time.Time, cfg Config) transition {
+	b.timeout = cfg.OpenFor
 	from := b.state
 	b.state, b.openedAt, b.failures, b.successes, b.probes = Open, now, 0, 0, 0
 	return transition{from: from, to: Open, at: now}
@@ -171,7 +163,7 @@ type Local struct {
 	breakers sync.Map // Key -> *breaker
 	now      func() time.Time
 	m        *metrics
-	notify   func(Key, events.CircuitBreaker, transition) // Shared's announcer; nil for Local
+	notify   func(Key, Config, transition) // Shared's announcer; nil for Local
 }
 
 // LocalConfig configures NewLocalWith.
@@ -195,10 +187,7 @@ func NewLocalWith(cfg LocalConfig) (*Local, error) {
 }
 
 // Allow implements Breakers.
-func (l *Local) Allow(k Key, cfg events.CircuitBreaker) bool {
-	if !cfg.Enabled {
-		return true
-	}
+func (l *Local) Allow(k Key, cfg Config) bool {
 	v, ok := l.breakers.Load(k)
 	if !ok {
 		return true // never failed: closed
@@ -216,10 +205,7 @@ func (l *Local) Allow(k Key, cfg events.CircuitBreaker) bool {
 }
 
 // Report implements Breakers.
-func (l *Local) Report(k Key, cfg events.CircuitBreaker, success bool) {
-	if !cfg.Enabled {
-		return
-	}
+func (l *Local) Report(k Key, cfg Config, success bool) {
 	var b *breaker
 	if v, ok := l.breakers.Load(k); ok {
 		b = v.(*breaker)
@@ -285,7 +271,7 @@ func (l *Local) force(k Key, to State, at time.Time, timeout time.Duration) {
 	l.m.moved(from, after)
 }
 
-func (l *Local) changed(k Key, cfg events.CircuitBreaker, tr transition) {
+func (l *Local) changed(k Key, cfg Config, tr transition) {
 	if tr.from == tr.to {
 		return
 	}

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tenantgate/gateway/events"
 )
 
 type clock struct {
@@ -29,7 +27,7 @@ func newTestLocal() (*Local, *clock) {
 
 var (
 	key = Key{TenantID: "t1", RouteID: "r1", Upstream: "http://127.0.0.1:9001"}
-	cb  = events.CircuitBreaker{Enabled: true, FailureThreshold: 3, SuccessThreshold: 2, Timeout: 1000}
+	cb  = Config{FailureThreshold: 3, SuccessThreshold: 2, OpenFor: 1000 * time.Millisecond}
 )
 
 // step is one action on a breaker and what must follow.
@@ -115,13 +113,12 @@ func TestLocalKeysAndConfig(t *testing.T) {
 	tests := []struct {
 		name string
 		k    Key
-		cfg  events.CircuitBreaker
+		cfg  Config
 		want bool
 	}{
 		{name: "the opened upstream refuses", k: key, cfg: cb, want: false},
 		{name: "another upstream of the route is closed", k: other, cfg: cb, want: true},
 		{name: "another route's same upstream is closed", k: Key{TenantID: "t1", RouteID: "r2", Upstream: key.Upstream}, cfg: cb, want: true},
-		{name: "a disabled breaker always allows", k: key, cfg: events.CircuitBreaker{}, want: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,26 +130,24 @@ func TestLocalKeysAndConfig(t *testing.T) {
 	}
 }
 
-func TestDefaultsForZeroFields(t *testing.T) {
+func TestZeroThresholdsCountAsOne(t *testing.T) {
 	t.Parallel()
 	l, c := newTestLocal()
-	on := events.CircuitBreaker{Enabled: true}
-	for i := range DefaultFailureThreshold {
-		if l.State(key) != Closed {
-			t.Fatalf("opened after %d failures, want %d", i, DefaultFailureThreshold)
-		}
-		l.Report(key, on, false)
+	zero := Config{OpenFor: time.Second}
+	l.Report(key, zero, false)
+	if l.Allow(key, zero) {
+		t.Fatal("allowed after one failure with a threshold of 0 (counts as 1)")
 	}
-	if l.Allow(key, on) {
-		t.Fatal("allowed after the default threshold of failures")
+	c.Add(time.Second)
+	if !l.Allow(key, zero) {
+		t.Fatal("no probe after OpenFor")
 	}
-	c.Add(DefaultTimeoutMs*time.Millisecond - time.Millisecond)
-	if l.Allow(key, on) {
-		t.Fatal("half-open before the default timeout")
+	if l.Allow(key, zero) {
+		t.Fatal("a second probe at once with a success threshold of 0 (counts as 1)")
 	}
-	c.Add(time.Millisecond)
-	if !l.Allow(key, on) {
-		t.Fatal("still open after the default timeout")
+	l.Report(key, zero, true)
+	if l.State(key) != Closed {
+		t.Fatalf("one success did not close it: %v", l.State(key))
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 )
 
@@ -71,7 +70,7 @@ func TestSharedRecoversAfterRedisOutage(t *testing.T) {
 		ins = append(ins, s)
 	}
 	a, b := ins[0], ins[1]
-	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 60_000}
+	cfg := Config{FailureThreshold: 1, SuccessThreshold: 1, OpenFor: 60_000 * time.Millisecond}
 
 	kill()
 	testenv.WaitFor(t, "subscriptions notice the outage", 5*time.Second, func() bool { return !a.listener.Subscribed() && !b.listener.Subscribed() })

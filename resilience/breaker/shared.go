@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/announce"
 )
 
@@ -110,12 +109,12 @@ type announcement struct {
 
 // announce shares a local opening or closing, in the background so the
 // failing request does not wait for Redis.
-func (s *Shared) announce(k Key, cfg events.CircuitBreaker, tr transition) {
+func (s *Shared) announce(k Key, cfg Config, tr transition) {
 	if tr.to == HalfOpen {
 		return // every instance goes half-open on its own clock
 	}
 	a := announcement{TenantID: k.TenantID, RouteID: k.RouteID, Upstream: k.Upstream, Instance: s.cfg.InstanceID}
-	_, _, timeout := normalize(cfg)
+	timeout := cfg.OpenFor
 	if tr.to == Open {
 		a.State, a.OpenedAt, a.TimeoutMs = "open", tr.at.UnixMilli(), int(timeout.Milliseconds())
 	} else {
@@ -161,7 +160,7 @@ func (s *Shared) republish() {
 		open, at, timeout := b.state == Open, b.openedAt, b.timeout
 		b.mu.Unlock()
 		if open && now.Sub(at) < timeout {
-			s.announce(k.(Key), events.CircuitBreaker{Timeout: int(timeout.Milliseconds())}, transition{from: Closed, to: Open, at: at})
+			s.announce(k.(Key), Config{OpenFor: timeout}, transition{from: Closed, to: Open, at: at})
 		}
 		return true
 	})

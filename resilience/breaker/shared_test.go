@@ -11,7 +11,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 	"github.com/tenantgate/gateway/resilience/announce"
 )
@@ -59,7 +58,7 @@ func TestSharedOpeningReachesOtherInstances(t *testing.T) {
 	t.Parallel()
 	ins := instances(t, 3)
 	a, b, c := ins[0], ins[1], ins[2]
-	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 3, SuccessThreshold: 1, Timeout: 60_000}
+	cfg := Config{FailureThreshold: 3, SuccessThreshold: 1, OpenFor: 60_000 * time.Millisecond}
 	for range 3 {
 		if !a.Allow(key, cfg) {
 			t.Fatal("refused before opening")
@@ -83,7 +82,7 @@ func TestSharedClosingAndLateJoiner(t *testing.T) {
 	t.Parallel()
 	url, prefix := testenv.Redis(t)
 	a, b := startShared(t, url, prefix), startShared(t, url, prefix)
-	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 300}
+	cfg := Config{FailureThreshold: 1, SuccessThreshold: 1, OpenFor: 300 * time.Millisecond}
 	a.Report(key, cfg, false)
 	testenv.WaitFor(t, "b opens", time.Second, func() bool { return b.State(key) == Open })
 
@@ -121,7 +120,7 @@ func TestSharedWorksLocallyWithoutRedis(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 2, SuccessThreshold: 1, Timeout: 50}
+	cfg := Config{FailureThreshold: 2, SuccessThreshold: 1, OpenFor: 50 * time.Millisecond}
 	s.Report(key, cfg, false)
 	s.Report(key, cfg, false)
 	if s.Allow(key, cfg) {
@@ -199,7 +198,7 @@ func TestSharedOnCluster(t *testing.T) {
 		return s
 	}
 	a := start()
-	cfg := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 60_000}
+	cfg := Config{FailureThreshold: 1, SuccessThreshold: 1, OpenFor: time.Minute}
 	var keys []Key
 	nodes := map[string]bool{}
 	for i := range 12 {
@@ -229,7 +228,7 @@ func TestSharedOnCluster(t *testing.T) {
 		}
 	}
 	// Openings and closings made now travel on the cluster's pub/sub.
-	short := events.CircuitBreaker{Enabled: true, FailureThreshold: 1, SuccessThreshold: 1, Timeout: 200}
+	short := Config{FailureThreshold: 1, SuccessThreshold: 1, OpenFor: 200 * time.Millisecond}
 	k := Key{TenantID: "tenant-live", RouteID: "r1", Upstream: "http://127.0.0.1:9001"}
 	a.Report(k, short, false)
 	testenv.WaitFor(t, "the opening reaches the late instance", 5*time.Second, func() bool { return late.State(k) == Open })

@@ -3,8 +3,8 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
+	"time"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 )
 
@@ -12,7 +12,7 @@ import (
 // decision carries what the X-RateLimit-* and Retry-After headers need.
 func ExampleLocal() {
 	l := ratelimit.NewLocal()
-	rl := events.RateLimit{Limit: 2, WindowMs: 1000}
+	rl := ratelimit.Rule{Limit: 2, Window: time.Second}
 	for range 3 {
 		d := l.Allow(context.Background(), "tenant-1", rl)
 		fmt.Printf("allowed=%v limit=%d remaining=%d retry-after=%ds\n", d.Allowed, d.Limit, d.Remaining, d.RetryAfterSeconds())

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tenantgate/gateway/events"
 )
 
 // exactMax is the largest limit kept as an exact log of request times (8
@@ -60,10 +58,11 @@ func NewLocalWith(cfg LocalConfig) (*Local, error) {
 }
 
 // Allow admits the request if the tenant's window has room, and counts it.
-func (l *Local) Allow(_ context.Context, tenantID string, rl events.RateLimit) Decision {
-	if rl.Limit <= 0 || rl.WindowMs <= 0 {
+func (l *Local) Allow(_ context.Context, tenantID string, rule Rule) Decision {
+	if rule.unlimited() {
 		return unlimited()
 	}
+	rl := limitMs{Limit: rule.Limit, WindowMs: rule.windowMs()}
 	w := l.window(tenantID)
 	now := l.now()
 	w.mu.Lock()
@@ -83,6 +82,12 @@ func (l *Local) window(tenantID string) *window {
 	}
 	v, _ := l.tenants.LoadOrStore(tenantID, &window{})
 	return v.(*window)
+}
+
+// limitMs is a rule with its window in milliseconds, as windows count it.
+type limitMs struct {
+	Limit    int
+	WindowMs int64
 }
 
 // window counts one tenant's requests: as an exact log of their times for
@@ -106,7 +111,7 @@ type window struct {
 
 // allow decides at now (time since the Local's base). It returns Reset as a
 // time.Unix(0, offset) so the caller can rebase it without a second clock read.
-func (w *window) allow(now time.Duration, rl events.RateLimit) Decision {
+func (w *window) allow(now time.Duration, rl limitMs) Decision {
 	exact := rl.Limit <= exactMax
 	if w.windowMs == 0 {
 		w.exact = exact // a new window
@@ -187,7 +192,7 @@ func (w *window) reshape(now time.Duration, windowMs int64) {
 }
 
 // allowExact decides from the log: exact Remaining, Reset and RetryAfter.
-func (w *window) allowExact(now time.Duration, rl events.RateLimit) Decision {
+func (w *window) allowExact(now time.Duration, rl limitMs) Decision {
 	w.limit, w.windowMs = rl.Limit, rl.WindowMs // both apply at once; the log stays
 	window := time.Duration(rl.WindowMs) * time.Millisecond
 	for w.n > 0 && w.times[w.first] <= now-window {
@@ -223,7 +228,7 @@ func (w *window) push(t time.Duration) {
 // convert moves the counts between the log and the slots when the limit
 // crosses exactMax. The requests counted are kept, dated now (which errs on
 // the side of counting them longer).
-func (w *window) convert(now time.Duration, rl events.RateLimit) {
+func (w *window) convert(now time.Duration, rl limitMs) {
 	if w.exact {
 		count := int64(w.n)
 		w.times, w.first, w.n = nil, 0, 0

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tenantgate/gateway/events"
 )
 
 // fakeNow is a settable clock for Local and Redis.
@@ -33,7 +31,7 @@ func newTestLocal() (*Local, *fakeNow) {
 
 func TestLocalDecisions(t *testing.T) {
 	t.Parallel()
-	rl := events.RateLimit{Limit: 3, WindowMs: 1000}
+	rl := Rule{Limit: 3, Window: time.Second}
 	l, clock := newTestLocal()
 	ctx := context.Background()
 	start := l.base.Add(clock.now())
@@ -85,14 +83,14 @@ func TestLocalLimitChangeMidWindow(t *testing.T) {
 			l, clock := newTestLocal()
 			ctx := context.Background()
 			for range 6 {
-				if !l.Allow(ctx, "t", events.RateLimit{Limit: 6, WindowMs: 1000}).Allowed {
+				if !l.Allow(ctx, "t", Rule{Limit: 6, Window: time.Second}).Allowed {
 					t.Fatal("denied under the limit")
 				}
 			}
 			clock.add(200 * time.Millisecond)
 			got := 0
 			for range 20 {
-				if l.Allow(ctx, "t", events.RateLimit{Limit: tc.newLimit, WindowMs: 1000}).Allowed {
+				if l.Allow(ctx, "t", Rule{Limit: tc.newLimit, Window: time.Second}).Allowed {
 					got++
 				}
 			}
@@ -107,7 +105,7 @@ func TestLocalUnlimited(t *testing.T) {
 	t.Parallel()
 	l, _ := newTestLocal()
 	for range 10 {
-		if d := l.Allow(context.Background(), "t", events.RateLimit{}); !d.Allowed || d.Limit != 0 {
+		if d := l.Allow(context.Background(), "t", Rule{}); !d.Allowed || d.Limit != 0 {
 			t.Fatalf("unlimited tenant: %+v", d)
 		}
 	}
@@ -130,7 +128,7 @@ func TestLocalSlidingWindowNeverExceeds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const window = time.Second
-			rl := events.RateLimit{Limit: tc.limit, WindowMs: window.Milliseconds()}
+			rl := Rule{Limit: tc.limit, Window: window}
 			l, clock := newTestLocal()
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -166,7 +164,7 @@ func TestLocalLimitCrossesModes(t *testing.T) {
 	count := func(limit, n int) int {
 		got := 0
 		for range n {
-			if l.Allow(ctx, "t", events.RateLimit{Limit: limit, WindowMs: 1000}).Allowed {
+			if l.Allow(ctx, "t", Rule{Limit: limit, Window: time.Second}).Allowed {
 				got++
 			}
 		}
@@ -215,7 +213,7 @@ func TestDecisionHeaders(t *testing.T) {
 
 func BenchmarkLocalAllow(b *testing.B) {
 	l := NewLocal()
-	rl := events.RateLimit{Limit: 1_000_000_000, WindowMs: 1000}
+	rl := Rule{Limit: 1_000_000_000, Window: time.Second}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -11,9 +11,21 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/promutil"
 )
+
+// Rule is a tenant's limit: at most Limit requests in any Window. A Limit
+// or Window of zero or less is no limit.
+type Rule struct {
+	Limit  int
+	Window time.Duration
+}
+
+func (r Rule) unlimited() bool { return r.Limit <= 0 || r.windowMs() <= 0 }
+
+// windowMs is the window in whole milliseconds, the unit the shared log
+// keeps (the contract's windowMs).
+func (r Rule) windowMs() int64 { return r.Window.Milliseconds() }
 
 // Decision is the outcome of one Allow, with what the rate-limit headers need.
 type Decision struct {
@@ -25,10 +37,11 @@ type Decision struct {
 	RetryAfter time.Duration
 }
 
-// Limiter decides whether a tenant's request fits its rate limit. A nil or
-// non-positive limit is unlimited: Allow admits and reports Limit 0.
+// Limiter decides whether a tenant's request fits its rate limit. An
+// unlimited rule admits and reports Limit 0. ctx is the request's: a
+// limiter that must ask Redis gives up when it ends.
 type Limiter interface {
-	Allow(ctx context.Context, tenantID string, rl events.RateLimit) Decision
+	Allow(ctx context.Context, tenantID string, rule Rule) Decision
 }
 
 var (
@@ -65,6 +78,7 @@ type metrics struct {
 	allowed, denied prometheus.Counter
 	fallbacks       prometheus.Counter
 	redisCalls      prometheus.Counter
+	redisWaits      prometheus.Counter
 	redisUp         prometheus.Gauge
 }
 
@@ -93,6 +107,13 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	waits, err := promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gateway", Subsystem: "ratelimit", Name: "redis_waits_total",
+		Help: "Requests that waited for a Redis call (no lease at hand); under steady traffic leases are fetched ahead and this stays flat.",
+	}))
+	if err != nil {
+		return nil, err
+	}
 	up, err := promutil.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "gateway", Subsystem: "ratelimit", Name: "redis_up",
 		Help: "1 while the shared rate limiter reaches Redis, 0 while it falls back.",
@@ -107,8 +128,15 @@ func newMetrics(reg prometheus.Registerer, source string) (*metrics, error) {
 		denied:     decisions.WithLabelValues("denied", source),
 		fallbacks:  fallbacks,
 		redisCalls: calls,
+		redisWaits: waits,
 		redisUp:    up,
 	}, nil
+}
+
+func (m *metrics) waited() {
+	if m != nil {
+		m.redisWaits.Inc()
+	}
 }
 
 func (m *metrics) decision(d Decision) {

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/resilience/announce"
 )
 
@@ -25,9 +24,9 @@ type RedisConfig struct {
 	// braces are a Cluster hash tag, shared by the tenant's other keys).
 	// Default "".
 	Prefix string
-	// Timeout bounds how long a request waits for Redis. Default 100ms. It
-	// holds whatever the client's own timeouts are (go-redis honours context
-	// deadlines on the socket only with ContextTimeoutEnabled).
+	// Timeout bounds how long a request waits for Redis. Default 100ms. The
+	// client must have ContextTimeoutEnabled (go-redis honours context
+	// deadlines on the socket only then).
 	Timeout time.Duration
 	// ProbeInterval is how often a Redis known to be down is pinged in the
 	// background. Default 1s.
@@ -80,8 +79,9 @@ func (c *RedisConfig) validate() error {
 // requests ("<id>:<k>") scored with the Redis time by which all k will have
 // been spent; the running total is kept in the member "n" (score -1-total, so
 // it never falls in a time range). One Lua script per round trip drops the
-// entries that left the window, gives back the unspent part of the caller's
-// previous lease, and grants up to `want` requests if the total allows.
+// entries that left the window, gives back the unspent part of one of the
+// caller's earlier leases, and grants up to `want` requests if the total
+// allows.
 //
 // Amortization: for limits of at least LeaseMinLimit an instance asks for a
 // lease of about 1% of the limit, valid for 1% of the window, and spends it
@@ -94,6 +94,15 @@ func (c *RedisConfig) validate() error {
 // to 1% longer and an idle instance's unspent lease stays counted until its
 // next request gives it back: under sustained overload the cluster admits
 // about 99% of the limit.
+//
+// Ahead of need: once half of a lease is spent, the next one is fetched in
+// the background (a few worker goroutines per limiter, fed through a
+// channel), so under steady traffic no request waits for Redis. A request
+// waits only when its tenant has no lease at all (the first request, or after
+// a lease ran out of time unspent), and then for one call per tenant at a
+// time: the others wait for that call's lease rather than each asking. No
+// lock is held across a Redis call, and a call starts no goroutine: the
+// client must honour context deadlines (ContextTimeoutEnabled).
 //
 // github.com/go-redis/redis_rate was considered and not used: it implements
 // GCRA (a leaky bucket that allows bursts against an emission schedule),
@@ -114,13 +123,21 @@ type Redis struct {
 	now     func() time.Duration // time since base; tests replace it
 	seq     atomic.Uint64
 
+	refills       chan refillJob // tenants whose next lease is wanted ahead of need
+	startRefiller sync.Once
+
 	down    atomic.Bool
 	closed  chan struct{}
 	closing sync.Once
 	lastLog atomic.Int64 // unix nanos of the last "still down" log
 }
 
-// NewRedis returns a shared limiter using client.
+// refillers is how many goroutines of a limiter fetch leases ahead of need.
+const refillers = 2
+
+// NewRedis returns a shared limiter using client, which must honour context
+// deadlines (go-redis's ContextTimeoutEnabled): a request never waits longer
+// than Timeout for Redis, and no goroutine per call enforces it.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig, log *slog.Logger) (*Redis, error) {
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
@@ -128,6 +145,9 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig, log *slog.Logger) (
 	}
 	if client == nil {
 		return nil, errors.New("ratelimit: nil Redis client")
+	}
+	if !honoursDeadlines(client) {
+		return nil, errors.New("ratelimit: the Redis client must honour context deadlines (set ContextTimeoutEnabled)")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -143,7 +163,7 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig, log *slog.Logger) (
 	local := NewLocal()
 	local.m = fm
 	r := &Redis{client: client, cfg: cfg, log: log.With("component", "ratelimit"), m: m, local: local,
-		base: time.Now(), closed: make(chan struct{})}
+		base: time.Now(), refills: make(chan refillJob, 1024), closed: make(chan struct{})}
 	r.now = func() time.Duration { return time.Since(r.base) }
 	if m != nil {
 		m.redisUp.Set(1)
@@ -151,7 +171,21 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig, log *slog.Logger) (
 	return r, nil
 }
 
-// Close stops the background probe, if one runs. The client stays open.
+// honoursDeadlines reports whether c's options make it give up at a
+// context's deadline (the client kinds go-redis builds from options).
+func honoursDeadlines(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true // another implementation: its own business
+}
+
+// Close stops the background probe and the refillers. The client stays open.
 func (r *Redis) Close() error {
 	r.closing.Do(func() { close(r.closed) })
 	return nil
@@ -160,154 +194,308 @@ func (r *Redis) Close() error {
 // Up reports whether the limiter currently uses Redis.
 func (r *Redis) Up() bool { return !r.down.Load() }
 
-// leaseState is one tenant's local share of the quota on this instance.
+// leaseState is one tenant's local share of the quota on this instance. mu
+// guards it and is never held across a Redis call.
 type leaseState struct {
-	mu       sync.Mutex
-	tenant   string
-	limit    int
-	windowMs int64
+	mu     sync.Mutex
+	tenant string
+	rule   Rule
 
-	member   string        // the current lease's entry
-	left     int           // requests of the lease not yet spent
-	deadline time.Duration // the lease must be spent before this (time since base)
+	cur  lease // being spent
+	next lease // fetched ahead of need, spent once cur is
+	rel  lease // an abandoned lease to give back with the next call
 
-	relMember string // an abandoned lease to give back with the next call
-	relCount  int
+	// asking is the Redis call in flight for this tenant's next lease (nil:
+	// none); it is closed when the call returns.
+	asking chan struct{}
 
 	remaining   int           // the server's remaining after the last grant
 	reset       time.Time     // the server's reset, as local wall time
 	deniedUntil time.Duration // a denial is remembered until then
 }
 
-// abandon stops spending the current lease; its unspent part goes back to
-// Redis with the next call.
-func (s *leaseState) abandon() {
-	if s.left > 0 && s.member != "" {
-		s.relMember, s.relCount = s.member, s.left
+// lease is part of the quota granted to this instance: an entry of the
+// shared log, left requests of which are still to spend before deadline.
+type lease struct {
+	member   string
+	left     int
+	deadline time.Duration // time since base
+}
+
+// abandon stops spending l; its unspent part goes back to Redis with the
+// next call (if another abandoned lease waits already, l's entry expires by
+// itself).
+func (s *leaseState) abandon(l *lease) {
+	if l.left > 0 && l.member != "" && s.rel.member == "" {
+		s.rel = *l
 	}
-	s.member, s.left, s.deadline = "", 0, 0
+	*l = lease{}
+}
+
+// setRule starts counting under rule: a changed limit applies at once,
+// leases granted under the old one are given back and a denial forgotten;
+// the shared counts stay.
+func (s *leaseState) setRule(rule Rule) {
+	if s.rule != rule {
+		s.abandon(&s.cur)
+		s.abandon(&s.next)
+		s.rule, s.deniedUntil = rule, 0
+	}
+}
+
+// spend admits one request from the leases, if they hold one still valid
+// at now.
+func (s *leaseState) spend(now time.Duration) (Decision, bool) {
+	if s.cur.left > 0 && now >= s.cur.deadline {
+		s.abandon(&s.cur)
+	}
+	if s.cur.left == 0 && s.next.left > 0 {
+		if now < s.next.deadline {
+			s.cur, s.next = s.next, lease{}
+		} else {
+			s.abandon(&s.next)
+		}
+	}
+	if s.cur.left == 0 {
+		return Decision{}, false
+	}
+	s.cur.left--
+	return Decision{Allowed: true, Limit: s.rule.Limit, Remaining: s.remaining + s.cur.left + s.next.left, Reset: s.reset}, true
+}
+
+// doneAsking ends the call that asking announced and wakes its waiters.
+func (s *leaseState) doneAsking(asking chan struct{}) {
+	if s.asking == asking {
+		s.asking = nil
+	}
+	close(asking)
+}
+
+// denied is the decision while a remembered denial lasts.
+func (s *leaseState) denied(now time.Duration) Decision {
+	return Decision{Limit: s.rule.Limit, Reset: s.reset, RetryAfter: max(s.deniedUntil-now, time.Millisecond)}
 }
 
 // Allow decides one request of tenantID.
-func (r *Redis) Allow(ctx context.Context, tenantID string, rl events.RateLimit) Decision {
-	if rl.Limit <= 0 || rl.WindowMs <= 0 {
+func (r *Redis) Allow(ctx context.Context, tenantID string, rule Rule) Decision {
+	if rule.unlimited() {
 		return unlimited()
 	}
 	if r.down.Load() {
-		return r.fallback(ctx, tenantID, rl)
+		return r.fallback(ctx, tenantID, rule)
 	}
 	s := r.state(tenantID)
+	want, _ := r.leaseFor(rule)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.limit != rl.Limit || s.windowMs != rl.WindowMs {
-		// A changed limit applies at once: stop spending a lease granted
-		// under the old one and forget a denial; the shared counts stay.
-		s.abandon()
-		s.limit, s.windowMs, s.deniedUntil = rl.Limit, rl.WindowMs, 0
-	}
-	now := r.now()
-	if s.left > 0 {
-		if now < s.deadline {
-			s.left--
-			d := Decision{Allowed: true, Limit: rl.Limit, Remaining: s.remaining + s.left, Reset: s.reset}
+	s.setRule(rule)
+	for {
+		now := r.now()
+		if d, ok := s.spend(now); ok {
+			if want > 1 && s.cur.left <= want/2 && s.next.left == 0 && s.asking == nil && now >= s.deniedUntil {
+				r.fetchAhead(s)
+			}
+			s.mu.Unlock()
 			r.m.decision(d)
 			return d
 		}
-		s.abandon()
-	}
-	if now < s.deniedUntil {
-		d := Decision{Limit: rl.Limit, Reset: s.reset, RetryAfter: max(s.deniedUntil-now, time.Millisecond)}
-		r.m.decision(d)
-		return d
+		if now < s.deniedUntil {
+			d := s.denied(now)
+			s.mu.Unlock()
+			r.m.decision(d)
+			return d
+		}
+		asking := s.asking
+		if asking == nil {
+			break
+		}
+		// A call for this tenant's next lease is in flight: its lease serves
+		// this request too (the call is bounded by Timeout).
+		s.mu.Unlock()
+		r.m.waited()
+		select {
+		case <-asking:
+		case <-ctx.Done():
+			return r.fallback(ctx, tenantID, rule)
+		}
+		s.mu.Lock()
 	}
 	if r.down.Load() {
-		// Redis failed while this request waited for the tenant's lock (a
-		// failover, a crash): do not wait for it once more. Without this,
-		// the requests queued behind a failing call each waited Timeout in
-		// turn.
-		return r.fallback(ctx, tenantID, rl)
+		// Redis failed while this request waited for another's call (a
+		// failover, a crash): do not ask it once more. Otherwise the
+		// requests queued behind a failing call each waited Timeout in turn.
+		return r.fallback(ctx, tenantID, rule)
 	}
-	d, err := r.call(ctx, s, rl, now)
+	r.m.waited()
+	d, err := r.ask(ctx, s, want > 1)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.markDown(err)
 		}
-		return r.fallback(ctx, tenantID, rl)
+		return r.fallback(ctx, tenantID, rule)
 	}
 	r.m.decision(d)
 	return d
 }
 
-// leaseFor is the lease length and size asked for under rl.
-func (r *Redis) leaseFor(rl events.RateLimit) (want int, lease time.Duration) {
-	if rl.Limit < r.cfg.LeaseMinLimit {
-		return 1, 0
+// ask asks Redis for a lease (or, below LeaseMinLimit, for this one request)
+// and decides the request with it. Called with s.mu held; returns with it
+// released. While a leased rule's call is in flight, s.asking tells other
+// requests of the tenant to wait for it.
+func (r *Redis) ask(ctx context.Context, s *leaseState, leased bool) (Decision, error) {
+	var asking chan struct{}
+	if leased {
+		asking = make(chan struct{})
+		s.asking = asking
 	}
-	lease = min(time.Duration(rl.WindowMs)*time.Millisecond/100, time.Second)
-	return max(1, rl.Limit/100), lease
+	rule, rel, sent := s.rule, s.rel, r.now()
+	s.rel = lease{}
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	g, err := r.call(ctx, s.tenant, rule, rel, sent)
+	cancel()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if leased {
+		s.doneAsking(asking)
+	}
+	if err != nil {
+		return Decision{}, err
+	}
+	if s.rule != rule {
+		return Decision{Allowed: g.granted > 0, Limit: rule.Limit, Reset: time.Now()}, nil // a limit changed meanwhile: the next request counts under it
+	}
+	r.install(s, g, &s.cur, sent)
+	if d, ok := s.spend(r.now()); ok {
+		return d, nil
+	}
+	return s.denied(r.now()), nil
 }
 
-// call runs the script: one round trip. Called with s.mu held.
-func (r *Redis) call(ctx context.Context, s *leaseState, rl events.RateLimit, sent time.Duration) (Decision, error) {
-	want, lease := r.leaseFor(rl)
+// fetchAhead hands s to a refiller to fetch its next lease. Called with
+// s.mu held.
+func (r *Redis) fetchAhead(s *leaseState) {
+	r.startRefiller.Do(func() {
+		for range refillers {
+			go r.refill()
+		}
+	})
+	job := refillJob{s: s, asking: make(chan struct{})}
+	s.asking = job.asking
+	select {
+	case r.refills <- job:
+	default: // every refiller is busy with many tenants: the lease is fetched when needed
+		s.doneAsking(job.asking)
+	}
+}
+
+// refill fetches the next lease of each tenant it is handed, until Close.
+func (r *Redis) refill() {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("ratelimit refiller panicked", "panic", p)
+		}
+	}()
+	for {
+		select {
+		case <-r.closed:
+			return
+		case job := <-r.refills:
+			r.fetchNext(job)
+		}
+	}
+}
+
+// refillJob is a tenant whose next lease is wanted, and the channel its
+// requests wait on meanwhile.
+type refillJob struct {
+	s      *leaseState
+	asking chan struct{}
+}
+
+func (r *Redis) fetchNext(job refillJob) {
+	s := job.s
+	s.mu.Lock()
+	rule, rel, sent := s.rule, s.rel, r.now()
+	s.rel = lease{}
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	g, err := r.call(ctx, s.tenant, rule, rel, sent)
+	cancel()
+
+	s.mu.Lock()
+	s.doneAsking(job.asking)
+	if err == nil && s.rule == rule {
+		r.install(s, g, &s.next, sent)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		r.markDown(err)
+	}
+}
+
+// grant is what one script call returned.
+type grant struct {
+	member     string
+	granted    int
+	remaining  int
+	untilReset time.Duration
+	lease      time.Duration
+}
+
+// install records g in s, the granted requests as lease into, and a denial
+// (nothing granted) until the oldest entry leaves the window. sent is when
+// the call was sent. Called with s.mu held.
+func (r *Redis) install(s *leaseState, g grant, into *lease, sent time.Duration) {
+	s.reset = time.Now().Add(g.untilReset)
+	s.remaining = g.remaining
+	if g.granted == 0 {
+		// Nothing frees before the oldest entry leaves (unless another
+		// instance gives a lease back): deny locally until then.
+		s.deniedUntil = sent + g.untilReset
+		return
+	}
+	s.abandon(into)
+	// Measured from before the call: the grant's entry is dated lease after
+	// the script ran, which is later than sent+lease.
+	*into = lease{member: g.member, left: g.granted, deadline: sent + g.lease}
+	if g.lease == 0 {
+		into.deadline = sent + time.Hour // a grant of this one request: spent at once
+	}
+}
+
+// leaseFor is the lease length and size asked for under rule.
+func (r *Redis) leaseFor(rule Rule) (want int, lease time.Duration) {
+	if rule.Limit < r.cfg.LeaseMinLimit {
+		return 1, 0
+	}
+	lease = min(rule.Window/100, time.Second)
+	return max(1, rule.Limit/100), lease
+}
+
+// call runs the script: one round trip, giving rel back.
+func (r *Redis) call(ctx context.Context, tenant string, rule Rule, rel lease, sent time.Duration) (grant, error) {
+	want, leaseLen := r.leaseFor(rule)
 	id := r.cfg.InstanceID + "." + strconv.FormatUint(r.seq.Add(1), 36)
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
 	if r.m != nil {
 		r.m.redisCalls.Inc()
 	}
-	relMember, relCount := s.relMember, s.relCount
-	s.relMember, s.relCount = "", 0 // given back now, or lost with a failed call (then it merely expires)
-	res, err := r.run(ctx, []string{announce.TenantKey(r.cfg.Prefix, "ratelimit", s.tenant)},
-		rl.Limit, rl.WindowMs, want, lease.Milliseconds(), id, relMember, relCount)
+	res, err := script.Run(ctx, r.client, []string{announce.TenantKey(r.cfg.Prefix, "ratelimit", tenant)},
+		rule.Limit, rule.windowMs(), want, leaseLen.Milliseconds(), id, rel.member, rel.left).Int64Slice()
+	if err == nil && len(res) != 4 {
+		err = fmt.Errorf("returned %d values", len(res))
+	}
 	if err != nil {
-		return Decision{}, fmt.Errorf("ratelimit: redis script: %w", err)
+		// A lease given back with a failed call merely expires.
+		return grant{}, fmt.Errorf("ratelimit: redis script: %w", err)
 	}
-	if len(res) != 4 {
-		return Decision{}, fmt.Errorf("ratelimit: redis script returned %d values", len(res))
-	}
-	granted, remaining, resetMs, serverNow := int(res[0]), int(res[1]), res[2], res[3]
-	untilReset := time.Duration(resetMs-serverNow) * time.Millisecond
-	s.reset = time.Now().Add(untilReset)
-	d := Decision{Limit: rl.Limit, Reset: s.reset}
-	if granted == 0 {
-		// Nothing frees before the oldest entry leaves (unless another
-		// instance gives a lease back): deny locally until then.
-		s.deniedUntil = sent + untilReset
-		d.RetryAfter = max(untilReset, time.Millisecond)
-		return d, nil
-	}
-	s.member = id + ":" + strconv.Itoa(granted)
-	s.left = granted - 1
-	// Measured from before the call: the grant's entry is dated lease after
-	// the script ran, which is later than sent+lease.
-	s.deadline = sent + lease
-	s.remaining = remaining
-	d.Allowed = true
-	d.Remaining = remaining + s.left
-	return d, nil
-}
-
-// run runs the script, giving up when ctx ends even if the client would wait
-// longer (a hung Redis must not hold the tenant's requests for the client's
-// ReadTimeout). A reply that comes too late is dropped: a lease it granted
-// stays counted until it leaves the window, which errs on the safe side.
-func (r *Redis) run(ctx context.Context, keys []string, args ...any) ([]int64, error) {
-	type reply struct {
-		vals []int64
-		err  error
-	}
-	ch := make(chan reply, 1)
-	go func() {
-		v, err := script.Run(ctx, r.client, keys, args...).Int64Slice()
-		ch <- reply{v, err}
-	}()
-	select {
-	case rep := <-ch:
-		return rep.vals, rep.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	granted := int(res[0])
+	return grant{
+		member: id + ":" + strconv.Itoa(granted), granted: granted, remaining: int(res[1]),
+		untilReset: time.Duration(res[2]-res[3]) * time.Millisecond, lease: leaseLen,
+	}, nil
 }
 
 func (r *Redis) state(tenantID string) *leaseState {
@@ -325,7 +513,7 @@ func (r *Redis) Forget(tenantID string) {
 	r.local.Forget(tenantID)
 }
 
-func (r *Redis) fallback(ctx context.Context, tenantID string, rl events.RateLimit) Decision {
+func (r *Redis) fallback(ctx context.Context, tenantID string, rl Rule) Decision {
 	if r.m != nil {
 		r.m.fallbacks.Inc()
 	}

@@ -16,11 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/events/testenv"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func withDeadlines(o *redis.Options) *redis.Options {
+	o.ContextTimeoutEnabled = true
+	return o
+}
 
 // cluster returns n limiters, each on its own client, as n instances would be.
 func cluster(t *testing.T, n int, cfg RedisConfig) []*Redis {
@@ -33,7 +37,7 @@ func cluster(t *testing.T, n int, cfg RedisConfig) []*Redis {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := redis.NewClient(opts)
+		c := redis.NewClient(withDeadlines(opts))
 		t.Cleanup(func() { _ = c.Close() })
 		r, err := NewRedis(c, cfg, quiet)
 		if err != nil {
@@ -47,7 +51,7 @@ func cluster(t *testing.T, n int, cfg RedisConfig) []*Redis {
 
 // offer sends n requests spread over the limiters from several goroutines
 // and returns how many were admitted.
-func offer(limiters []*Redis, tenant string, rl events.RateLimit, n int) int {
+func offer(limiters []*Redis, tenant string, rl Rule, n int) int {
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	per := n / (len(limiters) * 4)
@@ -80,7 +84,7 @@ func TestRedisExactAcrossInstances(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			limiters := cluster(t, 3, RedisConfig{})
-			rl := events.RateLimit{Limit: tc.limit, WindowMs: 60_000}
+			rl := Rule{Limit: tc.limit, Window: time.Minute}
 			got := offer(limiters, "tenant-a", rl, tc.offered)
 			t.Logf("admitted %d of %d offered, limit %d", got, tc.offered, tc.limit)
 			if got > tc.limit || got < tc.minimum {
@@ -100,7 +104,7 @@ func TestRedisLeasingAmortizes(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	limiters := cluster(t, 1, RedisConfig{Registerer: reg})
-	rl := events.RateLimit{Limit: 100_000, WindowMs: 60_000}
+	rl := Rule{Limit: 100_000, Window: time.Minute}
 	if got := offer(limiters, "t", rl, 20_000); got != 20_000 {
 		t.Fatalf("admitted %d of 20000 under a limit of 100000", got)
 	}
@@ -109,6 +113,33 @@ func TestRedisLeasingAmortizes(t *testing.T) {
 		t.Fatalf("%v Redis calls for 20000 decisions, want at most one per 10", calls)
 	}
 	t.Logf("%v Redis calls for 20000 decisions", calls)
+}
+
+// Under steady traffic leases are fetched ahead of need: after the first
+// request, requests do not wait for Redis (bounded by how often a lease ran
+// out before its successor arrived, which a slow Redis makes more likely).
+func TestRedisLeasesAheadOfNeed(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	limiters := cluster(t, 1, RedisConfig{Registerer: reg})
+	l := limiters[0]
+	rule := Rule{Limit: 1_000_000, Window: time.Minute} // leases of 10,000
+	ctx := context.Background()
+	const n = 200_000
+	for i := range n {
+		if !l.Allow(ctx, "steady", rule).Allowed {
+			t.Fatalf("request %d refused under a limit never reached", i)
+		}
+		if i%5000 == 0 {
+			time.Sleep(time.Millisecond) // let a refiller run on a busy machine
+		}
+	}
+	waits := counterValue(t, reg, "gateway_ratelimit_redis_waits_total")
+	calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total")
+	t.Logf("%d requests: %v Redis calls, %v requests waited for one", n, calls, waits)
+	if waits > 3 {
+		t.Fatalf("%v of %d requests waited for Redis, want only the first few", waits, n)
+	}
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -146,7 +177,7 @@ func TestRedisLimitChangeMidWindow(t *testing.T) {
 			t.Parallel()
 			limiters := cluster(t, 2, RedisConfig{})
 			ctx := context.Background()
-			rl := events.RateLimit{Limit: tc.limit, WindowMs: 60_000}
+			rl := Rule{Limit: tc.limit, Window: time.Minute}
 			got := 0
 			for i := range tc.limit * 2 {
 				if limiters[i%2].Allow(ctx, "t", rl).Allowed {
@@ -174,7 +205,7 @@ func TestRedisHeaders(t *testing.T) {
 	t.Parallel()
 	l := cluster(t, 1, RedisConfig{})[0]
 	ctx := context.Background()
-	rl := events.RateLimit{Limit: 3, WindowMs: 2000}
+	rl := Rule{Limit: 3, Window: 2 * time.Second}
 	start := time.Now()
 	for i, want := range []int{2, 1, 0} {
 		d := l.Allow(ctx, "t", rl)
@@ -226,7 +257,7 @@ func startDisposable(t *testing.T, port int) *disposableRedis {
 	}
 	d := &disposableRedis{t: t, port: port, cmd: cmd}
 	t.Cleanup(d.kill)
-	c := redis.NewClient(&redis.Options{Addr: d.addr()})
+	c := redis.NewClient(&redis.Options{Addr: d.addr(), ContextTimeoutEnabled: true})
 	defer c.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for c.Ping(context.Background()).Err() != nil {
@@ -270,7 +301,7 @@ func TestRedisUnreachableFallsBackFast(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = l.Close() })
 			ctx := context.Background()
-			rl := events.RateLimit{Limit: 5, WindowMs: 60_000}
+			rl := Rule{Limit: 5, Window: time.Minute}
 			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
 				t.Fatalf("with Redis up: %+v", d)
 			}
@@ -317,14 +348,14 @@ func TestRedisClosedPort(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = client.Close() })
 	l, err := NewRedis(client, RedisConfig{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	rl := events.RateLimit{Limit: 2, WindowMs: 60_000}
+	rl := Rule{Limit: 2, Window: time.Minute}
 	var got []bool
 	start := time.Now()
 	for range 3 {
@@ -340,8 +371,9 @@ func TestRedisClosedPort(t *testing.T) {
 
 func TestNewRedisValidates(t *testing.T) {
 	t.Parallel()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { _ = c.Close() })
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+	plain := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = c.Close(); _ = plain.Close() })
 	tests := []struct {
 		name   string
 		client redis.UniversalClient
@@ -350,6 +382,7 @@ func TestNewRedisValidates(t *testing.T) {
 		{name: "nil client", client: nil},
 		{name: "negative timeout", client: c, cfg: RedisConfig{Timeout: -1}},
 		{name: "negative lease floor", client: c, cfg: RedisConfig{LeaseMinLimit: -3}},
+		{name: "a client that ignores deadlines", client: plain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -370,7 +403,7 @@ func BenchmarkRedisAllowLeased(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	rl := events.RateLimit{Limit: 1_000_000, WindowMs: 60_000}
+	rl := Rule{Limit: 1_000_000, Window: time.Minute}
 	ctx := context.Background()
 	var n, denied atomic.Int64
 	b.ReportAllocs()
@@ -396,7 +429,7 @@ func BenchmarkRedisAllowPerRequest(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	rl := events.RateLimit{Limit: 1_000_000, WindowMs: 1000}
+	rl := Rule{Limit: 1_000_000, Window: time.Second}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -425,7 +458,7 @@ func hungRedis(t *testing.T) *redis.Client {
 			mu.Unlock()
 		}
 	}()
-	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second})
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 10 * time.Second, ContextTimeoutEnabled: true})
 	t.Cleanup(func() {
 		_ = client.Close()
 		_ = ln.Close()
@@ -449,7 +482,7 @@ func TestRedisHungDecidesFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	rl := events.RateLimit{Limit: 10, WindowMs: 60_000}
+	rl := Rule{Limit: 10, Window: time.Minute}
 	start := time.Now()
 	if d := l.Allow(context.Background(), "t", rl); !d.Allowed {
 		t.Fatalf("first request: %+v, want allowed by the fallback", d)
@@ -478,7 +511,7 @@ func TestRedisQueuedRequestsDoNotWaitInTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	rl := events.RateLimit{Limit: 10, WindowMs: 60_000}
+	rl := Rule{Limit: 10, Window: time.Minute}
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
@@ -498,7 +531,7 @@ func TestRedisKeyLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	l.Allow(context.Background(), "tenant-7", events.RateLimit{Limit: 5, WindowMs: 2000})
+	l.Allow(context.Background(), "tenant-7", Rule{Limit: 5, Window: 2 * time.Second})
 	// The braces are a Redis Cluster hash tag: one slot per tenant.
 	ttl, err := client.PTTL(context.Background(), prefix+"ratelimit:{tenant-7}").Result()
 	if err != nil {
@@ -524,7 +557,7 @@ func TestRedisWindowSlides(t *testing.T) {
 			t.Parallel()
 			limiters := cluster(t, 2, RedisConfig{})
 			ctx := context.Background()
-			rl := events.RateLimit{Limit: tc.limit, WindowMs: 300}
+			rl := Rule{Limit: tc.limit, Window: 300 * time.Millisecond}
 			start := time.Now()
 			admitted := 0
 			for i := 0; admitted < tc.limit; i++ {

@@ -8,12 +8,20 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
-
-	"github.com/tenantgate/gateway/events"
 )
 
-// DefaultRetryableStatusCodes are retried when a retry block lists none.
-var DefaultRetryableStatusCodes = []int{500, 502, 503, 504}
+// Policy is one route's retry settings, as the route configures them (the
+// route model fills its defaults).
+type Policy struct {
+	MaxRetries int
+	BaseDelay  time.Duration // the first backoff's ceiling
+	MaxDelay   time.Duration // no backoff's ceiling is higher
+	// RetryableStatusCodes are the upstream answers retried (connection
+	// errors and timeouts always are).
+	RetryableStatusCodes []int
+	// NonIdempotent retries every method, not only the idempotent ones.
+	NonIdempotent bool
+}
 
 // Backoff is min(max, base*2^attempt) with full jitter (uniform in [0, that]);
 // attempt starts at 0. Full jitter spreads the retries of many clients that
@@ -33,14 +41,14 @@ func Backoff(attempt int, base, max time.Duration) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceiling) + 1))
 }
 
+// Backoff is the delay before retry number attempt (from 0) under p.
+func (p Policy) Backoff(attempt int) time.Duration { return Backoff(attempt, p.BaseDelay, p.MaxDelay) }
+
 // MethodRetryable reports whether a request with this method may be retried:
 // the idempotent methods GET, HEAD, OPTIONS, PUT and DELETE, or any method
-// when the route sets RetryNonIdempotent. A disabled retry block retries nothing.
-func MethodRetryable(method string, cfg events.Retry) bool {
-	if !cfg.Enabled {
-		return false
-	}
-	if cfg.RetryNonIdempotent {
+// with NonIdempotent.
+func (p Policy) MethodRetryable(method string) bool {
+	if p.NonIdempotent {
 		return true
 	}
 	switch method {
@@ -51,15 +59,7 @@ func MethodRetryable(method string, cfg events.Retry) bool {
 }
 
 // StatusRetryable reports whether an upstream answer with this status may be
-// retried: it is in the route's RetryableStatusCodes (a nil list means
-// DefaultRetryableStatusCodes; an empty one, none). A disabled block retries nothing.
-func StatusRetryable(status int, cfg events.Retry) bool {
-	if !cfg.Enabled {
-		return false
-	}
-	codes := cfg.RetryableStatusCodes
-	if codes == nil {
-		codes = DefaultRetryableStatusCodes
-	}
-	return slices.Contains(codes, status)
+// retried: it is one of RetryableStatusCodes.
+func (p Policy) StatusRetryable(status int) bool {
+	return slices.Contains(p.RetryableStatusCodes, status)
 }

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tenantgate/gateway/events"
 )
 
 func TestBackoffBounds(t *testing.T) {
@@ -46,12 +44,12 @@ func TestBackoffBounds(t *testing.T) {
 
 func TestMethodRetryable(t *testing.T) {
 	t.Parallel()
-	on := events.Retry{Enabled: true}
-	anyMethod := events.Retry{Enabled: true, RetryNonIdempotent: true}
+	on := Policy{MaxRetries: 1}
+	anyMethod := Policy{MaxRetries: 1, NonIdempotent: true}
 	tests := []struct {
 		name   string
 		method string
-		cfg    events.Retry
+		cfg    Policy
 		want   bool
 	}{
 		{name: "GET", method: "GET", cfg: on, want: true},
@@ -62,12 +60,11 @@ func TestMethodRetryable(t *testing.T) {
 		{name: "POST is not idempotent", method: "POST", cfg: on, want: false},
 		{name: "PATCH is not idempotent", method: "PATCH", cfg: on, want: false},
 		{name: "POST with retryNonIdempotent", method: "POST", cfg: anyMethod, want: true},
-		{name: "disabled block", method: "GET", cfg: events.Retry{}, want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := MethodRetryable(tc.method, tc.cfg); got != tc.want {
+			if got := tc.cfg.MethodRetryable(tc.method); got != tc.want {
 				t.Fatalf("MethodRetryable(%q) = %v, want %v", tc.method, got, tc.want)
 			}
 		})
@@ -79,21 +76,18 @@ func TestStatusRetryable(t *testing.T) {
 	tests := []struct {
 		name   string
 		status int
-		cfg    events.Retry
+		cfg    Policy
 		want   bool
 	}{
-		{name: "listed", status: 503, cfg: events.Retry{Enabled: true, RetryableStatusCodes: []int{503}}, want: true},
-		{name: "not listed", status: 500, cfg: events.Retry{Enabled: true, RetryableStatusCodes: []int{503}}, want: false},
-		{name: "nil list uses defaults", status: 502, cfg: events.Retry{Enabled: true}, want: true},
-		{name: "defaults exclude 501", status: 501, cfg: events.Retry{Enabled: true}, want: false},
-		{name: "empty list retries nothing", status: 500, cfg: events.Retry{Enabled: true, RetryableStatusCodes: []int{}}, want: false},
-		{name: "2xx never by default", status: 200, cfg: events.Retry{Enabled: true}, want: false},
-		{name: "disabled block", status: 503, cfg: events.Retry{RetryableStatusCodes: []int{503}}, want: false},
+		{name: "listed", status: 503, cfg: Policy{RetryableStatusCodes: []int{503}}, want: true},
+		{name: "not listed", status: 500, cfg: Policy{RetryableStatusCodes: []int{503}}, want: false},
+		{name: "an empty list retries no answer", status: 500, cfg: Policy{RetryableStatusCodes: []int{}}, want: false},
+		{name: "no list retries no answer", status: 500, cfg: Policy{}, want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := StatusRetryable(tc.status, tc.cfg); got != tc.want {
+			if got := tc.cfg.StatusRetryable(tc.status); got != tc.want {
 				t.Fatalf("StatusRetryable(%d) = %v, want %v", tc.status, got, tc.want)
 			}
 		})

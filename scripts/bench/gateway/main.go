@@ -89,6 +89,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
+		opts.ContextTimeoutEnabled = true
 		rdb := redis.NewClient(opts)
 		quiet := slog.New(slog.DiscardHandler)
 		limiter, err := ratelimit.NewRedis(rdb, ratelimit.RedisConfig{Prefix: *redisPrefix}, quiet)
