@@ -40,7 +40,7 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	ten, key := w.tenant("acme")
 	rid := w.route(events.RouteSpec{TenantID: ten, Path: "/ok", Upstreams: ups(up.URL)})
 	retried := w.route(events.RouteSpec{TenantID: ten, Path: "/bad", Upstreams: ups(bad.URL), Resilience: &events.Resilience{
-		Retry: &events.Retry{Enabled: true, MaxRetries: 2, BaseDelayMs: 1, MaxDelayMs: 1}}})
+		Retry: &events.Retry{Enabled: true, MaxRetries: 2, BaseDelayMs: 1, MaxDelayMs: 1, RetryableStatusCodes: []int{500, 502, 503, 504}}}})
 	dead := w.route(events.RouteSpec{TenantID: ten, Path: "/dead", Upstreams: ups(deadURL(t))})
 	var logs syncBuffer
 	reg := prometheus.NewRegistry()
@@ -147,7 +147,7 @@ func TestRetryBudget(t *testing.T) {
 	bad := newUpstream(t, "bad", statusHandler(503))
 	ten, key := w.tenant("acme")
 	w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(bad.URL), Resilience: &events.Resilience{
-		Retry: &events.Retry{Enabled: true, MaxRetries: 3, BaseDelayMs: 1, MaxDelayMs: 1}}})
+		Retry: &events.Retry{Enabled: true, MaxRetries: 3, BaseDelayMs: 1, MaxDelayMs: 1, RetryableStatusCodes: []int{500, 502, 503, 504}}}})
 	// No floor and 20%: the first requests cannot afford a retry.
 	budgets := retry.NewBudgets(retry.BudgetConfig{MinPerSecond: -1, Ratio: 0.2})
 	gw, _ := gateway(t, Config{}, Deps{Snapshots: w, Budgets: budgets})

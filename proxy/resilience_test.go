@@ -179,7 +179,7 @@ func TestFallback(t *testing.T) {
 		{name: "timeout", upstream: func(t *testing.T) string { return newUpstream(t, "s", slow(time.Second)).URL },
 			res: events.Resilience{Timeout: &events.Timeout{Enabled: true, Default: 50}}, wantFB: true},
 		{name: "retries exhausted", upstream: func(t *testing.T) string { return newUpstream(t, "s", statusHandler(503)).URL },
-			res: events.Resilience{Retry: &events.Retry{Enabled: true, MaxRetries: 2, BaseDelayMs: 1, MaxDelayMs: 2}}, wantFB: true},
+			res: events.Resilience{Retry: &events.Retry{Enabled: true, MaxRetries: 2, BaseDelayMs: 1, MaxDelayMs: 2, RetryableStatusCodes: []int{503}}}, wantFB: true},
 		{name: "5xx without retry passes through", upstream: func(t *testing.T) string { return newUpstream(t, "s", statusHandler(500)).URL },
 			wantCode: 500},
 	} {
