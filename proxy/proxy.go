@@ -38,24 +38,21 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantgate/gateway/events"
-	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/proxy/framing"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/breaker"
@@ -63,136 +60,6 @@ import (
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 	"github.com/tenantgate/gateway/resilience/retry"
 )
-
-// Config holds the data plane's limits. Zero fields take their defaults.
-type Config struct {
-	// MaxHeaderBytes bounds the request line plus headers. Default 16 KiB;
-	// larger requests get 431.
-	MaxHeaderBytes int
-	// MaxBodyBytes bounds a proxied request body, which is streamed to the
-	// upstream, not buffered. Default 32 MiB; larger bodies get 413
-	// payload_too_large (a chunked body that grows past it is cut off).
-	MaxBodyBytes int64
-	// MaxResponseBytes bounds an upstream response, which is buffered.
-	// Default 64 MiB; a larger answer is a 502 upstream_unavailable.
-	MaxResponseBytes int64
-	// MaxReplayBytes: request bodies with a Content-Length up to this size
-	// are buffered so that a failed attempt can be retried; larger or
-	// chunked bodies stream and are never retried. Default 64 KiB.
-	MaxReplayBytes int64
-	// ReadTimeout bounds reading a whole request, body included (slowloris
-	// protection). Default 30s.
-	ReadTimeout time.Duration
-	// WriteTimeout bounds writing a response. Default 60s.
-	WriteTimeout time.Duration
-	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
-	IdleTimeout time.Duration
-	// MaxConns caps concurrent client connections. Default 256 Ki (Fiber's).
-	MaxConns int
-	// MaxConnsPerUpstream caps connections to one upstream host. Default 1024.
-	MaxConnsPerUpstream int
-	// TrustedProxies are the CIDRs or IPs of proxies in front of the
-	// gateway: their X-Forwarded-For/-Proto/-Host are extended or kept. From
-	// anyone else those headers are replaced, so a client cannot spoof what
-	// the upstream sees. Default none.
-	TrustedProxies []string
-	// Log receives one access-log line per request (at Info) and errors.
-	// Default slog.Default().
-	Log *slog.Logger
-	// AccessLog, when set, receives the access-log lines instead of Log:
-	// the same JSON as slog's JSONHandler writes (time, level, msg and the
-	// same fields), encoded without slog at a fraction of its cost, one
-	// Write per line. It must be safe for concurrent use and should buffer
-	// (one syscall per line would cost more than the rest of the request).
-	AccessLog io.Writer
-}
-
-// Defaults of Config.
-const (
-	DefaultMaxHeaderBytes      = 16 << 10
-	DefaultMaxBodyBytes        = 32 << 20
-	DefaultMaxResponseBytes    = 64 << 20
-	DefaultMaxReplayBytes      = 64 << 10
-	DefaultReadTimeout         = 30 * time.Second
-	DefaultWriteTimeout        = 60 * time.Second
-	DefaultIdleTimeout         = 120 * time.Second
-	DefaultMaxConns            = 256 * 1024
-	DefaultMaxConnsPerUpstream = 1024
-	maxInt32                   = 1<<31 - 1
-	headerSlack                = 1 << 10 // request line room above MaxHeaderBytes
-)
-
-func (c Config) withDefaults() Config {
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if c.MaxResponseBytes == 0 {
-		c.MaxResponseBytes = DefaultMaxResponseBytes
-	}
-	if c.MaxReplayBytes == 0 {
-		c.MaxReplayBytes = min(DefaultMaxReplayBytes, c.MaxBodyBytes)
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = DefaultReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.MaxConns == 0 {
-		c.MaxConns = DefaultMaxConns
-	}
-	if c.MaxConnsPerUpstream == 0 {
-		c.MaxConnsPerUpstream = DefaultMaxConnsPerUpstream
-	}
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
-	return c
-}
-
-// Validate reports the first invalid field.
-func (c Config) Validate() error {
-	switch {
-	case c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20:
-		return fmt.Errorf("proxy: MaxHeaderBytes %d out of range 1 KiB..1 MiB", c.MaxHeaderBytes)
-	case c.MaxBodyBytes < 0 || c.MaxBodyBytes > maxInt32:
-		return fmt.Errorf("proxy: MaxBodyBytes %d out of range 0..2 GiB", c.MaxBodyBytes)
-	case c.MaxResponseBytes < 0 || c.MaxResponseBytes > maxInt32:
-		return fmt.Errorf("proxy: MaxResponseBytes %d out of range 0..2 GiB", c.MaxResponseBytes)
-	case c.MaxReplayBytes < 0 || c.MaxReplayBytes > c.MaxBodyBytes:
-		return fmt.Errorf("proxy: MaxReplayBytes %d out of range 0..MaxBodyBytes", c.MaxReplayBytes)
-	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0:
-		return errors.New("proxy: timeouts must not be negative")
-	case c.MaxConns < 0 || c.MaxConnsPerUpstream < 0:
-		return errors.New("proxy: connection limits must not be negative")
-	}
-	_, err := parseTrusted(c.TrustedProxies)
-	return err
-}
-
-// Snapshots hands out the current configuration snapshot.
-// *projections.Projector satisfies it.
-type Snapshots interface {
-	Snapshot() *projections.Snapshot
-}
-
-// Deps are the data plane's collaborators. Only Snapshots is required; every
-// other nil field switches its mechanism off.
-type Deps struct {
-	Snapshots Snapshots
-	Limiter   ratelimit.Limiter     // nil: no rate limiting
-	Breakers  breaker.Breakers      // nil: no circuit breakers
-	Health    health.Checker        // nil: every upstream healthy
-	Budgets   *retry.Budgets        // nil: retries limited only by maxRetries
-	Metrics   prometheus.Registerer // nil: no metrics
-	Tracer    trace.Tracer          // nil (or no-op): no spans, traceparent untouched
-}
 
 // Proxy is the data plane. It is safe for concurrent use.
 type Proxy struct {
@@ -281,26 +148,6 @@ func (p *Proxy) handle(c *fasthttp.RequestCtx, x *exchange) {
 		}
 	}()
 	p.serve(c, x)
-}
-
-// settleBody makes sure nothing of this request's body is read as the next
-// request. fasthttp, streaming request bodies, parses whatever follows the
-// part of a body its handler did not read as the next request on the
-// connection: after an early answer (401, 404, 413 ...) a client could
-// smuggle requests in a body. A body read to its end (readToEnd, or read
-// whole by Fiber's Body, which drops the stream) is released; any other
-// closes the connection after the answer (the framing guard lingers so the
-// client still reads it).
-func settleBody(c *fasthttp.RequestCtx, readToEnd bool) {
-	req := &c.Request
-	if req.BodyStream() == nil {
-		return
-	}
-	if readToEnd || req.Header.ContentLength() == 0 {
-		_ = req.CloseBodyStream()
-		return
-	}
-	c.SetConnectionClose()
 }
 
 // serve is the request path. Every branch ends in exactly one response.
@@ -396,68 +243,294 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
 	}
 }
 
-// HeaderAPIKey carries a tenant's API key; HeaderAdminKey the admin key.
-// Neither is ever forwarded upstream.
-const (
-	HeaderAPIKey   = "X-API-Key"
-	HeaderAdminKey = "X-Admin-Key"
-)
+var _ context.Context = (*fasthttp.RequestCtx)(nil)
 
-// pruneOnChange drops balancer state and upstream clients that no route of
-// the new snapshot uses. One request per seq does it, off the request path.
-func (p *Proxy) pruneOnChange(snap *projections.Snapshot) {
-	seq := snap.Seq()
-	old := p.seenSeq.Load()
-	if seq == old || !p.seenSeq.CompareAndSwap(old, seq) || old < 0 {
+// FastHandler serves proxy traffic without Fiber's router and context (a
+// context from its pool, a walk of the route stack, then Handler: about a
+// tenth of the gateway's own CPU per request). Requests that could belong
+// to one of app's routes go to app: a path starting with one of the
+// reserved prefixes, compared ignoring case on both the path as sent and
+// as normalized (Fiber matches case-insensitively and ignores a trailing
+// slash), a path not starting with '/', and a method outside the standard
+// ones (Fiber answers those itself). Everything else goes straight to the
+// proxy, which is where app would have sent it. app must end in Handler.
+func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fasthttp.RequestHandler {
+	// Prefixes by the lowercased byte after their '/': a path is compared
+	// only with those it could match (most paths, with none).
+	var byInitial [256][][]byte
+	var short [][]byte // "/" or a prefix not starting with '/'
+	for _, r := range reserved {
+		switch {
+		case r == "":
+		case len(r) < 2 || r[0] != '/':
+			short = append(short, []byte(r))
+		default:
+			c := lowerASCII(r[1])
+			byInitial[c] = append(byInitial[c], []byte(r))
+		}
+	}
+	hasPrefix := func(path []byte, prefixes [][]byte) bool {
+		for _, pfx := range prefixes {
+			if len(path) >= len(pfx) && bytes.EqualFold(path[:len(pfx)], pfx) {
+				return true
+			}
+		}
+		return false
+	}
+	isReserved := func(path []byte) bool {
+		if len(path) < 2 || path[0] != '/' {
+			return len(path) == 0 || path[0] != '/' || hasPrefix(path, short)
+		}
+		return hasPrefix(path, byInitial[lowerASCII(path[1])]) || hasPrefix(path, short)
+	}
+	toApp := func(c *fasthttp.RequestCtx) {
+		app(c)
+		settleBody(c, false) // app's handlers read a body whole (Body) or not at all
+	}
+	return func(c *fasthttp.RequestCtx) {
+		if !standardMethod(c.Request.Header.Method()) {
+			toApp(c)
+			return
+		}
+		x := acquireExchange()
+		x.useTarget(&c.Request)
+		if isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
+			releaseExchange(x)
+			toApp(c)
+			return
+		}
+		p.handle(c, x)
+	}
+}
+
+// prepare builds the upstream request from the client's: headers minus
+// hop-by-hop and key headers, forwarding headers, the request transform and
+// the body (buffered when it may be replayed, else streamed). It edits the
+// client's request in place, as the bare proxy forwards it, unless the body
+// streams through the size limit: fasthttp cannot take that wrapper in place
+// (setting a body stream releases the server's own), so then a copy goes.
+// Everything read from the client is read before the same field is written.
+func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
+	req := &c.Request
+	up := req
+	if p.streamsBody(req, x) {
+		up = fasthttp.AcquireRequest()
+		req.Header.CopyTo(&up.Header)
+	}
+	up.Header.SetNoDefaultContentType(true)
+	stripRequest(&req.Header, &up.Header, x.present)
+	p.setForwarded(c, x, up) // reads the client's Host, cleared below
+	up.Header.SetCanonical(canonXRequestID, x.requestID)
+	if x.span != nil {
+		injectTrace(&up.Header, x.span)
+	}
+
+	x.fwdPath = x.path
+	if e := x.state.reqHeaders; e != nil {
+		x.buf = applyHeaderEdits(&up.Header, e, x, x.buf)
+	}
+	if t := x.route.Transform; t != nil && t.Request != nil && t.Request.Path != nil && x.route.Rewrite != nil {
+		x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
+	}
+
+	// The upstream URI is the client's as the server parsed it, query kept,
+	// with the scheme, host and path of each attempt (send). Request.Write
+	// takes the request line and Host from it. Userinfo of an absolute-form
+	// target goes: fasthttp would send it as an Authorization header.
+	if up != req {
+		up.SetURI(x.uri)
+	}
+	uri := up.URI()
+	uri.SetUsernameBytes(nil)
+	uri.SetPasswordBytes(nil)
+	p.prepareBody(req, x, up)
+	return up
+}
+
+// outcome is how forwarding ended.
+type outcome struct {
+	// answered: (&c.Response) holds an upstream answer to pass on.
+	answered bool
+	// exhausted: that answer is a retryable status whose retries ran out,
+	// so a configured fallback replaces it.
+	exhausted bool
+	// When not answered: the error to send (unless a fallback is served).
+	status        int
+	code, message string
+}
+
+// forward sends the request to a chosen upstream, retrying per the route's
+// retry block: on connection errors, timeouts and the listed statuses, for
+// idempotent methods (or any, with retryNonIdempotent), only with a
+// replayable body, within maxRetries and the route's retry budget, each retry
+// preferring an upstream not yet tried. A failed dial is retried whatever the
+// method: the request never left the gateway.
+func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) outcome {
+	route := x.route
+	rc := x.state.retry
+	if rc != nil && p.budgets != nil {
+		p.budgets.Request(route.ID)
+	}
+	if x.bodyErr != nil {
+		if x.bodyTooLarge() {
+			return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
+		}
+		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "could not read the request body"}
+	}
+	timeout := timeoutOf(route, x.method)
+
+	var tried balance.Skip
+	var last outcome
+	for attempt := 0; ; attempt++ {
+		i, why := p.choose(x, tried)
+		if i < 0 {
+			if attempt == 0 {
+				return why
+			}
+			return last
+		}
+		tried = tried.With(i)
+		err := p.attempt(c, x, up, i, timeout)
+		again := false
+		if err != nil {
+			last = p.failure(x, err)
+			again = x.mayRetry || dialFailed(err)
+		} else {
+			again = x.mayRetry && rc.StatusRetryable((&c.Response).StatusCode())
+			last = outcome{answered: true, exhausted: again && x.replayable}
+		}
+		if !again || !x.retries || !x.replayable || attempt >= rc.MaxRetries {
+			return last
+		}
+		if p.budgets != nil && !p.budgets.AllowRetry(route.ID) {
+			p.metrics.budgetRefused(x)
+			return last
+		}
+		p.metrics.retry(x)
+		time.Sleep(rc.Backoff(attempt))
+	}
+}
+
+// choose picks an upstream: healthy ones only, load balanced, untried ones
+// first, and only where the circuit breaker admits the request. With none
+// left it says why: circuit_open when an open breaker is part of the reason.
+func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
+	r := x.route
+	n := len(r.Upstreams)
+	picker := x.state.picker
+	down := p.unhealthy(x)
+	var refused balance.Skip
+	cb := x.state.breaker
+	for {
+		skip := down | refused
+		i := picker.Pick(n, skip|tried)
+		if i < 0 && tried != 0 {
+			i = picker.Pick(n, skip) // a tried upstream beats none
+		}
+		if i < 0 {
+			if refused != 0 {
+				return -1, outcome{status: fiber.StatusServiceUnavailable, code: "circuit_open", message: "circuit breaker open for every upstream"}
+			}
+			return -1, outcome{status: fiber.StatusServiceUnavailable, code: "no_healthy_upstream", message: "no healthy upstream"}
+		}
+		if cb != nil && p.breakers != nil && !p.breakers.Allow(x.key(i), *cb) {
+			refused = refused.With(i)
+			continue
+		}
+		return i, outcome{}
+	}
+}
+
+func (p *Proxy) unhealthy(x *exchange) balance.Skip {
+	if p.health == nil || !healthCheckOf(x.route) {
+		return 0
+	}
+	var down balance.Skip
+	for i := range x.route.Upstreams {
+		if !p.health.Healthy(health.Key(x.key(i))) {
+			down = down.With(i)
+		}
+	}
+	return down
+}
+
+// attempt sends up to upstream i and leaves the answer in (&c.Response).
+// Every attempt the breaker admitted is reported, so a half-open probe slot
+// is always given back.
+func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
+	u := x.route.Upstreams[i]
+	x.upstream, x.upstreamJSON = u.URL, x.state.logURLs[i]
+	x.attempts++
+	resp := (&c.Response)
+	err := p.send(x, up, resp, x.state.targets[i], timeout)
+	if cb := x.state.breaker; cb != nil && p.breakers != nil {
+		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
+	}
+	if err != nil {
+		return err
+	}
+	stripResponse(&resp.Header)
+	resp.Header.SetNoDefaultContentType(true)
+	return nil
+}
+
+func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, t *target, timeout time.Duration) error {
+	if t == nil {
+		return errInvalidUpstream
+	}
+	uri := up.URI()
+	uri.SetScheme(t.scheme)
+	uri.SetHost(t.host)
+	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
+	uri.SetPathBytes(x.buf)
+	return t.client.DoTimeout(up, resp, timeout)
+}
+
+// reject answers with the gateway's own error.
+func (p *Proxy) reject(c *fasthttp.RequestCtx, x *exchange, status int, code, msg string) {
+	c.Response.Reset()
+	x.status, x.code = status, code
+	_ = writeError(c, status, code, msg)
+	p.decorate(c, x)
+}
+
+// serveFallback answers with the route's fallback, exactly as configured.
+func (p *Proxy) serveFallback(c *fasthttp.RequestCtx, x *exchange, fb *events.Fallback) {
+	resp := &c.Response
+	resp.Reset()
+	x.status, x.code = fb.StatusCode, "fallback"
+	resp.SetStatusCode(fb.StatusCode)
+	if fb.ContentType != "" {
+		resp.Header.SetContentType(fb.ContentType)
+	}
+	resp.SetBodyString(fb.Body)
+	p.decorate(c, x)
+}
+
+// decorate adds what every response carries: the request id, and the rate
+// limit headers for a tenant with a limit.
+func (p *Proxy) decorate(c *fasthttp.RequestCtx, x *exchange) {
+	h := &c.Response.Header
+	h.SetCanonical(canonXRequestID, x.requestID)
+	if !x.limited {
 		return
 	}
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				p.log.Error("proxy: panic pruning state", "panic", r)
-			}
-		}()
-		live := make(map[string]bool)
-		hosts := make(map[string]bool)
-		for _, r := range snap.Routes() {
-			live[r.ID] = true
-			for _, u := range r.Upstreams {
-				hosts[u.URL] = true
-			}
-		}
-		p.pruneRoutes(snap)
-		p.balancers.Prune(func(id string) bool { return live[id] })
-		p.metrics.forget(func(id string) bool { return live[id] })
-		p.pool.prune(func(url string) bool { return hosts[url] })
-	}()
-}
-
-// timeoutOf is the route's upstream timeout for a method: byMethod, else
-// the route default, else DefaultTimeoutMs.
-func timeoutOf(r *projections.Route, method string) time.Duration {
-	ms := events.DefaultTimeoutMs
-	if r.Resilience != nil && r.Resilience.Timeout != nil && r.Resilience.Timeout.Enabled {
-		t := r.Resilience.Timeout
-		if v, ok := t.ByMethod[method]; ok && v > 0 {
-			ms = v
-		} else if v, ok := t.ByMethod[strings.ToUpper(method)]; ok && v > 0 {
-			ms = v
-		} else if t.Default > 0 {
-			ms = t.Default
-		}
+	b := strconv.AppendInt(x.buf[:0], int64(x.limit.Limit), 10)
+	h.SetCanonical(canonRateLimitLimit, b)
+	b = strconv.AppendInt(b[:0], int64(x.limit.Remaining), 10)
+	h.SetCanonical(canonRateLimitRemaining, b)
+	b = strconv.AppendInt(b[:0], x.limit.ResetUnix(), 10)
+	h.SetCanonical(canonRateLimitReset, b)
+	if !x.limit.Allowed {
+		b = strconv.AppendInt(b[:0], x.limit.RetryAfterSeconds(), 10)
+		h.SetCanonical(canonRetryAfter, b)
 	}
-	return time.Duration(ms) * time.Millisecond
+	x.buf = b
 }
 
-func fallbackOf(r *projections.Route) *events.Fallback {
-	if r.Resilience == nil || r.Resilience.Fallback == nil || !r.Resilience.Fallback.Enabled {
-		return nil
+// transformResponse applies the route's response header transform.
+func (p *Proxy) transformResponse(x *exchange, resp *fasthttp.Response) {
+	if e := x.state.respHeaders; e != nil {
+		x.buf = applyHeaderEdits(&resp.Header, e, x, x.buf)
 	}
-	return r.Resilience.Fallback
 }
-
-func healthCheckOf(r *projections.Route) bool {
-	return r.Resilience != nil && r.Resilience.HealthCheck != nil && r.Resilience.HealthCheck.Enabled
-}
-
-var _ context.Context = (*fasthttp.RequestCtx)(nil)

@@ -106,6 +106,7 @@ func injectTrace(h *fasthttp.RequestHeader, s trace.Span) {
 type headerCarrier struct{ h *fasthttp.RequestHeader }
 
 func (c headerCarrier) Get(key string) string { return string(c.h.Peek(key)) }
+
 func (c headerCarrier) Set(key, value string) { c.h.Set(key, value) }
 
 func (c headerCarrier) Keys() []string {

@@ -8,11 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/valyala/fasthttp"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // exchange is one request's state, pooled. Everything in it but uri is owned
@@ -128,4 +127,19 @@ func methodString(m []byte) string {
 		return "OPTIONS"
 	}
 	return string(m)
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func standardMethod(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE":
+		return true
+	}
+	return false
 }

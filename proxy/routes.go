@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +10,67 @@ import (
 	"github.com/tenantgate/gateway/resilience/breaker"
 	"github.com/tenantgate/gateway/resilience/retry"
 )
+
+// pruneOnChange drops balancer state and upstream clients that no route of
+// the new snapshot uses. One request per seq does it, off the request path.
+func (p *Proxy) pruneOnChange(snap *projections.Snapshot) {
+	seq := snap.Seq()
+	old := p.seenSeq.Load()
+	if seq == old || !p.seenSeq.CompareAndSwap(old, seq) || old < 0 {
+		return
+	}
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Error("proxy: panic pruning state", "panic", r)
+			}
+		}()
+		live := make(map[string]bool)
+		hosts := make(map[string]bool)
+		for _, r := range snap.Routes() {
+			live[r.ID] = true
+			for _, u := range r.Upstreams {
+				hosts[u.URL] = true
+			}
+		}
+		p.pruneRoutes(snap)
+		p.balancers.Prune(func(id string) bool { return live[id] })
+		p.metrics.forget(func(id string) bool { return live[id] })
+		p.pool.prune(func(url string) bool { return hosts[url] })
+	}()
+}
+
+// timeoutOf is the route's upstream timeout for a method: byMethod, else
+// the route default, else DefaultTimeoutMs.
+func timeoutOf(r *projections.Route, method string) time.Duration {
+	ms := events.DefaultTimeoutMs
+	if r.Resilience != nil && r.Resilience.Timeout != nil && r.Resilience.Timeout.Enabled {
+		t := r.Resilience.Timeout
+		if v, ok := t.ByMethod[method]; ok && v > 0 {
+			ms = v
+		} else if v, ok := t.ByMethod[strings.ToUpper(method)]; ok && v > 0 {
+			ms = v
+		} else if t.Default > 0 {
+			ms = t.Default
+		}
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+func fallbackOf(r *projections.Route) *events.Fallback {
+	if r.Resilience == nil || r.Resilience.Fallback == nil || !r.Resilience.Fallback.Enabled {
+		return nil
+	}
+	return r.Resilience.Fallback
+}
+
+func healthCheckOf(r *projections.Route) bool {
+	return r.Resilience != nil && r.Resilience.HealthCheck != nil && r.Resilience.HealthCheck.Enabled
+}
+
+// UpstreamKey identifies the runtime state of one upstream of one route. It
+// is breaker.Key; health.Key has the same fields and converts to it.
+type UpstreamKey = breaker.Key
 
 // routeState is what the request path needs of one route version beyond
 // its spec, prepared on the route's first request instead of looked up by
@@ -115,43 +175,4 @@ func (p *Proxy) pruneRoutes(snap *projections.Snapshot) {
 		}
 		return true
 	})
-}
-
-// headerEdits is a route's header transform ready to apply: names in
-// fasthttp's canonical form (no normalizing per request), set and add in
-// name order (a map's order would change from one request to the next), and
-// each value either a literal or marked for placeholder expansion.
-type headerEdits struct {
-	remove   []string
-	set, add []headerEdit
-}
-
-type headerEdit struct {
-	name    []byte
-	value   string
-	literal []byte // value, when it has no placeholder
-}
-
-func compileHeaderOps(ops *events.HeaderOps) *headerEdits {
-	if ops == nil {
-		return nil
-	}
-	return &headerEdits{remove: slices.Clone(ops.Remove), set: compileEdits(ops.Set), add: compileEdits(ops.Add)}
-}
-
-func compileEdits(m map[string]string) []headerEdit {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	out := make([]headerEdit, 0, len(names))
-	for _, name := range names {
-		e := headerEdit{name: canonicalName(name), value: m[name]}
-		if !strings.Contains(e.value, "${") {
-			e.literal = []byte(e.value)
-		}
-		out = append(out, e)
-	}
-	return out
 }

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+
+	"github.com/valyala/fasthttp"
+)
+
+// streamsBody reports whether the client's body streams to the upstream
+// (and so is never retried): it has one, of unknown length or too large to
+// buffer for a retry, or on a route that does not retry. Any other body is
+// empty, already read, or buffered here so it can be sent again.
+func (p *Proxy) streamsBody(req *fasthttp.Request, x *exchange) bool {
+	if req.BodyStream() == nil {
+		return false
+	}
+	cl := req.Header.ContentLength()
+	return cl != 0 && (cl < 0 || int64(cl) > p.cfg.MaxReplayBytes || !x.retries)
+}
+
+// prepareBody gives up its body. Streamed, it is bounded by MaxBodyBytes;
+// a body up to MaxReplayBytes on a retrying route is read into x.body first.
+func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
+	stream := req.BodyStream()
+	switch {
+	case up != req: // a copy: the body streams (streamsBody)
+		x.stream.reset(stream, p.cfg.MaxBodyBytes)
+		up.SetBodyStream(&x.stream, req.Header.ContentLength())
+	case stream == nil || req.Header.ContentLength() == 0:
+		x.replayable = true // up is req: its body (if any) stays and can go again
+	default: // up is req, whose stream ends here
+		x.stream.reset(stream, p.cfg.MaxBodyBytes)
+		b, err := appendAll(x.body[:0], &x.stream)
+		x.body = b
+		if err != nil {
+			x.bodyErr = err
+		}
+		up.SetBodyRaw(x.body)
+		x.replayable = true
+	}
+}
+
+func appendAll(dst []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
+
+// limitedBody streams the client's body upstream, failing once it grows past
+// the limit (only a chunked body can: a too large Content-Length is refused
+// before forwarding). It has no Close, so fasthttp never releases the
+// server's stream it wraps.
+type limitedBody struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+	atEnd    bool  // the client's body was read to its end
+	readErr  error // the client's body was malformed or cut short
+}
+
+var errBodyTooLarge = errors.New("proxy: request body too large")
+
+func (l *limitedBody) reset(r io.Reader, limit int64) { *l = limitedBody{r: r, left: limit} }
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		n, err := l.r.Read(one[:])
+		if n > 0 {
+			l.exceeded = true
+			return 0, errBodyTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	switch {
+	case err == io.EOF:
+		l.atEnd = true
+	case err != nil:
+		l.readErr = err
+	}
+	return n, err
+}
+
+// settleBody makes sure nothing of this request's body is read as the next
+// request. fasthttp, streaming request bodies, parses whatever follows the
+// part of a body its handler did not read as the next request on the
+// connection: after an early answer (401, 404, 413 ...) a client could
+// smuggle requests in a body. A body read to its end (readToEnd, or read
+// whole by Fiber's Body, which drops the stream) is released; any other
+// closes the connection after the answer (the framing guard lingers so the
+// client still reads it).
+func settleBody(c *fasthttp.RequestCtx, readToEnd bool) {
+	req := &c.Request
+	if req.BodyStream() == nil {
+		return
+	}
+	if readToEnd || req.Header.ContentLength() == 0 {
+		_ = req.CloseBodyStream()
+		return
+	}
+	c.SetConnectionClose()
+}

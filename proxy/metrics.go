@@ -1,0 +1,156 @@
+package proxy
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the data plane's Prometheus series. Labels are ids and
+// classes, never raw paths or keys, so their number stays bounded by the
+// configuration. A nil *metrics records nothing.
+type metrics struct {
+	requests  *prometheus.CounterVec   // tenant, route, class
+	latency   *prometheus.HistogramVec // tenant, route
+	upErrors  *prometheus.CounterVec   // tenant, route, kind
+	retries   *prometheus.CounterVec   // tenant, route
+	fallbacks *prometheus.CounterVec   // tenant, route
+	refused   *prometheus.CounterVec   // tenant, route: retries the budget refused
+	framing   *prometheus.CounterVec   // reason: requests the framing guard refused
+
+	// children caches each (tenant, route)'s series: a lock-free read
+	// instead of the vectors' shared RWMutex and label hashing per request.
+	children sync.Map // seriesKey -> *series
+}
+
+type seriesKey struct{ tenant, route string }
+
+type series struct {
+	requests  [len(classes)]prometheus.Counter
+	latency   prometheus.Observer
+	fallbacks prometheus.Counter
+}
+
+func (m *metrics) series(tenant, route string) *series {
+	k := seriesKey{tenant, route}
+	if v, ok := m.children.Load(k); ok {
+		return v.(*series)
+	}
+	s := &series{
+		latency:   m.latency.WithLabelValues(tenant, route),
+		fallbacks: m.fallbacks.WithLabelValues(tenant, route),
+	}
+	for i, c := range classes {
+		s.requests[i] = m.requests.WithLabelValues(tenant, route, c)
+	}
+	v, _ := m.children.LoadOrStore(k, s)
+	return v.(*series)
+}
+
+// forget drops the series of routes that no longer exist, so the number of
+// series follows the configuration instead of growing forever.
+func (m *metrics) forget(live func(routeID string) bool) {
+	if m == nil {
+		return
+	}
+	m.children.Range(func(k, _ any) bool {
+		sk := k.(seriesKey)
+		if sk.route != "" && !live(sk.route) {
+			m.children.Delete(k)
+			for _, v := range []interface {
+				DeletePartialMatch(prometheus.Labels) int
+			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused} {
+				v.DeletePartialMatch(prometheus.Labels{"route": sk.route})
+			}
+		}
+		return true
+	})
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "requests_total",
+			Help: "Proxied requests by tenant, route and status class (2xx..5xx).",
+		}, []string{"tenant", "route", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "request_duration_seconds",
+			Help:    "Time from receiving a request to having its response ready, retries included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"tenant", "route"}),
+		upErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "upstream_errors_total",
+			Help: "Upstream attempts that got no answer, by kind (connect, timeout, response_too_large).",
+		}, []string{"tenant", "route", "kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "retries_total",
+			Help: "Upstream retries.",
+		}, []string{"tenant", "route"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "fallbacks_total",
+			Help: "Responses served from a route's fallback.",
+		}, []string{"tenant", "route"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "retry_budget_refusals_total",
+			Help: "Retries not made because the route's retry budget was spent.",
+		}, []string{"tenant", "route"}),
+		framing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "http", Name: "refused_requests_total",
+			Help: "Requests refused before any handler because they do not parse or their framing is ambiguous (400, 408, 431), by reason.",
+		}, []string{"reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+			return nil, errors.New("proxy: metrics already registered (one Proxy per registry)")
+		}
+	}
+	return m, nil
+}
+
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// classOf is the index in classes of a status (out of range counts as 5xx).
+func classOf(s int) int {
+	if s < 100 || s > 599 {
+		return 4
+	}
+	return s/100 - 1
+}
+
+func (m *metrics) retry(x *exchange) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(tenantID(x), routeID(x)).Inc()
+}
+
+func (m *metrics) budgetRefused(x *exchange) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(tenantID(x), routeID(x)).Inc()
+}
+
+// framingRefused counts a request the framing guard refused. A nil
+// *metrics counts nothing.
+func (m *metrics) framingRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.framing.WithLabelValues(reason).Inc()
+}
+
+func (m *metrics) upstreamError(x *exchange, kind string) {
+	if m == nil {
+		return
+	}
+	m.upErrors.WithLabelValues(tenantID(x), routeID(x), kind).Inc()
+}
