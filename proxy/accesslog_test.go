@@ -13,6 +13,28 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
+// logRoute is a route's state with what the access line reads of it.
+func logRoute(tenant, route string, upstreams ...string) *routeState {
+	r := &projections.Route{ID: route, RouteSpec: events.RouteSpec{TenantID: tenant}}
+	s := &routeState{Route: r, logIDs: appendLogIDs(nil, tenant, route)}
+	for _, u := range upstreams {
+		r.Upstreams = append(r.Upstreams, events.Upstream{URL: u})
+		s.logURLs = append(s.logURLs, appendJSONString(nil, u))
+	}
+	return s
+}
+
+// exchangeFor is a finished exchange of tenant t1 on route (nil: none
+// matched), tried at upstream (none when "").
+func exchangeFor(id string, route *routeState, upstream string) *exchange {
+	x := &exchange{requestID: []byte(id), method: "GET", upstream: -1, attempts: 2, status: 503,
+		tenant: &projections.Tenant{ID: "t1"}, route: route}
+	if upstream != "" {
+		x.upstream = 0
+	}
+	return x
+}
+
 // slogLine is the line observe writes through slog's JSONHandler.
 func slogLine(t *testing.T, x *exchange, tenant, route string, at time.Time, d time.Duration) string {
 	t.Helper()
@@ -20,7 +42,7 @@ func slogLine(t *testing.T, x *exchange, tenant, route string, at time.Time, d t
 	r := slog.NewRecord(at, slog.LevelInfo, "proxy", 0)
 	r.AddAttrs(
 		slog.String("request_id", string(x.requestID)), slog.String("method", x.method),
-		slog.String("tenant", tenant), slog.String("route", route), slog.String("upstream", x.upstream),
+		slog.String("tenant", tenant), slog.String("route", route), slog.String("upstream", x.upstreamURL()),
 		slog.Int("attempts", x.attempts), slog.Int("status", x.status), slog.String("code", x.code),
 		slog.Duration("duration", d),
 	)
@@ -49,19 +71,21 @@ func TestAccessLineIsSlogsJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			x := &exchange{requestID: []byte(tc.id), method: "GET", upstream: tc.upstream, attempts: 2, status: 503, code: tc.code,
-				tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: "r1"}}
+			var clock logClock
+			// A request that matched a route: its fields are the route's,
+			// encoded once.
+			x := exchangeFor(tc.id, logRoute("t1", "r1", tc.upstream), tc.upstream)
+			x.code = tc.code
 			want := slogLine(t, x, "t1", "r1", tc.at, 1234567*time.Nanosecond)
-			if got := string(appendAccessLine(nil, x, tc.at, 1234567*time.Nanosecond)); got != want {
+			if got := string(appendAccessLine(nil, x, &clock, tc.at, 1234567*time.Nanosecond)); got != want {
 				t.Fatalf("\ngot  %s\nwant %s", got, want)
 			}
-			// The same line from the fields a route's state encodes once.
-			x.state = &routeState{logIDs: appendLogIDs(nil, "t1", "r1")}
-			if tc.upstream != "" {
-				x.upstreamJSON = appendJSONString(nil, tc.upstream)
-			}
-			if got := string(appendAccessLine(nil, x, tc.at, 1234567*time.Nanosecond)); got != want {
-				t.Fatalf("from the route's state:\ngot  %s\nwant %s", got, want)
+			// One refused before a route matched.
+			x = exchangeFor(tc.id, nil, "")
+			x.code = tc.code
+			want = slogLine(t, x, "t1", "", tc.at, 1234567*time.Nanosecond)
+			if got := string(appendAccessLine(nil, x, &clock, tc.at, 1234567*time.Nanosecond)); got != want {
+				t.Fatalf("without a route:\ngot  %s\nwant %s", got, want)
 			}
 		})
 	}
@@ -102,13 +126,14 @@ func TestAccessLogWriterGetsOneLinePerRequestAndNoKey(t *testing.T) {
 }
 
 func BenchmarkAccessLine(b *testing.B) {
-	x := &exchange{requestID: []byte("3f2a9c0d1e4b5a6f-1a2b"), method: "GET", upstream: "http://127.0.0.1:18081/a", attempts: 1, status: 200,
-		tenant: &projections.Tenant{ID: "0b7c2f4e-9a1d-4c3b-8e6f-5d2a1b0c9e8f"}, route: &projections.Route{ID: "7d1e3a5c-2b4f-4e6a-9c8d-1f0e2d3c4b5a"}}
+	x := exchangeFor("3f2a9c0d1e4b5a6f-1a2b",
+		logRoute("0b7c2f4e-9a1d-4c3b-8e6f-5d2a1b0c9e8f", "7d1e3a5c-2b4f-4e6a-9c8d-1f0e2d3c4b5a", "http://127.0.0.1:18081/a"), "http://127.0.0.1:18081/a")
 	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
 	var buf []byte
+	var clock logClock
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendAccessLine(buf[:0], x, at, 1234567)
+		buf = appendAccessLine(buf[:0], x, &clock, at, 1234567)
 	}
 }
 
@@ -116,12 +141,13 @@ func TestAppendRFC3339NanoIsTimeFormat(t *testing.T) {
 	t.Parallel()
 	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("x", -5*3600-30*60), time.FixedZone("y", 14*3600)}
 	base := time.Date(2026, 11, 27, 23, 59, 58, 0, time.UTC)
+	var clock logClock
 	for _, loc := range zones {
 		for _, ns := range []int{0, 1, 10, 100_000_000, 120_000_000, 123_456_789, 999_999_999, 500_000} {
 			for _, step := range []time.Duration{0, time.Second, 2 * time.Second, 400 * 24 * time.Hour} {
 				at := base.Add(step + time.Duration(ns)).In(loc)
 				for range 2 { // the second call reads the cached second
-					if got, want := string(appendRFC3339Nano([]byte("x"), at)), "x"+at.Format(time.RFC3339Nano); got != want {
+					if got, want := string(clock.appendRFC3339Nano([]byte("x"), at)), "x"+at.Format(time.RFC3339Nano); got != want {
 						t.Fatalf("got %s, want %s", got, want)
 					}
 				}
@@ -130,7 +156,7 @@ func TestAppendRFC3339NanoIsTimeFormat(t *testing.T) {
 	}
 	// Times before 1970 and far ahead.
 	for _, at := range []time.Time{time.Date(1969, 12, 31, 23, 59, 59, 5, time.UTC), time.Date(9999, 1, 2, 3, 4, 5, 6, time.UTC)} {
-		if got, want := string(appendRFC3339Nano(nil, at)), at.Format(time.RFC3339Nano); got != want {
+		if got, want := string(clock.appendRFC3339Nano(nil, at)), at.Format(time.RFC3339Nano); got != want {
 			t.Fatalf("got %s, want %s", got, want)
 		}
 	}
@@ -145,9 +171,9 @@ func FuzzAccessLineIsSlogsJSON(f *testing.F) {
 	}
 	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
 	f.Fuzz(func(t *testing.T, id, upstream string) {
-		x := &exchange{requestID: []byte(id), method: "GET", upstream: upstream, attempts: 1, status: 200,
-			tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: upstream}}
-		got := string(appendAccessLine(nil, x, at, time.Millisecond))
+		x := exchangeFor(id, logRoute("t1", upstream, upstream), upstream)
+		var clock logClock
+		got := string(appendAccessLine(nil, x, &clock, at, time.Millisecond))
 		if want := slogLine(t, x, "t1", upstream, at, time.Millisecond); got != want {
 			t.Fatalf("\ngot  %s\nwant %s", got, want)
 		}

@@ -4,40 +4,57 @@ import (
 	"errors"
 	"io"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 )
 
+// requestBody is the client's body on its way upstream.
+type requestBody struct {
+	stream     limitedBody // the client's body, bounded by MaxBodyBytes
+	kept       []byte      // a body read whole so that a retry can send it again
+	replayable bool        // every attempt can carry the whole body
+	err        error       // reading the body to keep it failed
+}
+
+// clientFault reports whether the client's body was too large, malformed
+// or cut short: the client's fault, never answered with a fallback.
+func (b *requestBody) clientFault() bool { return b.stream.exceeded || b.stream.readErr != nil }
+
+// failure is the answer to a body that could not be kept.
+func (b *requestBody) failure() outcome {
+	if b.stream.exceeded {
+		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
+	}
+	return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "could not read the request body"}
+}
+
 // streamsBody reports whether the client's body streams to the upstream
 // (and so is never retried): it has one, of unknown length or too large to
-// buffer for a retry, or on a route that does not retry. Any other body is
-// empty, already read, or buffered here so it can be sent again.
-func (p *Proxy) streamsBody(req *fasthttp.Request, x *exchange) bool {
+// keep for a retry, or on a route that does not retry. Any other body is
+// empty, already read, or kept so it can be sent again.
+func (p *Proxy) streamsBody(req *fasthttp.Request, retries bool) bool {
 	if req.BodyStream() == nil {
 		return false
 	}
 	cl := req.Header.ContentLength()
-	return cl != 0 && (cl < 0 || int64(cl) > p.cfg.MaxReplayBytes || !x.retries)
+	return cl != 0 && (cl < 0 || int64(cl) > p.cfg.MaxReplayBytes || !retries)
 }
 
 // prepareBody gives up its body. Streamed, it is bounded by MaxBodyBytes;
-// a body up to MaxReplayBytes on a retrying route is read into x.body first.
-func (p *Proxy) prepareBody(req *fasthttp.Request, x *exchange, up *fasthttp.Request) {
+// a body up to MaxReplayBytes on a retrying route is read whole first.
+func (p *Proxy) prepareBody(req, up *fasthttp.Request, b *requestBody) {
 	stream := req.BodyStream()
 	switch {
 	case up != req: // a copy: the body streams (streamsBody)
-		x.stream.reset(stream, p.cfg.MaxBodyBytes)
-		up.SetBodyStream(&x.stream, req.Header.ContentLength())
+		b.stream.reset(stream, p.cfg.MaxBodyBytes)
+		up.SetBodyStream(&b.stream, req.Header.ContentLength())
 	case stream == nil || req.Header.ContentLength() == 0:
-		x.replayable = true // up is req: its body (if any) stays and can go again
+		b.replayable = true // up is req: its body (if any) stays and can go again
 	default: // up is req, whose stream ends here
-		x.stream.reset(stream, p.cfg.MaxBodyBytes)
-		b, err := appendAll(x.body[:0], &x.stream)
-		x.body = b
-		if err != nil {
-			x.bodyErr = err
-		}
-		up.SetBodyRaw(x.body)
-		x.replayable = true
+		b.stream.reset(stream, p.cfg.MaxBodyBytes)
+		b.kept, b.err = appendAll(b.kept[:0], &b.stream)
+		up.SetBodyRaw(b.kept)
+		b.replayable = true
 	}
 }
 

@@ -1,15 +1,18 @@
 package proxy
 
 import (
+	"context"
 	"crypto/subtle"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/proxy/framing"
 	"github.com/valyala/fasthttp"
 )
 
@@ -237,3 +240,60 @@ func (c *timedConn) SetDeadline(time.Time) error { return nil }
 func (c *timedConn) SetReadDeadline(time.Time) error { return nil }
 
 func (c *timedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// clientPoll is how often a request waiting to be retried checks that its
+// client is still there.
+const clientPoll = 25 * time.Millisecond
+
+// clientContext is a context that ends when c's client goes away (it closed
+// its connection, or the connection broke), for the retry loop: fasthttp
+// gives a handler no such signal. It does not end when the server starts
+// shutting down: a request in flight may finish within the drain. Only
+// requests that retry pay for it (a goroutine polling the socket).
+func clientContext(c *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(c))
+	raw := rawConn(c.Conn())
+	if raw == nil {
+		return ctx, cancel
+	}
+	go func() {
+		t := time.NewTicker(clientPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if peerClosed(raw) {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
+}
+
+// rawConn is the socket under c's wrappers (Listener's, the framing
+// guard's, TLS), or nil.
+func rawConn(c net.Conn) syscall.RawConn {
+	for c != nil {
+		switch w := c.(type) {
+		case *timedConn:
+			c = w.Conn
+		case *framing.Conn:
+			c = w.Conn
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = w.NetConn()
+		case syscall.Conn:
+			raw, err := w.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return raw
+		default:
+			return nil
+		}
+	}
+	return nil
+}

@@ -13,9 +13,9 @@ import (
 func (p *Proxy) failure(x *exchange, err error) outcome {
 	var ne net.Error
 	switch {
-	case x.bodyTooLarge():
+	case x.body.stream.exceeded:
 		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
-	case x.stream.readErr != nil:
+	case x.body.stream.readErr != nil:
 		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "malformed or incomplete request body"}
 	case errors.Is(err, fasthttp.ErrDialTimeout):
 		p.metrics.upstreamError(x, "connect")

@@ -1,9 +1,14 @@
-// Package proxy is the gateway's data plane: the Fiber handler every
-// non-reserved path ends in (FastHandler serves those paths without Fiber's
-// router). Handler reads top to bottom as the request path:
-// tenant auth, rate limit, route match, upstream choice (healthy and breaker
-// closed, then load balanced), transform, forward with timeout and retry,
-// transform the response, respond (or serve the route's fallback).
+// Package proxy is the gateway's data plane. This file is the request path,
+// top to bottom: serve takes a request through prepare, authenticate,
+// rateLimit, match, upstreamRequest and forward (chooseUpstream, attempt,
+// send, with retries), then respond, reject or serveFallback; finish
+// observes it. The other files are leaves the path calls and that call
+// nothing back: headers.go (hop-by-hop, forwarded headers, transforms),
+// body.go (the client's body on its way up), routes.go (what each route
+// version needs, prepared once), upstreams.go (clients, pools, deadlines),
+// conn.go (listeners, the framing guard, timeouts, connection memos),
+// errors.go, accesslog.go, metrics.go, tracing.go, request.go (the
+// request's state) and config.go.
 //
 // The request path reads only memory: the snapshot is loaded once per
 // request, the rate limiter is the only component allowed one Redis round
@@ -30,15 +35,17 @@
 //     unambiguously is answered 400 and its connection closed, and an
 //     answer given before the request's body was read to its end closes the
 //     connection (settleBody), so no byte of one request is ever read as
-//     another.
+//     another. Requests served without the guard are not checked for it.
 //   - A client X-Request-Id is kept when it is 1..128 visible ASCII
 //     characters; otherwise the gateway makes one.
 //   - A malformed client body is the client's 400, never the route's
 //     fallback; an oversized one is 413.
+//   - A client that goes away while its request waits to be retried ends
+//     the retries; the request is logged with status 499 (nginx's "client
+//     closed request").
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -53,6 +60,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/proxy/framing"
 	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/breaker"
@@ -76,6 +84,7 @@ type Proxy struct {
 	ids       *idSource
 	guard     *framing.Guard
 	metrics   *metrics
+	clock     logClock // the access log's formatted second
 	tracer    trace.Tracer
 	log       *slog.Logger
 	seenSeq   atomic.Int64 // last snapshot seq whose state was pruned
@@ -122,216 +131,149 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 
 // Handler proxies one request. Mount it last: it answers every path.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
-	x := acquireExchange()
-	x.useTarget(&c.Context().Request)
-	p.handle(c.Context(), x)
+	p.serve(c.Context())
 	return nil
 }
-
-// handle serves the request in x (its request target parsed), and releases x.
-func (p *Proxy) handle(c *fasthttp.RequestCtx, x *exchange) {
-	defer releaseExchange(x)
-	if p.tracer != nil {
-		p.startSpan(c, x)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			p.log.Error("proxy: panic serving request", "panic", r, "request_id", string(x.requestID))
-			c.Response.Reset()
-			x.status, x.code = fiber.StatusInternalServerError, "internal_error"
-			_ = writeError(c, x.status, x.code, "internal error")
-		}
-		settleBody(c, x.stream.atEnd)
-		p.observe(c, x)
-		if x.span != nil {
-			p.endSpan(x)
-		}
-	}()
-	p.serve(c, x)
-}
-
-// serve is the request path. Every branch ends in exactly one response.
-func (p *Proxy) serve(c *fasthttp.RequestCtx, x *exchange) {
-	req := (&c.Request)
-	x.start = c.Time() // taken by the server as the request arrived
-	if x.start.IsZero() {
-		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
-	}
-	x.method = methodString(req.Header.Method())
-	scan := scanHeaders(&req.Header)
-	x.setRequestID(scan.requestID, p.ids)
-	x.present = scan.present
-
-	// One snapshot for the whole request: a config change mid-request
-	// cannot mix two versions.
-	snap := p.snapshots.Snapshot()
-	p.pruneOnChange(snap)
-
-	// 1. Tenant auth: a digest lookup in memory, no I/O.
-	key := scan.apiKey
-	if len(key) == 0 {
-		p.reject(c, x, fiber.StatusUnauthorized, "missing_api_key", "missing X-API-Key header")
-		return
-	}
-	tenant, ok := snap.Authenticate(keyDigest(c, key))
-	if !ok {
-		p.reject(c, x, fiber.StatusForbidden, "invalid_api_key", "invalid API key")
-		return
-	}
-	x.tenant = tenant
-	if tenant.Status != events.TenantActive {
-		p.reject(c, x, fiber.StatusForbidden, "tenant_inactive", "tenant is not active")
-		return
-	}
-
-	// 2. Rate limit, before matching so that a limited tenant's 404s carry
-	// the headers too.
-	if tenant.RateLimit != nil && p.limiter != nil {
-		// Not the RequestCtx: a context derived from it costs a goroutine
-		// per request (it is not a context.cancelCtx) and its Done races
-		// with Server.Shutdown; the limiter bounds its own wait.
-		x.limit = p.limiter.Allow(context.Background(), tenant.ID, ratelimit.Rule{
-			Limit: tenant.RateLimit.Limit, Window: time.Duration(tenant.RateLimit.WindowMs) * time.Millisecond})
-		x.limited = x.limit.Limit > 0
-		if !x.limit.Allowed {
-			p.reject(c, x, fiber.StatusTooManyRequests, "rate_limited", "rate limit exceeded")
-			return
-		}
-	}
-
-	// 3. Route match on the normalized path (what we match is what we forward).
-	x.path = string(x.uri.Path())
-	route, ok := snap.Match(tenant, x.method, x.path)
-	if !ok {
-		p.reject(c, x, fiber.StatusNotFound, "route_not_found", "no route matches this request")
-		return
-	}
-	x.route = route
-	x.state = p.stateOf(route)
-	if rc := x.state.retry; rc != nil {
-		x.retries = true
-		x.mayRetry = rc.MethodRetryable(x.method)
-	}
-	if cl := req.Header.ContentLength(); int64(cl) > p.cfg.MaxBodyBytes {
-		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")
-		return
-	}
-
-	// 4. Transform the request once; each attempt only swaps the upstream.
-	up := p.prepare(c, x)
-	if up != &c.Request {
-		defer fasthttp.ReleaseRequest(up)
-	} else if len(x.body) > 0 {
-		defer up.SetBodyRaw(nil) // x.body goes back to the pool with x
-	}
-
-	// 5. Forward with timeout and retry.
-	out := p.forward(c, x, up)
-
-	// 6. Respond: the upstream's answer, the fallback, or our error.
-	switch {
-	case out.answered && (!out.exhausted || fallbackOf(route) == nil):
-		p.transformResponse(x, (&c.Response))
-		p.decorate(c, x)
-		x.status = (&c.Response).StatusCode()
-	case x.bodyTooLarge() || x.stream.readErr != nil:
-		p.reject(c, x, out.status, out.code, out.message) // the client's fault: no fallback
-	case fallbackOf(route) != nil:
-		p.serveFallback(c, x, fallbackOf(route))
-	default:
-		p.reject(c, x, out.status, out.code, out.message)
-	}
-}
-
-var _ context.Context = (*fasthttp.RequestCtx)(nil)
 
 // FastHandler serves proxy traffic without Fiber's router and context (a
 // context from its pool, a walk of the route stack, then Handler: about a
 // tenth of the gateway's own CPU per request). Requests that could belong
 // to one of app's routes go to app: a path starting with one of the
-// reserved prefixes, compared ignoring case on both the path as sent and
-// as normalized (Fiber matches case-insensitively and ignores a trailing
-// slash), a path not starting with '/', and a method outside the standard
-// ones (Fiber answers those itself). Everything else goes straight to the
-// proxy, which is where app would have sent it. app must end in Handler.
+// reserved prefixes (see reservedPaths), a path not starting with '/', and
+// a method outside the standard ones (Fiber answers those itself).
+// Everything else goes straight to the proxy, which is where app would have
+// sent it. app must end in Handler.
 func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fasthttp.RequestHandler {
-	// Prefixes by the lowercased byte after their '/': a path is compared
-	// only with those it could match (most paths, with none).
-	var byInitial [256][][]byte
-	var short [][]byte // "/" or a prefix not starting with '/'
-	for _, r := range reserved {
-		switch {
-		case r == "":
-		case len(r) < 2 || r[0] != '/':
-			short = append(short, []byte(r))
-		default:
-			c := lowerASCII(r[1])
-			byInitial[c] = append(byInitial[c], []byte(r))
-		}
-	}
-	hasPrefix := func(path []byte, prefixes [][]byte) bool {
-		for _, pfx := range prefixes {
-			if len(path) >= len(pfx) && bytes.EqualFold(path[:len(pfx)], pfx) {
-				return true
-			}
-		}
-		return false
-	}
-	isReserved := func(path []byte) bool {
-		if len(path) < 2 || path[0] != '/' {
-			return len(path) == 0 || path[0] != '/' || hasPrefix(path, short)
-		}
-		return hasPrefix(path, byInitial[lowerASCII(path[1])]) || hasPrefix(path, short)
-	}
-	toApp := func(c *fasthttp.RequestCtx) {
-		app(c)
-		settleBody(c, false) // app's handlers read a body whole (Body) or not at all
-	}
+	paths := newReservedPaths(reserved)
 	return func(c *fasthttp.RequestCtx) {
-		if !standardMethod(c.Request.Header.Method()) {
-			toApp(c)
+		uri := c.Request.URI()
+		if !standardMethod(c.Request.Header.Method()) || paths.match(uri.PathOriginal()) || paths.match(uri.Path()) {
+			app(c)
+			settleBody(c, false) // app's handlers read a body whole (Body) or not at all
 			return
 		}
-		x := acquireExchange()
-		x.useTarget(&c.Request)
-		if isReserved(x.uri.PathOriginal()) || isReserved(x.uri.Path()) {
-			releaseExchange(x)
-			toApp(c)
-			return
-		}
-		p.handle(c, x)
+		p.serve(c)
 	}
 }
 
-// prepare builds the upstream request from the client's: headers minus
-// hop-by-hop and key headers, forwarding headers, the request transform and
-// the body (buffered when it may be replayed, else streamed). It edits the
-// client's request in place, as the bare proxy forwards it, unless the body
-// streams through the size limit: fasthttp cannot take that wrapper in place
-// (setting a body stream releases the server's own), so then a copy goes.
-// Everything read from the client is read before the same field is written.
-func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
+// serve is the request path. Every request ends in exactly one answer: the
+// upstream's, the route's fallback, or the gateway's own error.
+func (p *Proxy) serve(c *fasthttp.RequestCtx) {
+	x := acquireExchange()
+	defer releaseExchange(x)
+	defer p.finish(c, x)
+	p.prepare(c, x)
+
+	// One snapshot for the whole request: a configuration change
+	// mid-request cannot mix two versions.
+	snap := p.snapshots.Snapshot()
+	p.pruneOnChange(snap)
+	if !p.authenticate(c, x, snap) || !p.rateLimit(c, x) || !p.match(c, x, snap) {
+		return
+	}
+	// The request is transformed once; each attempt only swaps the upstream.
+	up := p.upstreamRequest(c, x)
+	defer p.releaseUpstreamRequest(c, x, up)
+	p.respond(c, x, p.forward(c, x, up))
+}
+
+// prepare reads what every later step needs of the request, once.
+func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) {
+	req := &c.Request
+	x.start = c.Time() // taken by the server as the request arrived
+	if x.start.IsZero() {
+		x.start = time.Now() // a RequestCtx not served by fasthttp.Server
+	}
+	if p.tracer != nil {
+		p.startSpan(c, x)
+	}
+	x.uri = req.URI() // the server parsed and checked it before any handler
+	x.method = methodString(req.Header.Method())
+	scan := scanHeaders(&req.Header)
+	x.setRequestID(scan.requestID, p.ids)
+	x.sent = scan.present
+	x.apiKey = scan.apiKey
+	x.path = string(x.uri.Path()) // normalized: what is matched is what is forwarded
+}
+
+// authenticate finds the tenant of the request's API key: a digest lookup
+// in the snapshot, no I/O.
+func (p *Proxy) authenticate(c *fasthttp.RequestCtx, x *exchange, snap *projections.Snapshot) bool {
+	if len(x.apiKey) == 0 {
+		p.reject(c, x, fiber.StatusUnauthorized, "missing_api_key", "missing X-API-Key header")
+		return false
+	}
+	tenant, ok := snap.Authenticate(keyDigest(c, x.apiKey))
+	if !ok {
+		p.reject(c, x, fiber.StatusForbidden, "invalid_api_key", "invalid API key")
+		return false
+	}
+	x.tenant = tenant
+	if tenant.Status != events.TenantActive {
+		p.reject(c, x, fiber.StatusForbidden, "tenant_inactive", "tenant is not active")
+		return false
+	}
+	return true
+}
+
+// rateLimit applies the tenant's limit, before matching so that a limited
+// tenant's 404s carry the headers too. The request's context reaches the
+// limiter, which answers from its lease without Redis in the common case.
+func (p *Proxy) rateLimit(c *fasthttp.RequestCtx, x *exchange) bool {
+	rl := x.tenant.RateLimit
+	if rl == nil || p.limiter == nil {
+		return true
+	}
+	x.limit = p.limiter.Allow(c, x.tenant.ID, ratelimit.Rule{Limit: rl.Limit, Window: time.Duration(rl.WindowMs) * time.Millisecond})
+	if !x.limit.Allowed {
+		p.reject(c, x, fiber.StatusTooManyRequests, "rate_limited", "rate limit exceeded")
+		return false
+	}
+	return true
+}
+
+// match finds the tenant's route for the request (only the tenant's routes
+// are considered) and checks the body's announced size against the limit.
+func (p *Proxy) match(c *fasthttp.RequestCtx, x *exchange, snap *projections.Snapshot) bool {
+	route, ok := snap.Match(x.tenant, x.method, x.path)
+	if !ok {
+		p.reject(c, x, fiber.StatusNotFound, "route_not_found", "no route matches this request")
+		return false
+	}
+	x.route = p.stateOf(route)
+	if cl := c.Request.Header.ContentLength(); int64(cl) > p.cfg.MaxBodyBytes {
+		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")
+		return false
+	}
+	return true
+}
+
+// upstreamRequest builds the upstream request from the client's: headers
+// minus hop-by-hop and key headers, forwarding headers, the request
+// transform and the body (kept when it may be replayed, else streamed). It
+// edits the client's request in place, as the bare proxy forwards it,
+// unless the body streams through the size limit: fasthttp cannot take that
+// wrapper in place (setting a body stream releases the server's own), so
+// then a copy goes. Everything read from the client is read before the same
+// field is written.
+func (p *Proxy) upstreamRequest(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
 	req := &c.Request
 	up := req
-	if p.streamsBody(req, x) {
+	if p.streamsBody(req, x.route.retry != nil) {
 		up = fasthttp.AcquireRequest()
 		req.Header.CopyTo(&up.Header)
 	}
 	up.Header.SetNoDefaultContentType(true)
-	stripRequest(&req.Header, &up.Header, x.present)
+	stripRequest(&req.Header, &up.Header, x.sent)
 	p.setForwarded(c, x, up) // reads the client's Host, cleared below
 	up.Header.SetCanonical(canonXRequestID, x.requestID)
 	if x.span != nil {
-		injectTrace(&up.Header, x.span)
+		injectTrace(c, &up.Header, x.span)
 	}
-
-	x.fwdPath = x.path
-	if e := x.state.reqHeaders; e != nil {
+	if e := x.route.reqHeaders; e != nil {
 		x.buf = applyHeaderEdits(&up.Header, e, x, x.buf)
 	}
-	if t := x.route.Transform; t != nil && t.Request != nil && t.Request.Path != nil && x.route.Rewrite != nil {
-		x.fwdPath = rewritePath(x.route.Rewrite, t.Request.Path.Replacement, x.path)
-	}
+	x.fwdPath = x.route.rewrite(x.path)
 
 	// The upstream URI is the client's as the server parsed it, query kept,
 	// with the scheme, host and path of each attempt (send). Request.Write
@@ -343,13 +285,22 @@ func (p *Proxy) prepare(c *fasthttp.RequestCtx, x *exchange) *fasthttp.Request {
 	uri := up.URI()
 	uri.SetUsernameBytes(nil)
 	uri.SetPasswordBytes(nil)
-	p.prepareBody(req, x, up)
+	p.prepareBody(req, up, &x.body)
 	return up
+}
+
+// releaseUpstreamRequest lets go of what upstreamRequest made.
+func (p *Proxy) releaseUpstreamRequest(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) {
+	if up != &c.Request {
+		fasthttp.ReleaseRequest(up)
+	} else if len(x.body.kept) > 0 {
+		up.SetBodyRaw(nil) // the kept body goes back to the pool with x
+	}
 }
 
 // outcome is how forwarding ended.
 type outcome struct {
-	// answered: (&c.Response) holds an upstream answer to pass on.
+	// answered: c.Response holds an upstream answer to pass on.
 	answered bool
 	// exhausted: that answer is a retryable status whose retries ran out,
 	// so a configured fallback replaces it.
@@ -362,27 +313,27 @@ type outcome struct {
 // forward sends the request to a chosen upstream, retrying per the route's
 // retry block: on connection errors, timeouts and the listed statuses, for
 // idempotent methods (or any, with retryNonIdempotent), only with a
-// replayable body, within maxRetries and the route's retry budget, each retry
-// preferring an upstream not yet tried. A failed dial is retried whatever the
-// method: the request never left the gateway.
+// replayable body, within maxRetries and the route's retry budget, each
+// retry preferring an upstream not yet tried, after a backoff that a client
+// going away cuts short. A failed dial is retried whatever the method: the
+// request never left the gateway.
 func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request) outcome {
-	route := x.route
-	rc := x.state.retry
-	if rc != nil && p.budgets != nil {
-		p.budgets.Request(route.ID)
+	rt := x.route.retry
+	if rt != nil && p.budgets != nil {
+		p.budgets.Request(x.route.ID)
 	}
-	if x.bodyErr != nil {
-		if x.bodyTooLarge() {
-			return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
-		}
-		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "could not read the request body"}
+	if x.body.err != nil {
+		return x.body.failure()
 	}
-	timeout := timeoutOf(route, x.method)
-
+	timeout := x.route.timeoutFor(x.method)
+	methodRetries := rt != nil && rt.MethodRetryable(x.method)
+	// The client's context, made when a retry first waits: only requests
+	// that retry pay for watching their client.
+	var ctx context.Context
 	var tried balance.Skip
 	var last outcome
 	for attempt := 0; ; attempt++ {
-		i, why := p.choose(x, tried)
+		i, why := p.chooseUpstream(x, tried)
 		if i < 0 {
 			if attempt == 0 {
 				return why
@@ -394,38 +345,60 @@ func (p *Proxy) forward(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 		again := false
 		if err != nil {
 			last = p.failure(x, err)
-			again = x.mayRetry || dialFailed(err)
+			again = methodRetries || dialFailed(err)
 		} else {
-			again = x.mayRetry && rc.StatusRetryable((&c.Response).StatusCode())
-			last = outcome{answered: true, exhausted: again && x.replayable}
+			again = methodRetries && rt.StatusRetryable(c.Response.StatusCode())
+			last = outcome{answered: true, exhausted: again && x.body.replayable}
 		}
-		if !again || !x.retries || !x.replayable || attempt >= rc.MaxRetries {
+		if !again || rt == nil || !x.body.replayable || attempt >= rt.MaxRetries {
 			return last
 		}
-		if p.budgets != nil && !p.budgets.AllowRetry(route.ID) {
+		if p.budgets != nil && !p.budgets.AllowRetry(x.route.ID) {
 			p.metrics.budgetRefused(x)
 			return last
 		}
 		p.metrics.retry(x)
-		time.Sleep(rc.Backoff(attempt))
+		if ctx == nil {
+			var stop context.CancelFunc
+			ctx, stop = clientContext(c)
+			defer stop()
+		}
+		if !backoff(ctx, rt.Backoff(attempt)) {
+			return outcome{status: statusClientGone, code: "client_gone", message: "the client went away"}
+		}
 	}
 }
 
-// choose picks an upstream: healthy ones only, load balanced, untried ones
-// first, and only where the circuit breaker admits the request. With none
-// left it says why: circuit_open when an open breaker is part of the reason.
-func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
+// statusClientGone is what the log records for a request whose client left
+// before it was answered (nginx's 499).
+const statusClientGone = 499
+
+// backoff waits d before a retry. It reports false when ctx ended first.
+func backoff(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// chooseUpstream picks an upstream: healthy ones only, load balanced,
+// untried ones first, and only where the circuit breaker admits the
+// request. With none left it says why: circuit_open when an open breaker is
+// part of the reason.
+func (p *Proxy) chooseUpstream(x *exchange, tried balance.Skip) (int, outcome) {
 	r := x.route
 	n := len(r.Upstreams)
-	picker := x.state.picker
-	down := p.unhealthy(x)
+	down := p.unhealthy(r)
 	var refused balance.Skip
-	cb := x.state.breaker
 	for {
 		skip := down | refused
-		i := picker.Pick(n, skip|tried)
+		i := r.picker.Pick(n, skip|tried)
 		if i < 0 && tried != 0 {
-			i = picker.Pick(n, skip) // a tried upstream beats none
+			i = r.picker.Pick(n, skip) // a tried upstream beats none
 		}
 		if i < 0 {
 			if refused != 0 {
@@ -433,7 +406,7 @@ func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
 			}
 			return -1, outcome{status: fiber.StatusServiceUnavailable, code: "no_healthy_upstream", message: "no healthy upstream"}
 		}
-		if cb != nil && p.breakers != nil && !p.breakers.Allow(x.key(i), *cb) {
+		if r.breaker != nil && p.breakers != nil && !p.breakers.Allow(r.keys[i], *r.breaker) {
 			refused = refused.With(i)
 			continue
 		}
@@ -441,30 +414,30 @@ func (p *Proxy) choose(x *exchange, tried balance.Skip) (int, outcome) {
 	}
 }
 
-func (p *Proxy) unhealthy(x *exchange) balance.Skip {
-	if p.health == nil || !healthCheckOf(x.route) {
+// unhealthy is the set of r's upstreams its health checks took out.
+func (p *Proxy) unhealthy(r *routeState) balance.Skip {
+	if p.health == nil || !r.healthChecked {
 		return 0
 	}
 	var down balance.Skip
-	for i := range x.route.Upstreams {
-		if !p.health.Healthy(health.Key(x.key(i))) {
+	for i := range r.Upstreams {
+		if !p.health.Healthy(health.Key(r.keys[i])) {
 			down = down.With(i)
 		}
 	}
 	return down
 }
 
-// attempt sends up to upstream i and leaves the answer in (&c.Response).
+// attempt sends up to upstream i and leaves the answer in c.Response.
 // Every attempt the breaker admitted is reported, so a half-open probe slot
 // is always given back.
 func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
-	u := x.route.Upstreams[i]
-	x.upstream, x.upstreamJSON = u.URL, x.state.logURLs[i]
+	x.upstream = i
 	x.attempts++
-	resp := (&c.Response)
-	err := p.send(x, up, resp, x.state.targets[i], timeout)
-	if cb := x.state.breaker; cb != nil && p.breakers != nil {
-		p.breakers.Report(x.key(i), *cb, err == nil && resp.StatusCode() < 500)
+	resp := &c.Response
+	err := p.send(x, up, resp, x.route.targets[i], timeout)
+	if cb := x.route.breaker; cb != nil && p.breakers != nil {
+		p.breakers.Report(x.route.keys[i], *cb, err == nil && resp.StatusCode() < 500)
 	}
 	if err != nil {
 		return err
@@ -474,6 +447,7 @@ func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	return nil
 }
 
+// send is one round trip to t, bounded by the route's timeout.
 func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, t *target, timeout time.Duration) error {
 	if t == nil {
 		return errInvalidUpstream
@@ -484,6 +458,26 @@ func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response,
 	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
 	uri.SetPathBytes(x.buf)
 	return t.client.DoTimeout(up, resp, timeout)
+}
+
+// respond answers with the upstream's answer, the route's fallback, or the
+// gateway's error.
+func (p *Proxy) respond(c *fasthttp.RequestCtx, x *exchange, out outcome) {
+	fb := x.route.fallback
+	switch {
+	case out.answered && (!out.exhausted || fb == nil):
+		if e := x.route.respHeaders; e != nil {
+			x.buf = applyHeaderEdits(&c.Response.Header, e, x, x.buf)
+		}
+		p.decorate(c, x)
+		x.status = c.Response.StatusCode()
+	case x.body.clientFault() || out.status == statusClientGone:
+		p.reject(c, x, out.status, out.code, out.message) // no fallback for the client's fault
+	case fb != nil:
+		p.serveFallback(c, x, fb)
+	default:
+		p.reject(c, x, out.status, out.code, out.message)
+	}
 }
 
 // reject answers with the gateway's own error.
@@ -507,12 +501,12 @@ func (p *Proxy) serveFallback(c *fasthttp.RequestCtx, x *exchange, fb *events.Fa
 	p.decorate(c, x)
 }
 
-// decorate adds what every response carries: the request id, and the rate
+// decorate adds what every answer carries: the request id, and the rate
 // limit headers for a tenant with a limit.
 func (p *Proxy) decorate(c *fasthttp.RequestCtx, x *exchange) {
 	h := &c.Response.Header
 	h.SetCanonical(canonXRequestID, x.requestID)
-	if !x.limited {
+	if x.limit.Limit <= 0 {
 		return
 	}
 	b := strconv.AppendInt(x.buf[:0], int64(x.limit.Limit), 10)
@@ -528,9 +522,19 @@ func (p *Proxy) decorate(c *fasthttp.RequestCtx, x *exchange) {
 	x.buf = b
 }
 
-// transformResponse applies the route's response header transform.
-func (p *Proxy) transformResponse(x *exchange, resp *fasthttp.Response) {
-	if e := x.state.respHeaders; e != nil {
-		x.buf = applyHeaderEdits(&resp.Header, e, x, x.buf)
+// finish ends the request whatever happened: a panic is contained as a 500,
+// the body is settled (nothing of it may be read as the next request), and
+// the request is observed (metrics, access log, span).
+func (p *Proxy) finish(c *fasthttp.RequestCtx, x *exchange) {
+	if r := recover(); r != nil {
+		p.log.Error("proxy: panic serving request", "panic", r, "request_id", string(x.requestID))
+		c.Response.Reset()
+		x.status, x.code = fiber.StatusInternalServerError, "internal_error"
+		_ = writeError(c, x.status, x.code, "internal error")
+	}
+	settleBody(c, x.body.stream.atEnd)
+	p.observe(c, x)
+	if x.span != nil {
+		p.endSpan(x)
 	}
 }

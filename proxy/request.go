@@ -14,60 +14,61 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// exchange is one request's state, pooled. Everything in it but uri is owned
-// by the gateway (copied out of the server's buffers), and nothing outlives
-// the handler.
+// exchange is what the request path knows of one request, filled in step
+// by step; pooled. Everything in it but uri is owned by the gateway (copied
+// out of the server's buffers), and nothing outlives the handler.
 type exchange struct {
-	uri          *fasthttp.URI // the client's request target as the server parsed it (not owned)
-	start        time.Time
-	method       string
-	requestID    []byte
-	present      dropSet // never-forwarded headers the client sent
-	tenant       *projections.Tenant
-	route        *projections.Route
-	state        *routeState // route's prepared state
-	limit        ratelimit.Decision
-	limited      bool // send the rate-limit headers
-	path         string
-	fwdPath      string
-	retries      bool // the route retries (a dial error, whatever the method)
-	mayRetry     bool // ... and its retry block applies to this method
-	replayable   bool // the body can be sent again
-	body         []byte
-	bodyErr      error
-	stream       limitedBody
-	upstream     string
-	upstreamJSON []byte // upstream as a JSON string, when tried
-	attempts     int
-	status       int
-	code         string     // the gateway's error code, or "fallback"
-	buf          []byte     // scratch
-	span         trace.Span // nil unless tracing
+	// What the client sent (prepare).
+	uri       *fasthttp.URI // the target as the server parsed it (the server's)
+	start     time.Time
+	method    string
+	path      string // normalized; what is matched is what is forwarded
+	requestID []byte // the client's, when sane, else made here
+	apiKey    []byte // the X-API-Key value, in the server's buffer
+	sent      dropSet
+
+	// Who and where: authenticate, rateLimit, match.
+	tenant *projections.Tenant
+	limit  ratelimit.Decision // Limit > 0: the answer carries the rate-limit headers
+	route  *routeState
+
+	// On the way up: upstreamRequest, forward.
+	body     requestBody
+	fwdPath  string // the path after the route's rewrite
+	upstream int    // the upstream last tried (an index into route.Upstreams); -1: none
+	attempts int
+
+	// The answer.
+	status int
+	code   string // the gateway's error code, or "fallback"
+
+	buf  []byte     // scratch
+	span trace.Span // nil unless tracing
 }
 
 var exchanges = sync.Pool{New: func() any { return new(exchange) }}
 
-func acquireExchange() *exchange { return exchanges.Get().(*exchange) }
+func acquireExchange() *exchange {
+	x := exchanges.Get().(*exchange)
+	x.upstream = -1
+	return x
+}
 
 func releaseExchange(x *exchange) {
-	if cap(x.body) > 256<<10 {
-		x.body = nil // do not pin a large buffer in the pool
+	kept := x.body.kept
+	if cap(kept) > 256<<10 {
+		kept = nil // do not pin a large buffer in the pool
 	}
-	*x = exchange{requestID: x.requestID[:0], body: x.body[:0], buf: x.buf[:0]}
+	*x = exchange{requestID: x.requestID[:0], body: requestBody{kept: kept[:0]}, buf: x.buf[:0]}
 	exchanges.Put(x)
 }
 
-// useTarget takes the request target fasthttp's server parsed (with the
-// Host header) before calling any handler: the server refuses a target
-// that does not parse, so every handler sees a valid one. Parsing it again
-// (a fifth of the gateway's own work) bought nothing.
-func (x *exchange) useTarget(req *fasthttp.Request) { x.uri = req.URI() }
-
-func (x *exchange) bodyTooLarge() bool { return x.stream.exceeded }
-
-// key identifies upstream i of the request's route for breakers and health.
-func (x *exchange) key(i int) UpstreamKey {
-	return UpstreamKey{TenantID: x.route.TenantID, RouteID: x.route.ID, Upstream: x.route.Upstreams[i].URL}
+// upstreamURL is the URL of the upstream last tried, "" before any.
+func (x *exchange) upstreamURL() string {
+	if x.upstream < 0 {
+		return ""
+	}
+	return x.route.Upstreams[x.upstream].URL
 }
 
 // setRequestID keeps the client's X-Request-Id when it is sane (1..128

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,7 +64,7 @@ func TestTimeoutsAndConnectErrors(t *testing.T) {
 	wantError(t, get(t, gw+"/dead", key), 502, "upstream_unavailable")
 }
 
-func TestTimeoutOf(t *testing.T) {
+func TestTimeouts(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
@@ -77,9 +79,10 @@ func TestTimeoutOf(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := routeFor(tc.res)
-			if got := timeoutOf(r, tc.method); got != tc.want {
-				t.Fatalf("timeoutOf = %v, want %v", got, tc.want)
+			s := &routeState{Route: routeFor(tc.res)}
+			s.timeout, s.timeoutBy = timeouts(s.Route)
+			if got := s.timeoutFor(tc.method); got != tc.want {
+				t.Fatalf("timeoutFor = %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -294,5 +297,44 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 	if r := get(t, gw+"/ok", freeKey); r.header.Get("X-RateLimit-Limit") != "" {
 		t.Fatal("tenant without a rate limit got rate-limit headers")
+	}
+}
+
+// TestClientGoneStopsRetries: a client that closes its connection while its
+// request waits to be retried ends the retries; the request is logged 499.
+func TestClientGoneStopsRetries(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	up := newUpstream(t, "u", statusHandler(503))
+	ten, key := w.tenant("acme")
+	w.route(events.RouteSpec{TenantID: ten, Path: "/", Upstreams: ups(up.URL), Resilience: &events.Resilience{
+		Retry: &events.Retry{Enabled: true, MaxRetries: 10, BaseDelayMs: 300, MaxDelayMs: 300, RetryableStatusCodes: []int{503}}}})
+	var access syncBuffer
+	gw, _ := gateway(t, Config{AccessLog: &access}, Deps{Snapshots: w})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: gw\r\nX-API-Key: "+key+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); up.hits.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt never reached the upstream")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	conn.Close() // while the gateway waits for its first retry
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(access.String(), `"status":499`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 499 in the access log: %s", access.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := up.hits.Load(); n > 2 {
+		t.Fatalf("the upstream got %d attempts after the client left, want the retries to stop", n)
+	}
+	if !strings.Contains(access.String(), `"code":"client_gone"`) {
+		t.Fatalf("access line: %s", access.String())
 	}
 }

@@ -40,54 +40,36 @@ func (p *Proxy) pruneOnChange(snap *projections.Snapshot) {
 	}()
 }
 
-// timeoutOf is the route's upstream timeout for a method: byMethod, else
-// the route default, else DefaultTimeoutMs.
-func timeoutOf(r *projections.Route, method string) time.Duration {
-	ms := events.DefaultTimeoutMs
-	if r.Resilience != nil && r.Resilience.Timeout != nil && r.Resilience.Timeout.Enabled {
-		t := r.Resilience.Timeout
-		if v, ok := t.ByMethod[method]; ok && v > 0 {
-			ms = v
-		} else if v, ok := t.ByMethod[strings.ToUpper(method)]; ok && v > 0 {
-			ms = v
-		} else if t.Default > 0 {
-			ms = t.Default
-		}
-	}
-	return time.Duration(ms) * time.Millisecond
-}
-
-func fallbackOf(r *projections.Route) *events.Fallback {
-	if r.Resilience == nil || r.Resilience.Fallback == nil || !r.Resilience.Fallback.Enabled {
-		return nil
-	}
-	return r.Resilience.Fallback
-}
-
-func healthCheckOf(r *projections.Route) bool {
-	return r.Resilience != nil && r.Resilience.HealthCheck != nil && r.Resilience.HealthCheck.Enabled
-}
-
 // UpstreamKey identifies the runtime state of one upstream of one route. It
 // is breaker.Key; health.Key has the same fields and converts to it.
 type UpstreamKey = breaker.Key
 
-// routeState is what the request path needs of one route version beyond
-// its spec, prepared on the route's first request instead of looked up by
-// id and URL on every one: its balancer, its upstreams' clients, its metric
-// series, its header transforms and its access-log fields. It is keyed by the *projections.Route,
-// which every change of the route replaces, so a request never sees a
-// state prepared for another version.
+// routeState is one route version as the request path uses it: the route,
+// and what it needs of it beyond the spec, derived once on the route's
+// first request instead of on every one: the resilience configuration as
+// the resilience packages take it, its balancer, its upstreams' clients and
+// keys, its metric series, its compiled transforms and its access-log
+// fields. It is keyed by the *projections.Route, which every change of the
+// route replaces, so a request never sees a state prepared for another
+// version.
 type routeState struct {
-	breaker     *breaker.Config // nil: no circuit breaker
-	retry       *retry.Policy   // nil: no retries
-	picker      balance.Picker
-	targets     []*target // per upstream; nil where the URL is invalid
-	series      *series   // nil without metrics
-	reqHeaders  *headerEdits
-	respHeaders *headerEdits
-	logIDs      []byte   // the access line's tenant and route fields
-	logURLs     [][]byte // per upstream: its URL as a JSON string
+	*projections.Route
+
+	breaker       *breaker.Config // nil: no circuit breaker
+	retry         *retry.Policy   // nil: no retries
+	fallback      *events.Fallback
+	healthChecked bool
+	timeout       time.Duration            // to the response, for every method but
+	timeoutBy     map[string]time.Duration // these
+
+	picker  balance.Picker
+	targets []*target     // per upstream; nil where the URL is invalid
+	keys    []UpstreamKey // per upstream, for breakers and health
+
+	reqHeaders, respHeaders *headerEdits
+	series                  *series  // nil without metrics
+	logIDs                  []byte   // the access line's tenant and route fields
+	logURLs                 [][]byte // per upstream: its URL as a JSON string
 }
 
 func (p *Proxy) stateOf(r *projections.Route) *routeState {
@@ -95,17 +77,23 @@ func (p *Proxy) stateOf(r *projections.Route) *routeState {
 		return v.(*routeState)
 	}
 	s := &routeState{
+		Route:    r,
+		breaker:  breakerConfig(r),
+		retry:    retryPolicy(r),
+		fallback: fallbackOf(r),
 		// The registry keeps balancer state across versions of a route whose
 		// upstreams did not change.
-		breaker: breakerConfig(r),
-		retry:   retryPolicy(r),
 		picker:  p.balancers.Picker(r.ID, balancePolicy(r.LoadBalancing), weights(r.Upstreams)),
 		targets: make([]*target, len(r.Upstreams)),
+		keys:    make([]UpstreamKey, len(r.Upstreams)),
 		logIDs:  appendLogIDs(nil, r.TenantID, r.ID),
 		logURLs: make([][]byte, len(r.Upstreams)),
 	}
+	s.timeout, s.timeoutBy = timeouts(r)
+	s.healthChecked = r.Resilience != nil && r.Resilience.HealthCheck != nil && r.Resilience.HealthCheck.Enabled
 	for i, u := range r.Upstreams {
 		s.targets[i], _ = p.pool.target(u.URL)
+		s.keys[i] = UpstreamKey{TenantID: r.TenantID, RouteID: r.ID, Upstream: u.URL}
 		s.logURLs[i] = appendJSONString(nil, u.URL)
 	}
 	if p.metrics != nil {
@@ -121,6 +109,55 @@ func (p *Proxy) stateOf(r *projections.Route) *routeState {
 	}
 	v, _ := p.routes.LoadOrStore(r, s)
 	return v.(*routeState)
+}
+
+// timeoutFor is the route's upstream timeout for a method.
+func (s *routeState) timeoutFor(method string) time.Duration {
+	if d, ok := s.timeoutBy[method]; ok {
+		return d
+	}
+	return s.timeout
+}
+
+// rewrite is the route's request path rewrite applied to path (path itself
+// when the route has none).
+func (s *routeState) rewrite(path string) string {
+	if t := s.Transform; t != nil && t.Request != nil && t.Request.Path != nil && s.Rewrite != nil {
+		return rewritePath(s.Rewrite, t.Request.Path.Replacement, path)
+	}
+	return path
+}
+
+// timeouts are a route's upstream timeouts: the default, and by method
+// (upper case, as the request path compares them), without the ones equal
+// to the default. A route without a timeout block has DefaultTimeoutMs.
+func timeouts(r *projections.Route) (time.Duration, map[string]time.Duration) {
+	ms := time.Millisecond
+	def := events.DefaultTimeoutMs * ms
+	res := r.Resilience
+	if res == nil || res.Timeout == nil || !res.Timeout.Enabled {
+		return def, nil
+	}
+	if res.Timeout.Default > 0 {
+		def = time.Duration(res.Timeout.Default) * ms
+	}
+	var by map[string]time.Duration
+	for m, v := range res.Timeout.ByMethod {
+		if d := time.Duration(v) * ms; v > 0 && d != def {
+			if by == nil {
+				by = make(map[string]time.Duration)
+			}
+			by[strings.ToUpper(m)] = d
+		}
+	}
+	return def, by
+}
+
+func fallbackOf(r *projections.Route) *events.Fallback {
+	if r.Resilience == nil || r.Resilience.Fallback == nil || !r.Resilience.Fallback.Enabled {
+		return nil
+	}
+	return r.Resilience.Fallback
 }
 
 // The route's configuration (the route model) as the resilience packages

@@ -49,7 +49,7 @@ func activeTracer(t trace.Tracer) trace.Tracer {
 // startSpan opens the request's span. Only called with a tracer.
 func (p *Proxy) startSpan(c *fasthttp.RequestCtx, x *exchange) {
 	h := &(&c.Request).Header
-	ctx := traceContext.Extract(context.Background(), headerCarrier{h})
+	ctx := traceContext.Extract(c, headerCarrier{h})
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 	if at := c.Time(); !at.IsZero() {
 		opts = append(opts, trace.WithTimestamp(at))
@@ -79,8 +79,8 @@ func (p *Proxy) endSpan(x *exchange) {
 			attrs = append(attrs, attrRoute.String(x.route.ID), attrHTTPRoute.String(x.route.Path))
 			s.SetName(x.method + " " + x.route.Path)
 		}
-		if x.upstream != "" {
-			attrs = append(attrs, attrUpstream.String(x.upstream), attrAttempts.Int(x.attempts))
+		if x.upstream >= 0 {
+			attrs = append(attrs, attrUpstream.String(x.upstreamURL()), attrAttempts.Int(x.attempts))
 		}
 		if x.code != "" {
 			attrs = append(attrs, attrErrorCode.String(x.code))
@@ -96,10 +96,10 @@ func (p *Proxy) endSpan(x *exchange) {
 // injectTrace makes the request's span the upstream's parent. The client's
 // traceparent and tracestate are replaced, not forwarded beside ours: the
 // span is already their child.
-func injectTrace(h *fasthttp.RequestHeader, s trace.Span) {
+func injectTrace(ctx context.Context, h *fasthttp.RequestHeader, s trace.Span) {
 	h.Del("Traceparent")
 	h.Del("Tracestate")
-	traceContext.Inject(trace.ContextWithSpan(context.Background(), s), headerCarrier{h})
+	traceContext.Inject(trace.ContextWithSpan(ctx, s), headerCarrier{h})
 }
 
 // headerCarrier adapts fasthttp's request header to the propagator.

@@ -41,7 +41,7 @@ func TestExpand(t *testing.T) {
 	t.Parallel()
 	x := &exchange{
 		tenant:    &projections.Tenant{ID: "t1", Name: "acme"},
-		route:     &projections.Route{ID: "r1"},
+		route:     &routeState{Route: &projections.Route{ID: "r1"}},
 		requestID: []byte("req-9"),
 	}
 	for _, tc := range []struct {
@@ -221,7 +221,7 @@ func TestHeaderEditsApplyInOrder(t *testing.T) {
 	var h fasthttp.RequestHeader
 	h.Set("X-Drop", "old")
 	h.Set("X-Multi", "first")
-	x := &exchange{tenant: &projections.Tenant{ID: "t1"}, route: &projections.Route{ID: "r1"}}
+	x := &exchange{tenant: &projections.Tenant{ID: "t1"}, route: &routeState{Route: &projections.Route{ID: "r1"}}}
 	applyHeaderEdits(&h, e, x, nil)
 	var lines []string
 	for k, v := range h.All() {

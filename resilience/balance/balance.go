@@ -14,7 +14,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
 )
 
 // Skip is a set of upstream indexes a pick must avoid (unhealthy, breaker
