@@ -96,13 +96,16 @@ func (c *RedisConfig) validate() error {
 // about 99% of the limit.
 //
 // Ahead of need: once half of a lease is spent, the next one is fetched in
-// the background (a few worker goroutines per limiter, fed through a
-// channel), so under steady traffic no request waits for Redis. A request
-// waits only when its tenant has no lease at all (the first request, or after
-// a lease ran out of time unspent), and then for one call per tenant at a
-// time: the others wait for that call's lease rather than each asking. No
-// lock is held across a Redis call, and a call starts no goroutine: the
-// client must honour context deadlines (ContextTimeoutEnabled).
+// the background, so under steady traffic no request waits for Redis. A
+// request waits only when its tenant has no grant at all (the first request,
+// a lease that ran out of time unspent, a limit below LeaseMinLimit), and
+// then for one call per tenant at a time: the others wait for that call's
+// grant rather than each asking. Every call runs on one of a few refiller
+// goroutines per limiter, fed through a channel: no lock is held across a
+// Redis call, no goroutine is started per call, and a request waits at most
+// Timeout (a call that takes longer marks Redis down), whatever the client
+// does; the client should still honour context deadlines
+// (ContextTimeoutEnabled), so that a hung call frees its refiller.
 //
 // github.com/go-redis/redis_rate was considered and not used: it implements
 // GCRA (a leaky bucket that allows bursts against an emission schedule),
@@ -133,7 +136,7 @@ type Redis struct {
 }
 
 // refillers is how many goroutines of a limiter fetch leases ahead of need.
-const refillers = 2
+const refillers = 4
 
 // NewRedis returns a shared limiter using client, which must honour context
 // deadlines (go-redis's ContextTimeoutEnabled): a request never waits longer
@@ -201,9 +204,9 @@ type leaseState struct {
 	tenant string
 	rule   Rule
 
-	cur  lease // being spent
-	next lease // fetched ahead of need, spent once cur is
-	rel  lease // an abandoned lease to give back with the next call
+	cur  lease   // being spent
+	next lease   // fetched ahead of need, spent once cur is
+	rel  []lease // abandoned leases to give back with the next call (at most maxReleases)
 
 	// asking is the Redis call in flight for this tenant's next lease (nil:
 	// none); it is closed when the call returns.
@@ -222,14 +225,24 @@ type lease struct {
 	deadline time.Duration // time since base
 }
 
+// maxReleases bounds the leases one call gives back: a tenant holds at
+// most two (the one being spent and the next).
+const maxReleases = 2
+
 // abandon stops spending l; its unspent part goes back to Redis with the
-// next call (if another abandoned lease waits already, l's entry expires by
-// itself).
+// next call (beyond maxReleases waiting, l's entry expires by itself).
 func (s *leaseState) abandon(l *lease) {
-	if l.left > 0 && l.member != "" && s.rel.member == "" {
-		s.rel = *l
+	if l.left > 0 && l.member != "" && len(s.rel) < maxReleases {
+		s.rel = append(s.rel, *l)
 	}
 	*l = lease{}
+}
+
+// takeReleases hands the leases to give back to a call.
+func (s *leaseState) takeReleases() []lease {
+	rel := s.rel
+	s.rel = nil
+	return rel
 }
 
 // setRule starts counting under rule: a changed limit applies at once,
@@ -292,7 +305,7 @@ func (r *Redis) Allow(ctx context.Context, tenantID string, rule Rule) Decision 
 		now := r.now()
 		if d, ok := s.spend(now); ok {
 			if want > 1 && s.cur.left <= want/2 && s.next.left == 0 && s.asking == nil && now >= s.deniedUntil {
-				r.fetchAhead(s)
+				r.fetch(s) // ahead of need
 			}
 			s.mu.Unlock()
 			r.m.decision(d)
@@ -304,78 +317,49 @@ func (r *Redis) Allow(ctx context.Context, tenantID string, rule Rule) Decision 
 			r.m.decision(d)
 			return d
 		}
-		asking := s.asking
-		if asking == nil {
-			break
+		// No grant at hand: wait for the call in flight for this tenant,
+		// or start one. A request waits for Redis only here, and at most
+		// Timeout whatever the client does.
+		if s.asking == nil && !r.fetch(s) {
+			s.mu.Unlock()
+			return r.fallback(ctx, tenantID, rule) // every refiller is busy
 		}
-		// A call for this tenant's next lease is in flight: its lease serves
-		// this request too (the call is bounded by Timeout).
+		asking := s.asking
 		s.mu.Unlock()
 		r.m.waited()
-		select {
-		case <-asking:
-		case <-ctx.Done():
+		if !r.wait(ctx, asking) || r.down.Load() {
+			// Redis failed, or hangs, while this request waited (a failover,
+			// a crash): decide locally rather than ask it once more.
 			return r.fallback(ctx, tenantID, rule)
 		}
 		s.mu.Lock()
 	}
-	if r.down.Load() {
-		// Redis failed while this request waited for another's call (a
-		// failover, a crash): do not ask it once more. Otherwise the
-		// requests queued behind a failing call each waited Timeout in turn.
-		return r.fallback(ctx, tenantID, rule)
-	}
-	r.m.waited()
-	d, err := r.ask(ctx, s, want > 1)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.markDown(err)
-		}
-		return r.fallback(ctx, tenantID, rule)
-	}
-	r.m.decision(d)
-	return d
 }
 
-// ask asks Redis for a lease (or, below LeaseMinLimit, for this one request)
-// and decides the request with it. Called with s.mu held; returns with it
-// released. While a leased rule's call is in flight, s.asking tells other
-// requests of the tenant to wait for it.
-func (r *Redis) ask(ctx context.Context, s *leaseState, leased bool) (Decision, error) {
-	var asking chan struct{}
-	if leased {
-		asking = make(chan struct{})
-		s.asking = asking
+// wait waits for the call asking announces, at most Timeout: a call that
+// takes longer marks Redis down. It reports whether the call returned.
+func (r *Redis) wait(ctx context.Context, asking <-chan struct{}) bool {
+	t := time.NewTimer(r.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-asking:
+		return true
+	case <-t.C:
+		r.markDown(errSlowRedis)
+		return false
+	case <-ctx.Done():
+		return false
 	}
-	rule, rel, sent := s.rule, s.rel, r.now()
-	s.rel = lease{}
-	s.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	g, err := r.call(ctx, s.tenant, rule, rel, sent)
-	cancel()
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if leased {
-		s.doneAsking(asking)
-	}
-	if err != nil {
-		return Decision{}, err
-	}
-	if s.rule != rule {
-		return Decision{Allowed: g.granted > 0, Limit: rule.Limit, Reset: time.Now()}, nil // a limit changed meanwhile: the next request counts under it
-	}
-	r.install(s, g, &s.cur, sent)
-	if d, ok := s.spend(r.now()); ok {
-		return d, nil
-	}
-	return s.denied(r.now()), nil
 }
 
-// fetchAhead hands s to a refiller to fetch its next lease. Called with
-// s.mu held.
-func (r *Redis) fetchAhead(s *leaseState) {
+var errSlowRedis = errors.New("ratelimit: redis did not answer within Timeout")
+
+// fetch hands s to a refiller to fetch its next grant: a lease (or, below
+// LeaseMinLimit, one request). Called with s.mu held; false when every
+// refiller is busy. Every Redis call of the limiter runs on a refiller, so
+// that no request waits for one longer than Timeout, even with a client
+// that does not give up by itself.
+func (r *Redis) fetch(s *leaseState) bool {
 	r.startRefiller.Do(func() {
 		for range refillers {
 			go r.refill()
@@ -385,12 +369,14 @@ func (r *Redis) fetchAhead(s *leaseState) {
 	s.asking = job.asking
 	select {
 	case r.refills <- job:
-	default: // every refiller is busy with many tenants: the lease is fetched when needed
+		return true
+	default:
 		s.doneAsking(job.asking)
+		return false
 	}
 }
 
-// refill fetches the next lease of each tenant it is handed, until Close.
+// refill fetches the grant of each tenant it is handed, until Close.
 func (r *Redis) refill() {
 	defer func() {
 		if p := recover(); p != nil {
@@ -402,23 +388,24 @@ func (r *Redis) refill() {
 		case <-r.closed:
 			return
 		case job := <-r.refills:
-			r.fetchNext(job)
+			r.fetchGrant(job)
 		}
 	}
 }
 
-// refillJob is a tenant whose next lease is wanted, and the channel its
+// refillJob is a tenant whose next grant is wanted, and the channel its
 // requests wait on meanwhile.
 type refillJob struct {
 	s      *leaseState
 	asking chan struct{}
 }
 
-func (r *Redis) fetchNext(job refillJob) {
+// fetchGrant runs one call for job's tenant and files the grant as the
+// lease being spent, or as the next when one is still being spent.
+func (r *Redis) fetchGrant(job refillJob) {
 	s := job.s
 	s.mu.Lock()
-	rule, rel, sent := s.rule, s.rel, r.now()
-	s.rel = lease{}
+	rule, rel, sent := s.rule, s.takeReleases(), r.now()
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
@@ -426,10 +413,15 @@ func (r *Redis) fetchNext(job refillJob) {
 	cancel()
 
 	s.mu.Lock()
-	s.doneAsking(job.asking)
-	if err == nil && s.rule == rule {
-		r.install(s, g, &s.next, sent)
+	if err == nil && s.rule == rule { // a grant under a rule changed meanwhile is dropped: it expires
+		into := &s.next
+		if s.cur.left == 0 || r.now() >= s.cur.deadline {
+			s.abandon(&s.cur)
+			into = &s.cur
+		}
+		r.install(s, g, into, sent)
 	}
+	s.doneAsking(job.asking)
 	s.mu.Unlock()
 	if err != nil {
 		r.markDown(err)
@@ -476,14 +468,18 @@ func (r *Redis) leaseFor(rule Rule) (want int, lease time.Duration) {
 }
 
 // call runs the script: one round trip, giving rel back.
-func (r *Redis) call(ctx context.Context, tenant string, rule Rule, rel lease, sent time.Duration) (grant, error) {
+func (r *Redis) call(ctx context.Context, tenant string, rule Rule, rel []lease, sent time.Duration) (grant, error) {
 	want, leaseLen := r.leaseFor(rule)
 	id := r.cfg.InstanceID + "." + strconv.FormatUint(r.seq.Add(1), 36)
 	if r.m != nil {
 		r.m.redisCalls.Inc()
 	}
-	res, err := script.Run(ctx, r.client, []string{announce.TenantKey(r.cfg.Prefix, "ratelimit", tenant)},
-		rule.Limit, rule.windowMs(), want, leaseLen.Milliseconds(), id, rel.member, rel.left).Int64Slice()
+	args := make([]any, 0, 5+2*maxReleases)
+	args = append(args, rule.Limit, rule.windowMs(), want, leaseLen.Milliseconds(), id)
+	for _, l := range rel {
+		args = append(args, l.member, l.left)
+	}
+	res, err := script.Run(ctx, r.client, []string{announce.TenantKey(r.cfg.Prefix, "ratelimit", tenant)}, args...).Int64Slice()
 	if err == nil && len(res) != 4 {
 		err = fmt.Errorf("returned %d values", len(res))
 	}
@@ -584,7 +580,8 @@ func (r *Redis) probe() {
 }
 
 // script: KEYS[1] the tenant's set; ARGV limit, windowMs, want, leaseMs, id,
-// release member, release count. Returns {granted, remaining, resetMs, nowMs}.
+// then pairs of a lease to give back and its unspent count. Returns
+// {granted, remaining, resetMs, nowMs}.
 var script = redis.NewScript(`
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
@@ -592,17 +589,17 @@ local window = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local leaseMs = tonumber(ARGV[4])
 local id = ARGV[5]
-local relMember = ARGV[6]
-local relCount = tonumber(ARGV[7])
 local t = redis.call('TIME')
 -- milliseconds with a fraction: scores carry 14 significant digits (0.1ms)
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local total = 0
 local n = redis.call('ZSCORE', key, 'n')
 if n then total = -1 - tonumber(n) end
-if relCount > 0 then
+for i = 6, #ARGV - 1, 2 do
+  local relMember = ARGV[i]
+  local relCount = tonumber(ARGV[i + 1])
   local s = redis.call('ZSCORE', key, relMember)
-  if s then
+  if s and relCount > 0 then
     local k = tonumber(string.match(relMember, ':(%d+)$'))
     local back = math.min(k, relCount)
     redis.call('ZREM', key, relMember)

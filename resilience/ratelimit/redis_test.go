@@ -2,11 +2,9 @@ package ratelimit
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -230,54 +228,6 @@ func TestRedisHeaders(t *testing.T) {
 	}
 }
 
-// disposableRedis runs a redis-server of the test's own on a free port.
-type disposableRedis struct {
-	t    *testing.T
-	port int
-	cmd  *exec.Cmd
-}
-
-func startDisposable(t *testing.T, port int) *disposableRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	if port == 0 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &disposableRedis{t: t, port: port, cmd: cmd}
-	t.Cleanup(d.kill)
-	c := redis.NewClient(&redis.Options{Addr: d.addr(), ContextTimeoutEnabled: true})
-	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("disposable redis-server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return d
-}
-
-func (d *disposableRedis) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
-
-func (d *disposableRedis) kill() {
-	if d.cmd.Process != nil && d.cmd.ProcessState == nil {
-		_ = d.cmd.Process.Kill()
-		_ = d.cmd.Wait()
-	}
-}
-
 func TestRedisUnreachableFallsBackFast(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -290,8 +240,8 @@ func TestRedisUnreachableFallsBackFast(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := startDisposable(t, 0)
-			client := redis.NewClient(&redis.Options{Addr: srv.addr(), MaxRetries: -1,
+			srv := testenv.StartRedis(t)
+			client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1,
 				ContextTimeoutEnabled: true, DialTimeout: 100 * time.Millisecond})
 			t.Cleanup(func() { _ = client.Close() })
 			reg := prometheus.NewRegistry()
@@ -305,7 +255,7 @@ func TestRedisUnreachableFallsBackFast(t *testing.T) {
 			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
 				t.Fatalf("with Redis up: %+v", d)
 			}
-			srv.kill()
+			srv.Kill()
 			l.Allow(ctx, "t", rl) // finds Redis gone
 			if l.Up() {
 				t.Fatal("limiter did not notice Redis is gone")
@@ -331,7 +281,7 @@ func TestRedisUnreachableFallsBackFast(t *testing.T) {
 				t.Fatalf("fallbacks counted %v, want >= 100", fb)
 			}
 
-			startDisposable(t, srv.port) // Redis returns, empty
+			srv.Start(t) // Redis returns, empty
 			testenv.WaitFor(t, "limiter uses Redis again", 3*time.Second, l.Up)
 			if d := l.Allow(ctx, "t", rl); !d.Allowed || d.Remaining != 4 {
 				t.Fatalf("after recovery: %+v, want the shared (fresh) count", d)
@@ -499,27 +449,46 @@ func TestRedisHungDecidesFast(t *testing.T) {
 	}
 }
 
-// Requests of one tenant queued behind a call to a Redis that hangs (a
-// master lost in a failover) do not each call it in turn: once the first
-// call fails, the waiting ones go to the fallback.
+// Requests of one tenant arriving while a call to a Redis that hangs (a
+// master lost in a failover) is in flight do not each wait for Redis in
+// turn: under a leased limit they wait for that one call and then go to the
+// fallback; under a per-request limit their calls run side by side, so all
+// are decided within about one Timeout, not one Timeout each.
 func TestRedisQueuedRequestsDoNotWaitInTurn(t *testing.T) {
 	t.Parallel()
-	client := hungRedis(t)
-	reg := prometheus.NewRegistry()
-	l, err := NewRedis(client, RedisConfig{Timeout: 200 * time.Millisecond, ProbeInterval: time.Hour, Registerer: reg}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	rl := Rule{Limit: 10, Window: time.Minute}
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.Allow(context.Background(), "t", rl) }()
-	}
-	wg.Wait()
-	if calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total"); calls != 1 {
-		t.Fatalf("%v Redis calls for 20 requests queued behind a hung one, want 1", calls)
+	const timeout = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		limit     int
+		wantCalls float64 // 0: any
+	}{
+		{name: "leased", limit: 1000, wantCalls: 1},
+		{name: "per request", limit: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			client := hungRedis(t)
+			reg := prometheus.NewRegistry()
+			l, err := NewRedis(client, RedisConfig{Timeout: timeout, ProbeInterval: time.Hour, Registerer: reg}, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			rl := Rule{Limit: tc.limit, Window: time.Minute}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Go(func() { l.Allow(context.Background(), "t", rl) })
+			}
+			wg.Wait()
+			// In turn, 20 requests would take 20 Timeouts (4 s).
+			if el := time.Since(start); el > 8*timeout {
+				t.Fatalf("20 requests took %v against a hung Redis, want about one Timeout (%v)", el, timeout)
+			}
+			if calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total"); tc.wantCalls > 0 && calls != tc.wantCalls {
+				t.Fatalf("%v Redis calls for 20 requests behind a hung one, want %v", calls, tc.wantCalls)
+			}
+		})
 	}
 }
 
