@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
 )
 
 func figure(t *testing.T, name string, kv ...any) {
@@ -194,16 +195,16 @@ func (w *writer) end() (ok, failed int64, why map[string]int) {
 // re-syncs and holds the writes made meanwhile within 2 s of Redis returning.
 func TestFaultRedisRestartedEmptyAndFlushed(t *testing.T) {
 	t.Parallel()
-	rs := startRedisServer(t)
+	rs := testenv.StartRedis(t)
 	e := newClusterEnv(t)
-	e.redisURL = rs.url()
+	e.redisURL = rs.URL()
 	c := startCluster(t, e, 3)
 	c.markBaseline()
 	w := startWriter(t, "a", 50*time.Millisecond, c.procs...)
 	time.Sleep(300 * time.Millisecond) // writes before the outage (traffic, not an outcome)
-	rs.stop()
+	rs.Kill()
 	time.Sleep(time.Second) // writes during the outage
-	rs.start()
+	rs.Start(t)
 	back := time.Now()
 	okW, failedW, why := w.end()
 	c.waitConverged(5 * time.Second)
@@ -214,7 +215,7 @@ func TestFaultRedisRestartedEmptyAndFlushed(t *testing.T) {
 
 	w = startWriter(t, "b", 50*time.Millisecond, c.procs...)
 	time.Sleep(300 * time.Millisecond)
-	cl := rs.client()
+	cl := rs.Client()
 	if err := cl.FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,9 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantgate/gateway/events/testenv"
 )
@@ -472,51 +468,10 @@ func TestE2EHealthProbedOncePerIntervalAndFlips(t *testing.T) {
 	}
 }
 
-// e2eRedis is a disposable redis-server (never the shared one): stopped and
-// started again empty.
-type e2eRedis struct {
-	t    *testing.T
-	port int
-	cmd  *exec.Cmd
-}
-
-func startE2ERedis(t *testing.T) *e2eRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	r := &e2eRedis{t: t, port: freePort(t)}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *e2eRedis) url() string { return "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0" }
-
-func (r *e2eRedis) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.t.TempDir())
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	cl := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
-	defer cl.Close()
-	pollUntil(r.t, 5*time.Second, "redis-server answers", func() bool { return cl.Ping(context.Background()).Err() == nil })
-}
-
-func (r *e2eRedis) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Kill()
-		_ = r.cmd.Wait()
-		r.cmd = nil
-	}
-}
-
 func TestE2ERedisStoppedMidTraffic(t *testing.T) {
 	t.Parallel()
-	rs := startE2ERedis(t)
-	ins := startInstances(t, 3, map[string]string{"DATABASE_URL": testenv.Postgres(t), "REDIS_URL": rs.url(), "REDIS_PREFIX": "e2e:"})
+	rs := testenv.StartRedis(t)
+	ins := startInstances(t, 3, map[string]string{"DATABASE_URL": testenv.Postgres(t), "REDIS_URL": rs.URL(), "REDIS_PREFIX": "e2e:"})
 	up := newE2EUpstream(t)
 	busy, busyKey := e2eTenant(t, ins[0], 1_000_000, 1000)
 	e2eRoute(t, ins[0], busy, "/api", up.url, nil)
@@ -526,7 +481,7 @@ func TestE2ERedisStoppedMidTraffic(t *testing.T) {
 
 	l := startLoad(ins, "/api/x", busyKey, 3, 5*time.Millisecond)
 	pollUntil(t, 5*time.Second, "traffic flowing", func() bool { return l.ok.Load() > 50 })
-	rs.stop()
+	rs.Kill()
 	stopped := time.Now()
 
 	// Limits fall back to each instance: instance 1 alone admits the whole limit.
@@ -543,7 +498,7 @@ func TestE2ERedisStoppedMidTraffic(t *testing.T) {
 		fallbacks += v
 	}
 
-	rs.start()
+	rs.Start(t)
 	restarted := time.Now()
 	var resumed time.Duration
 	for _, in := range ins {

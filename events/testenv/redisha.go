@@ -33,6 +33,19 @@ type RedisProcess struct {
 	cmd *exec.Cmd
 }
 
+// StartRedis runs a disposable redis-server of the test's own (never the
+// shared one) on a free loopback port, killed when the test ends. Kill and
+// Start stop it and bring it back on the same port, empty (it keeps
+// nothing). Without redis-server the test is skipped (failed under CI=true).
+func StartRedis(t testing.TB) *RedisProcess {
+	t.Helper()
+	port := freeRedisPort(t, false)
+	return startRedisProcess(t, port, "", redisDataArgs(port, t.TempDir())...)
+}
+
+// URL is the process's redis:// URL, database 0.
+func (p *RedisProcess) URL() string { return "redis://" + p.Addr + "/0" }
+
 // startRedisProcess runs redis-server with args and waits until it answers
 // PING (with password, when it requires one).
 func startRedisProcess(t testing.TB, port int, password string, args ...string) *RedisProcess {
