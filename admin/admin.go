@@ -253,7 +253,7 @@ func (a *API) IsAdminKey(key []byte) bool {
 // listener streams them) is read up to one byte past the limit, never
 // whole: a chunked body has no length to check first. What is left unread
 // of a refused body closes the connection after the answer (see
-// proxy.FastHandler).
+// proxy.SettleBodies).
 func (a *API) limitBody(c *fiber.Ctx) error {
 	limit := a.cfg.BodyLimit
 	if c.Method() == fiber.MethodPost && (c.Path() == "/admin/apply" || c.Path() == "/admin/rollback") {

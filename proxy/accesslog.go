@@ -3,11 +3,9 @@ package proxy
 import (
 	"log/slog"
 	"strconv"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
-	"github.com/tenantgate/gateway/proxy/internal/ascii"
 	"github.com/valyala/fasthttp"
 )
 
@@ -47,7 +45,7 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 		}
 	}
 	if w := p.cfg.AccessLog; w != nil {
-		x.buf = appendAccessLine(x.buf[:0], x, &p.clock, x.start.Add(d), d)
+		x.buf = appendAccessLine(x.buf[:0], x, x.start.Add(d), d)
 		_, _ = w.Write(x.buf)
 		return
 	}
@@ -76,9 +74,9 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 // write for observe's record, newline included. slog costs a tenth of the
 // gateway's CPU per request (attribute slice, reflection-free but generic
 // encoding); this is a few appends.
-func appendAccessLine(b []byte, x *exchange, clock *logClock, at time.Time, d time.Duration) []byte {
+func appendAccessLine(b []byte, x *exchange, at time.Time, d time.Duration) []byte {
 	b = append(b, `{"time":"`...)
-	b = clock.appendRFC3339Nano(b, at) // as slog's JSONHandler
+	b = at.AppendFormat(b, time.RFC3339Nano) // as slog's JSONHandler
 	b = append(b, `","level":"INFO","msg":"proxy","request_id":`...)
 	b = appendJSONString(b, x.requestID)
 	b = append(b, `,"method":`...)
@@ -113,47 +111,6 @@ func appendLogIDs(b []byte, tenant, route string) []byte {
 	return appendJSONString(b, route)
 }
 
-// logClock keeps the date, time of day and zone of the last second an
-// access line was written in, for the lines of the same second: formatting
-// them in full was about a third of the line's cost.
-type logClock struct {
-	last atomic.Pointer[formattedSecond]
-}
-
-// appendRFC3339Nano is t.AppendFormat(b, time.RFC3339Nano), the second's
-// part formatted once per second.
-func (lc *logClock) appendRFC3339Nano(b []byte, t time.Time) []byte {
-	sec, loc := t.Unix(), t.Location()
-	s := lc.last.Load()
-	if s == nil || s.unix != sec || s.loc != loc {
-		full := t.Truncate(time.Second).AppendFormat(nil, time.RFC3339)
-		s = &formattedSecond{unix: sec, loc: loc, date: full[:19], zone: full[19:]}
-		lc.last.Store(s)
-	}
-	b = append(b, s.date...)
-	if ns := t.Nanosecond(); ns != 0 { // a fraction without trailing zeros, as .999999999 prints
-		var d [10]byte
-		d[0] = '.'
-		for i := 9; i > 0; i-- {
-			d[i] = byte('0' + ns%10)
-			ns /= 10
-		}
-		n := 10
-		for d[n-1] == '0' {
-			n--
-		}
-		b = append(b, d[:n]...)
-	}
-	return append(b, s.zone...)
-}
-
-// formattedSecond is one second's "2006-01-02T15:04:05" and "Z07:00" in loc.
-type formattedSecond struct {
-	unix       int64
-	loc        *time.Location
-	date, zone []byte
-}
-
 // jsonSafe marks the ASCII bytes appendJSONString copies as they are.
 var jsonSafe = func() (t [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
@@ -161,22 +118,6 @@ var jsonSafe = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// jsonSafeRun is the length of s's leading whole words of eight bytes that
-// all need no escaping: ASCII from space up, neither quote nor backslash.
-// Ids and URLs are all such bytes, and a word costs about what a byte costs.
-func jsonSafeRun[S string | []byte](s S) int {
-	n := 0
-	for ; len(s)-n >= 8; n += 8 {
-		t := s[n : n+8]
-		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
-			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
-		if ascii.HasHighByte(w) || ascii.HasByteBelow(w, 0x20) || ascii.HasByte(w, '"') || ascii.HasByte(w, '\\') {
-			break
-		}
-	}
-	return n
-}
 
 // appendJSONString appends s quoted as slog does: quote, backslash and
 // control characters escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029
@@ -186,7 +127,7 @@ func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	b = append(b, '"')
 	for i := 0; i < len(s); {
 		// A run of bytes that need no escaping goes in one append.
-		j := i + jsonSafeRun(s[i:])
+		j := i
 		for j < len(s) && jsonSafe[s[j]] {
 			j++
 		}

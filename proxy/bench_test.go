@@ -77,8 +77,7 @@ func BenchmarkRequestPathInMemory(b *testing.B) {
 		p.pool.dial = dial
 		app := fiber.New(p.FiberConfig())
 		app.Use(p.Handler)
-		b.Run("fiber", func(b *testing.B) { run(b, app.Handler()) })
-		b.Run("fast", func(b *testing.B) { run(b, p.FastHandler(app.Handler(), "/health", "/admin")) })
+		run(b, SettleBodies(app.Handler()))
 	})
 }
 

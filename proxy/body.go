@@ -114,6 +114,18 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// SettleBodies wraps a server's handler (the Fiber app's) so that no
+// handler's unread request body is read as the next request: see
+// settleBody. The proxy settles its own requests; this covers every other
+// handler of the app, and the answers Fiber gives itself (an unknown
+// method).
+func SettleBodies(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(c *fasthttp.RequestCtx) {
+		h(c)
+		settleBody(c, false) // they read a body whole (Fiber's Body) or not at all
+	}
+}
+
 // settleBody makes sure nothing of this request's body is read as the next
 // request. fasthttp, streaming request bodies, parses whatever follows the
 // part of a body its handler did not read as the next request on the

@@ -141,8 +141,7 @@ func gateway(t testing.TB, cfg Config, deps Deps) (string, *Proxy) {
 	}
 	app := fiber.New(p.FiberConfig())
 	app.Use(p.Handler)
-	// As cmd/gateway serves: proxy traffic bypasses Fiber's router.
-	app.Server().Handler = p.FastHandler(app.Server().Handler, "/health", "/ready", "/metrics", "/admin")
+	app.Server().Handler = SettleBodies(app.Server().Handler) // as cmd/gateway serves
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

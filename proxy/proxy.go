@@ -1,5 +1,5 @@
 // Package proxy is the gateway's data plane. This file is the request path,
-// top to bottom: serve takes a request through prepare, authenticate,
+// top to bottom: Handler hands each request to serve, which takes it through prepare, authenticate,
 // rateLimit, match, upstreamRequest and forward (chooseUpstream, attempt,
 // send, with retries), then respond, reject or serveFallback; finish
 // observes it. The other files are leaves the path calls and that call
@@ -84,7 +84,6 @@ type Proxy struct {
 	ids       *idSource
 	guard     *framing.Guard
 	metrics   *metrics
-	clock     logClock // the access log's formatted second
 	tracer    trace.Tracer
 	log       *slog.Logger
 	seenSeq   atomic.Int64 // last snapshot seq whose state was pruned
@@ -129,31 +128,12 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	return p, nil
 }
 
-// Handler proxies one request. Mount it last: it answers every path.
+// Handler proxies one request. Mount it last, after the gateway's own
+// routes: it answers every other path. Serve the app's handler through
+// SettleBodies.
 func (p *Proxy) Handler(c *fiber.Ctx) error {
 	p.serve(c.Context())
 	return nil
-}
-
-// FastHandler serves proxy traffic without Fiber's router and context (a
-// context from its pool, a walk of the route stack, then Handler: about a
-// tenth of the gateway's own CPU per request). Requests that could belong
-// to one of app's routes go to app: a path starting with one of the
-// reserved prefixes (see reservedPaths), a path not starting with '/', and
-// a method outside the standard ones (Fiber answers those itself).
-// Everything else goes straight to the proxy, which is where app would have
-// sent it. app must end in Handler.
-func (p *Proxy) FastHandler(app fasthttp.RequestHandler, reserved ...string) fasthttp.RequestHandler {
-	paths := newReservedPaths(reserved)
-	return func(c *fasthttp.RequestCtx) {
-		uri := c.Request.URI()
-		if !standardMethod(c.Request.Header.Method()) || paths.match(uri.PathOriginal()) || paths.match(uri.Path()) {
-			app(c)
-			settleBody(c, false) // app's handlers read a body whole (Body) or not at all
-			return
-		}
-		p.serve(c)
-	}
 }
 
 // serve is the request path. Every request ends in exactly one answer: the

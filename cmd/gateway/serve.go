@@ -174,9 +174,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		adm.Mount(mainApp)
 	}
 	mainApp.Use(px.Handler)
-	// Proxy traffic skips Fiber's router and context; the reserved paths
-	// (API.md) still go through mainApp.
-	mainApp.Server().Handler = px.FastHandler(mainApp.Server().Handler, "/health", "/ready", "/metrics", "/admin")
+	// No handler's unread request body may be read as the next request.
+	mainApp.Server().Handler = proxy.SettleBodies(mainApp.Server().Handler)
 
 	// Background loops run until the listeners have drained.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))

@@ -5,8 +5,8 @@
 # CPU it costs.
 #
 # Usage: scripts/bench/cpu.sh [variant ...]
-#   a variant is a name and gateway flags, e.g. "router=-fiber-router";
-#   default: gateway (as cmd/gateway serves) and router (-fiber-router).
+#   a variant is a name and gateway flags, e.g. "slog=-slog-access-log";
+#   default: gateway (as cmd/gateway serves) and slog (-slog-access-log).
 #   env: DURATION=4s CONNS=32 PROCS=1 ROUNDS=3
 #        RATE=4000: offer a fixed load (requests/s, with vegeta, installed
 #        with go install when missing) instead of wrk's closed loop of CONNS
@@ -23,7 +23,7 @@ PROCS=${PROCS:-1}
 KEY=gw_benchmark_key_0123456789abcdef
 UP=127.0.0.1:18091
 VARIANTS=("$@")
-[ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "router=-fiber-router")
+[ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=("gateway=" "slog=-slog-access-log")
 
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/bench/lib.sh

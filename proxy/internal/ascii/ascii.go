@@ -1,10 +1,6 @@
-// Package ascii holds the byte tests of the request path's HTTP parsing
-// and encoding: RFC 9110 token and field-value characters, case-insensitive
-// names, and tests on eight bytes at a time (header values and log strings
-// are checked a word per step instead of a byte per step).
+// Package ascii holds the byte tests of the request path's HTTP parsing:
+// RFC 9110 token and field-value characters, case-insensitive names.
 package ascii
-
-import "encoding/binary"
 
 // Token marks the characters of an RFC 9110 token (a method, a field name).
 var Token = func() (t [256]bool) {
@@ -32,20 +28,8 @@ func IsToken(b []byte) bool {
 
 // IsFieldValue reports whether b holds only visible characters, spaces,
 // tabs and obs-text (0x80 and up): no other control character, NUL and CR
-// among them. Most of a header block's bytes are values, so they are
-// checked eight at a time; a word with a byte below 0x20 or 0x7f is
-// checked byte by byte.
+// among them.
 func IsFieldValue(b []byte) bool {
-	for ; len(b) >= 8; b = b[8:] {
-		w := binary.LittleEndian.Uint64(b)
-		if (HasByteBelow(w, 0x20) || HasByte(w, 0x7f)) && !isFieldValueBytes(b[:8]) {
-			return false
-		}
-	}
-	return isFieldValueBytes(b)
-}
-
-func isFieldValueBytes(b []byte) bool {
 	for _, c := range b {
 		if (c < 0x20 && c != '\t') || c == 0x7f {
 			return false
@@ -58,11 +42,6 @@ func isFieldValueBytes(b []byte) bool {
 // request target must not (obs-text passes, for clients that send raw
 // UTF-8 paths).
 func IsTarget(b []byte) bool {
-	for ; len(b) >= 8; b = b[8:] {
-		if w := binary.LittleEndian.Uint64(b); HasByteBelow(w, 0x21) || HasByte(w, 0x7f) {
-			return false
-		}
-	}
 	for _, c := range b {
 		if c <= 0x20 || c == 0x7f {
 			return false
@@ -95,20 +74,3 @@ func EqualFold(b []byte, s string) bool {
 	}
 	return true
 }
-
-// The word tests take eight bytes loaded little-endian into a uint64. Each
-// is exact as a boolean (a borrow can only start at a byte that matches),
-// for any word.
-const (
-	lowBits  = 0x0101010101010101 // 0x01 in every byte
-	highBits = 0x8080808080808080 // 0x80 in every byte
-)
-
-// HasByteBelow reports whether some byte of w is below n (n <= 0x80).
-func HasByteBelow(w uint64, n byte) bool { return (w-lowBits*uint64(n))&^w&highBits != 0 }
-
-// HasByte reports whether some byte of w equals b.
-func HasByte(w uint64, b byte) bool { return HasByteBelow(w^lowBits*uint64(b), 1) }
-
-// HasHighByte reports whether some byte of w is 0x80 or above.
-func HasHighByte(w uint64) bool { return w&highBits != 0 }

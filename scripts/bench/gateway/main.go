@@ -55,7 +55,6 @@ func main() {
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (profiling runs)")
 	noTimeouts := flag.Bool("no-server-timeouts", false, "analysis only: drop the listener's read/write/idle timeouts, as the bare proxy has none")
 	deadlines := flag.Bool("server-deadlines", false, "comparison: enforce the timeouts with fasthttp's per-request socket deadlines instead of proxy.Listener")
-	viaRouter := flag.Bool("fiber-router", false, "comparison: route proxy traffic through Fiber's router and context instead of proxy.FastHandler")
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
@@ -114,9 +113,7 @@ func main() {
 	app := fiber.New(fc)
 	app.Get("/health", func(c *fiber.Ctx) error { return c.SendString("ok") }) // as cmd/gateway has
 	app.Use(p.Handler)
-	if !*viaRouter {
-		app.Server().Handler = p.FastHandler(app.Server().Handler, "/health", "/ready", "/metrics", "/admin")
-	}
+	app.Server().Handler = proxy.SettleBodies(app.Server().Handler) // as cmd/gateway serves
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
