@@ -129,18 +129,3 @@ func methodString(m []byte) string {
 	}
 	return string(m)
 }
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
-func standardMethod(m []byte) bool {
-	switch string(m) {
-	case "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE":
-		return true
-	}
-	return false
-}
