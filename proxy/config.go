@@ -40,6 +40,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
 	IdleTimeout time.Duration
+	// TunnelIdleTimeout closes a WebSocket tunnel through which nothing
+	// went either way for this long. Default 10m.
+	TunnelIdleTimeout time.Duration
 	// MaxConns caps concurrent client connections. Default 256 Ki (Fiber's).
 	MaxConns int
 	// MaxConnsPerUpstream caps connections to one upstream host. Default 1024.
@@ -69,6 +72,7 @@ const (
 	DefaultReadTimeout         = 30 * time.Second
 	DefaultWriteTimeout        = 60 * time.Second
 	DefaultIdleTimeout         = 120 * time.Second
+	DefaultTunnelIdleTimeout   = 10 * time.Minute
 	DefaultMaxConns            = 256 * 1024
 	DefaultMaxConnsPerUpstream = 1024
 	maxInt32                   = 1<<31 - 1
@@ -97,6 +101,9 @@ func (c Config) withDefaults() Config {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
+	if c.TunnelIdleTimeout == 0 {
+		c.TunnelIdleTimeout = DefaultTunnelIdleTimeout
+	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
@@ -120,7 +127,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("proxy: MaxResponseBytes %d out of range 0..2 GiB", c.MaxResponseBytes)
 	case c.MaxReplayBytes < 0 || c.MaxReplayBytes > c.MaxBodyBytes:
 		return fmt.Errorf("proxy: MaxReplayBytes %d out of range 0..MaxBodyBytes", c.MaxReplayBytes)
-	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0:
+	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.TunnelIdleTimeout < 0:
 		return errors.New("proxy: timeouts must not be negative")
 	case c.MaxConns < 0 || c.MaxConnsPerUpstream < 0:
 		return errors.New("proxy: connection limits must not be negative")

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,6 +19,9 @@ type metrics struct {
 	fallbacks *prometheus.CounterVec   // tenant, route
 	refused   *prometheus.CounterVec   // tenant, route: retries the budget refused
 	framing   *prometheus.CounterVec   // reason: requests the framing guard refused
+	bytes     *prometheus.CounterVec   // tenant, route, direction: bytes of tunnels (and streams)
+	tunnels   prometheus.Gauge         // open WebSocket tunnels
+	tunnelDur *prometheus.HistogramVec // tenant, route
 
 	// children caches each (tenant, route)'s series: a lock-free read
 	// instead of the vectors' shared RWMutex and label hashing per request.
@@ -60,7 +64,7 @@ func (m *metrics) forget(live func(routeID string) bool) {
 			m.children.Delete(k)
 			for _, v := range []interface {
 				DeletePartialMatch(prometheus.Labels) int
-			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused} {
+			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.bytes, m.tunnelDur} {
 				v.DeletePartialMatch(prometheus.Labels{"route": sk.route})
 			}
 		}
@@ -102,8 +106,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "gateway", Subsystem: "http", Name: "refused_requests_total",
 			Help: "Requests refused before any handler because they do not parse or their framing is ambiguous (400, 408, 431), by reason.",
 		}, []string{"reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "bytes_total",
+			Help: "Bytes passed through WebSocket tunnels and streamed bodies, by direction: in (client to upstream) and out (upstream to client).",
+		}, []string{"tenant", "route", "direction"}),
+		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "open_tunnels",
+			Help: "WebSocket tunnels open now.",
+		}),
+		tunnelDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "tunnel_duration_seconds",
+			Help:    "How long WebSocket tunnels stayed open.",
+			Buckets: []float64{.1, 1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
+		}, []string{"tenant", "route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing, m.bytes, m.tunnels, m.tunnelDur} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -153,4 +170,23 @@ func (m *metrics) upstreamError(x *exchange, kind string) {
 		return
 	}
 	m.upErrors.WithLabelValues(tenantID(x), routeID(x), kind).Inc()
+}
+
+// tunnelOpened counts t as open and gives it its byte counters.
+func (m *metrics) tunnelOpened(t *tunnel) {
+	if m == nil {
+		return
+	}
+	m.tunnels.Inc()
+	t.inBytes = m.bytes.WithLabelValues(t.tenant, t.route, "in")
+	t.outBytes = m.bytes.WithLabelValues(t.tenant, t.route, "out")
+}
+
+// tunnelClosed records the end of a tunnel open for d.
+func (m *metrics) tunnelClosed(t *tunnel, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.tunnels.Dec()
+	m.tunnelDur.WithLabelValues(t.tenant, t.route).Observe(d.Seconds())
 }

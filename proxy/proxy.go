@@ -25,7 +25,10 @@
 //     whose retry block applies: those are buffered so they can be replayed.
 //     Empty bodies are always replayable.
 //   - Responses are buffered up to MaxResponseBytes (a larger one is a 502).
-//   - Protocol upgrades (WebSocket) are not proxied: Upgrade is hop-by-hop.
+//   - WebSocket handshakes (GET, Upgrade: websocket, Connection: upgrade,
+//     no body) become byte tunnels (tunnel.go); any other Upgrade is
+//     hop-by-hop and dropped. A failed dial of the handshake moves on to
+//     another upstream within the route's retries; nothing else is retried.
 //   - Gateway errors outside the contract's list use the codes
 //     headers_too_large (431), invalid_request (400: a request that does not
 //     parse or whose framing is ambiguous, also a malformed or cut short
@@ -84,6 +87,7 @@ type Proxy struct {
 	ids       *idSource
 	guard     *framing.Guard
 	metrics   *metrics
+	tunnels   tunnels // tunnel.go: the open WebSocket tunnels
 	tracer    trace.Tracer
 	log       *slog.Logger
 	seenSeq   atomic.Int64 // last snapshot seq whose state was pruned
@@ -125,6 +129,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		log:     cfg.Log,
 	}
 	p.seenSeq.Store(-1)
+	p.tunnels.log = tunnelLog(cfg)
 	return p, nil
 }
 
@@ -151,9 +156,16 @@ func (p *Proxy) serve(c *fasthttp.RequestCtx) {
 	if !p.authenticate(c, x, snap) || !p.rateLimit(c, x) || !p.match(c, x, snap) {
 		return
 	}
+	// Asked before upstreamRequest drops the hop-by-hop Upgrade header.
+	websocket := wantsWebSocket(&c.Request, x.sent)
 	// The request is transformed once; each attempt only swaps the upstream.
 	up := p.upstreamRequest(c, x)
 	defer p.releaseUpstreamRequest(c, x, up)
+	if websocket {
+		// The same upstream choice, then a byte tunnel instead of a round trip (tunnel.go).
+		p.respond(c, x, p.tunnel(c, x, up))
+		return
+	}
 	p.respond(c, x, p.forward(c, x, up))
 }
 

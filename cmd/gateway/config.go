@@ -35,7 +35,7 @@ type Config struct {
 
 	StreamMaxLen      int64         // STREAM_MAXLEN, default 100000: approximate cap of the Redis stream
 	HeadCheckInterval time.Duration // HEAD_CHECK_INTERVAL, default 1s: catch up from the store if the bus was quiet
-	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s: drain time for in-flight requests
+	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s: drain time for in-flight requests and open tunnels
 	ShutdownDelay     time.Duration // SHUTDOWN_DELAY, default 0: time /ready reports 503 before the listener stops
 
 	MaxHeaderBytes int           // MAX_HEADER_BYTES, default 16384: larger request headers get 431
@@ -43,6 +43,7 @@ type Config struct {
 	ReadTimeout    time.Duration // READ_TIMEOUT, default 30s
 	WriteTimeout   time.Duration // WRITE_TIMEOUT, default 60s
 	IdleTimeout    time.Duration // IDLE_TIMEOUT, default 120s
+	WSIdleTimeout  time.Duration // WS_IDLE_TIMEOUT, default 10m: a WebSocket tunnel idle this long is closed
 	MaxConns       int           // MAX_CONNS, default 10000 concurrent connections
 	TrustedProxies []string      // TRUSTED_PROXIES, default none: comma-separated IPs/CIDRs whose X-Forwarded-For is kept
 
@@ -90,6 +91,7 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		ReadTimeout:         r.duration("READ_TIMEOUT", 30*time.Second),
 		WriteTimeout:        r.duration("WRITE_TIMEOUT", 60*time.Second),
 		IdleTimeout:         r.duration("IDLE_TIMEOUT", 120*time.Second),
+		WSIdleTimeout:       r.duration("WS_IDLE_TIMEOUT", 10*time.Minute),
 		MaxConns:            r.int("MAX_CONNS", 10000, 1, 1<<24),
 		TrustedProxies:      r.list("TRUSTED_PROXIES"),
 		RateLimitFailClosed: r.bool("RATE_LIMIT_FAIL_CLOSED", false),

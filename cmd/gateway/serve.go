@@ -122,15 +122,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	pxDeps := res.proxyDeps(projector, reg)
 	pxDeps.Tracer = tp.Tracer("github.com/tenantgate/gateway/proxy")
 	px, err := proxy.New(proxy.Config{
-		MaxHeaderBytes: cfg.MaxHeaderBytes,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		ReadTimeout:    cfg.ReadTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		IdleTimeout:    cfg.IdleTimeout,
-		MaxConns:       cfg.MaxConns,
-		TrustedProxies: cfg.TrustedProxies,
-		Log:            log,
-		AccessLog:      accessLog,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxConns:          cfg.MaxConns,
+		TunnelIdleTimeout: cfg.WSIdleTimeout,
+		TrustedProxies:    cfg.TrustedProxies,
+		Log:               log,
+		AccessLog:         accessLog,
 	}, pxDeps)
 	if err != nil {
 		return err
@@ -217,12 +218,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	draining.Store(true)
 	roll.Changed() // the others see it not ready before it leaves
 	time.Sleep(cfg.ShutdownDelay)
+	// Open WebSocket tunnels get the same ShutdownTimeout as requests in
+	// flight (the server does not count them), then a close frame 1001.
+	drainCtx, stopDrain := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer stopDrain()
+	tunnelsDrained := make(chan error, 1)
+	go func() { tunnelsDrained <- px.DrainTunnels(drainCtx) }()
 	var shutdownErr error
 	for _, app := range []*fiber.App{mainApp, adminApp} {
 		if app != nil {
 			shutdownErr = errors.Join(shutdownErr, app.ShutdownWithTimeout(cfg.ShutdownTimeout))
 		}
 	}
+	shutdownErr = errors.Join(shutdownErr, <-tunnelsDrained)
 	stopBackground()
 	listenErr := serving.Wait()
 	bgErr := background.Wait()
