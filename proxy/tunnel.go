@@ -39,7 +39,8 @@ func wantsWebSocket(req *fasthttp.Request, sent dropSet) bool {
 		return false
 	}
 	h := &req.Header
-	return h.IsGet() && h.IsHTTP11() && h.ContentLength() == 0 &&
+	cl := h.ContentLength() // -2: no framing header, so no body
+	return h.IsGet() && h.IsHTTP11() && (cl == 0 || cl == -2) &&
 		hasToken(h.Peek("Upgrade"), "websocket") && hasToken(h.Peek("Connection"), "upgrade")
 }
 
