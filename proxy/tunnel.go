@@ -231,7 +231,7 @@ type tunnel struct {
 	last     atomic.Int64 // unix nanoseconds of the last byte either way
 	in, out  atomic.Int64 // bytes client->upstream, upstream->client
 	reason   atomic.Pointer[string]
-	idle     *time.Timer
+	idle     atomic.Pointer[time.Timer] // the idle check, re-armed by itself
 	writeMu  sync.Mutex // the client's writes: the upstream's bytes, or a close frame
 	down     frameEdge  // frame boundaries of upstream->client, under writeMu
 	closed   bool       // under writeMu: nothing more goes to the client
@@ -261,7 +261,7 @@ func (t *tunnel) run(c *fasthttp.RequestCtx, conn net.Conn) {
 	t.p.metrics.tunnelOpened(t)
 	t.last.Store(time.Now().UnixNano())
 	idle := t.p.cfg.TunnelIdleTimeout
-	t.idle = time.AfterFunc(idle, func() { t.checkIdle(idle) })
+	t.idle.Store(time.AfterFunc(idle, func() { t.checkIdle(idle) }))
 
 	done := make(chan struct{})
 	go func() {
@@ -272,7 +272,7 @@ func (t *tunnel) run(c *fasthttp.RequestCtx, conn net.Conn) {
 	t.pumpUp()
 	t.end("client closed")
 	<-done
-	t.idle.Stop()
+	t.idle.Load().Stop()
 	t.observe(c)
 }
 
@@ -362,7 +362,7 @@ func (t *tunnel) checkIdle(idle time.Duration) {
 		t.goingAway("idle")
 		return
 	}
-	t.idle.Reset(idle - since)
+	t.idle.Load().Reset(idle - since)
 }
 
 // observe records the ended tunnel: metrics and one access-log line with

@@ -96,14 +96,16 @@ func wsGateway(t *testing.T, up *wsUpstream, env map[string]string, rateLimit ma
 	return p, body["apiKey"].(string)
 }
 
-func wsURL(p *proc, path string) string { return "ws" + strings.TrimPrefix(p.base, "http") + path }
-
 func dialWS(ctx context.Context, p *proc, path, key string) (*websocket.Conn, *http.Response, error) {
+	return dialWSAt(ctx, p.base, path, key)
+}
+
+func dialWSAt(ctx context.Context, base, path, key string) (*websocket.Conn, *http.Response, error) {
 	h := http.Header{}
 	if key != "" {
 		h.Set("X-API-Key", key)
 	}
-	return websocket.Dial(ctx, wsURL(p, path), &websocket.DialOptions{HTTPHeader: h})
+	return websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+path, &websocket.DialOptions{HTTPHeader: h})
 }
 
 func TestWebSocketThroughTheBinary(t *testing.T) {
@@ -374,4 +376,55 @@ func TestWebSocketThousandTunnelsAndSIGTERM(t *testing.T) {
 		t.Fatalf("gateway did not exit cleanly: %d", gw.exitCode())
 	}
 	figure(t, "websocket_sigterm", "first_close", first, "last_close", last)
+}
+
+// In process, so that the race detector sees the tunnels (the binary of the
+// other tests is built without it): echo through several tunnels at once,
+// then the drain closes them with 1001.
+func TestWebSocketInProcessDrain(t *testing.T) {
+	t.Parallel()
+	up := newWSUpstream(t)
+	gw := startGateway(t, map[string]string{"SHUTDOWN_TIMEOUT": "300ms"})
+	key, _ := createTenantAndRoute(t, gw, up.srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 20
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		c, _, err := dialWSAt(ctx, gw.base, "/api/echo", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadLimit(1 << 20)
+		conns[i] = c
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := []byte(strings.Repeat("x", 40000+i))
+			for range 5 {
+				if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, got, err := c.Read(ctx); err != nil || !bytes.Equal(got, msg) {
+					t.Errorf("echo: %d bytes, %v", len(got), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	stopped := make(chan int, 1)
+	go func() { stopped <- gw.stop() }()
+	for _, c := range conns {
+		if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+			t.Fatalf("after the drain: %v", err)
+		}
+	}
+	if code := <-stopped; code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
 }
