@@ -232,9 +232,9 @@ type tunnel struct {
 	in, out  atomic.Int64 // bytes client->upstream, upstream->client
 	reason   atomic.Pointer[string]
 	idle     atomic.Pointer[time.Timer] // the idle check, re-armed by itself
-	writeMu  sync.Mutex // the client's writes: the upstream's bytes, or a close frame
-	down     frameEdge  // frame boundaries of upstream->client, under writeMu
-	closed   bool       // under writeMu: nothing more goes to the client
+	writeMu  sync.Mutex                 // the client's writes: the upstream's bytes, or a close frame
+	down     frameEdge                  // frame boundaries of upstream->client, under writeMu
+	closed   bool                       // under writeMu: nothing more goes to the client
 	endOnce  sync.Once
 	inBytes  prometheus.Counter // nil without metrics
 	outBytes prometheus.Counter
