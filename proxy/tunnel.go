@@ -487,6 +487,7 @@ func (p *Proxy) DrainTunnels(ctx context.Context) error {
 	s := &p.tunnels
 	s.mu.Lock()
 	if len(s.open) == 0 {
+		s.draining = true // a handshake still finishing on a kept-alive connection is closed at once
 		s.mu.Unlock()
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -426,5 +427,32 @@ func TestWebSocketInProcessDrain(t *testing.T) {
 	}
 	if code := <-stopped; code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// An upstream that cannot be reached is the contract's 502 at the
+// handshake, like any request, and a failure for its breaker.
+func TestWebSocketUnreachableUpstream(t *testing.T) {
+	t.Parallel()
+	gw := startGateway(t, nil)
+	key, routeID := createTenantAndRoute(t, gw, "http://127.0.0.1:"+strconv.Itoa(freePort(t)))
+	if code, body := gw.admin("PATCH", "/admin/routes/"+routeID, map[string]any{"resilience": map[string]any{
+		"circuitBreaker": map[string]any{"failureThreshold": 1, "timeout": 60000}}}); code != 200 {
+		t.Fatalf("patch route: %d %v", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := dialWSAt(ctx, gw.base, "/api/echo", key)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("want 502, got %v %v", resp, err)
+	}
+	var body struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Code != "upstream_unavailable" {
+		t.Fatalf("body: %+v %v", body, err)
+	}
+	if _, resp, _ := dialWSAt(ctx, gw.base, "/api/echo", key); resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("after a failed handshake the breaker is open: want 503, got %v", resp)
 	}
 }
