@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -232,9 +234,8 @@ type tunnel struct {
 	in, out  atomic.Int64 // bytes client->upstream, upstream->client
 	reason   atomic.Pointer[string]
 	idle     atomic.Pointer[time.Timer] // the idle check, re-armed by itself
-	writeMu  sync.Mutex                 // the client's writes: the upstream's bytes, or a close frame
-	down     frameEdge                  // frame boundaries of upstream->client, under writeMu
-	closed   bool                       // under writeMu: nothing more goes to the client
+	toClient writer                     // the upstream's bytes, or a close frame
+	toUp     writer                     // the client's bytes, or a close frame
 	endOnce  sync.Once
 	inBytes  prometheus.Counter // nil without metrics
 	outBytes prometheus.Counter
@@ -285,7 +286,7 @@ func (t *tunnel) pumpUp() {
 		n, err := t.client.Read(buf)
 		if n > 0 {
 			t.last.Store(time.Now().UnixNano())
-			if _, werr := t.upstream.Write(buf[:n]); werr != nil {
+			if !t.toUp.write(t.upstream, buf[:n]) {
 				return
 			}
 			t.in.Add(int64(n))
@@ -308,15 +309,7 @@ func (t *tunnel) pumpDown() {
 		}
 		b, _ := t.upBuf.Peek(t.upBuf.Buffered())
 		t.last.Store(time.Now().UnixNano())
-		t.writeMu.Lock()
-		if t.closed {
-			t.writeMu.Unlock()
-			return
-		}
-		_, err := t.client.Write(b)
-		t.down.feed(b)
-		t.writeMu.Unlock()
-		if err != nil {
+		if !t.toClient.write(t.client, b) {
 			return
 		}
 		_, _ = t.upBuf.Discard(len(b))
@@ -338,20 +331,61 @@ func (t *tunnel) end(reason string) {
 	})
 }
 
-// goingAway closes the tunnel with a close frame 1001 to the client, when
-// the upstream's bytes are between two frames (a client would read a
-// close frame inside a message as garbage); a tunnel caught mid-message is
-// closed without one.
+// goingAway closes the tunnel with a close frame 1001 (going away) each
+// way: to the client as a server sends it, to the upstream masked as a
+// client does. A frame goes only between two frames of the bytes it joins
+// (a close frame inside a message would be garbage); a direction caught
+// mid-message is closed without one.
 func (t *tunnel) goingAway(reason string) {
-	if t.writeMu.TryLock() { // not while the upstream's bytes are being written
-		if !t.closed && t.down.atEdge() {
-			_ = t.clientDL.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = t.client.Write(closeGoingAway)
-		}
-		t.closed = true
-		t.writeMu.Unlock()
-	}
+	soon := time.Now().Add(time.Second)
+	_ = t.clientDL.SetWriteDeadline(soon)
+	t.toClient.finish(t.client, closeGoingAway)
+	_ = t.upstream.SetWriteDeadline(soon)
+	t.toUp.finish(t.upstream, maskedGoingAway())
 	t.end(reason)
+}
+
+// writer is one direction's writes, which follow its frame boundaries.
+type writer struct {
+	mu     sync.Mutex
+	edge   frameEdge
+	closed bool // nothing more goes this way
+}
+
+// write writes b to w unless the direction was finished; false when it
+// was, or the write failed.
+func (d *writer) write(w io.Writer, b []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	_, err := w.Write(b)
+	d.edge.feed(b)
+	return err == nil
+}
+
+// finish ends the direction with frame, when it is between two frames and
+// no write is under way (a blocked writer is not waited for).
+func (d *writer) finish(w io.Writer, frame []byte) {
+	if !d.mu.TryLock() {
+		return
+	}
+	defer d.mu.Unlock()
+	if !d.closed && d.edge.atEdge() {
+		_, _ = w.Write(frame)
+	}
+	d.closed = true
+}
+
+// maskedGoingAway is a close frame 1001 as a client sends it: masked with
+// a random key (RFC 6455 section 5.3).
+func maskedGoingAway() []byte {
+	f := []byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9}
+	_, _ = rand.Read(f[2:6])
+	f[6] ^= f[2]
+	f[7] ^= f[3]
+	return f
 }
 
 // checkIdle closes the tunnel when nothing went either way for idle, and

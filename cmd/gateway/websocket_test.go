@@ -259,6 +259,9 @@ func TestWebSocketRateLimitAndIdleTimeout(t *testing.T) {
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
 		t.Fatalf("idle tunnel closed after %v, want about 1s", d)
 	}
+	if st := <-up.closedBy; st != websocket.StatusGoingAway {
+		t.Fatalf("the upstream saw the idle close as %d, want 1001", st)
+	}
 	// One handshake is one request of the limit: the third is 429.
 	if _, _, err := dialWS(ctx, gw, "/ws/echo", key); err != nil {
 		t.Fatalf("second handshake: %v", err)
@@ -372,6 +375,17 @@ func TestWebSocketThousandTunnelsAndSIGTERM(t *testing.T) {
 	}
 	if first < shutdown {
 		t.Fatalf("a tunnel was closed %v after SIGTERM, before SHUTDOWN_TIMEOUT (%v)", first, shutdown)
+	}
+	// And each upstream connection got a close frame 1001 too.
+	for i := range n {
+		select {
+		case st := <-up.closedBy:
+			if st != websocket.StatusGoingAway {
+				t.Fatalf("upstream connection %d ended with %d, want 1001", i, st)
+			}
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d upstream connections saw their close", i, n)
+		}
 	}
 	if !gw.wait(15*time.Second) || gw.exitCode() != 0 {
 		t.Fatalf("gateway did not exit cleanly: %d", gw.exitCode())
