@@ -39,7 +39,15 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 			s = m.series(tenant, route)
 		}
 		s.requests[classOf(x.status)].Inc()
-		s.latency.Observe(d.Seconds())
+		if x.streaming {
+			s.latency.Observe(x.headLatency.Seconds()) // the rest is in stream_duration_seconds
+		} else {
+			s.latency.Observe(d.Seconds())
+		}
+		s.in.Add(float64(x.body.sent()))
+		if !x.streaming {
+			s.out.Add(float64(len(c.Response.Body())))
+		}
 		if x.code == "fallback" {
 			s.fallbacks.Inc()
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"math"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
@@ -19,6 +20,15 @@ type requestBody struct {
 // clientFault reports whether the client's body was too large, malformed
 // or cut short: the client's fault, never answered with a fallback.
 func (b *requestBody) clientFault() bool { return b.stream.exceeded || b.stream.readErr != nil }
+
+// sent is the number of body bytes taken from the client: those read
+// through the limit, or a body the server had read whole.
+func (b *requestBody) sent() int64 {
+	if b.stream.r != nil {
+		return b.stream.read
+	}
+	return int64(len(b.kept))
+}
 
 // failure is the answer to a body that could not be kept.
 func (b *requestBody) failure() outcome {
@@ -81,6 +91,7 @@ func appendAll(dst []byte, r io.Reader) ([]byte, error) {
 type limitedBody struct {
 	r        io.Reader
 	left     int64
+	read     int64 // bytes read so far
 	exceeded bool
 	atEnd    bool  // the client's body was read to its end
 	readErr  error // the client's body was malformed or cut short
@@ -88,7 +99,12 @@ type limitedBody struct {
 
 var errBodyTooLarge = errors.New("proxy: request body too large")
 
-func (l *limitedBody) reset(r io.Reader, limit int64) { *l = limitedBody{r: r, left: limit} }
+func (l *limitedBody) reset(r io.Reader, limit int64) {
+	if limit < 0 { // NoLimit
+		limit = math.MaxInt64
+	}
+	*l = limitedBody{r: r, left: limit}
+}
 
 func (l *limitedBody) Read(p []byte) (int, error) {
 	if l.left <= 0 {
@@ -105,6 +121,7 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
+	l.read += int64(n)
 	switch {
 	case err == io.EOF:
 		l.atEnd = true

@@ -25,18 +25,19 @@ type Config struct {
 	// MaxBodyBytes bounds a proxied request body, which is streamed to the
 	// upstream, not buffered. Default 32 MiB; larger bodies get 413
 	// payload_too_large (a chunked body that grows past it is cut off).
+	// NoLimit: none.
 	MaxBodyBytes int64
-	// MaxResponseBytes bounds an upstream response, which is buffered.
-	// Default 64 MiB; a larger answer is a 502 upstream_unavailable.
-	MaxResponseBytes int64
 	// MaxReplayBytes: request bodies with a Content-Length up to this size
-	// are buffered so that a failed attempt can be retried; larger or
-	// chunked bodies stream and are never retried. Default 64 KiB.
+	// are kept so that a failed attempt can be retried with the same body;
+	// larger or chunked bodies stream and are never retried. Default 1 MiB.
+	// Responses have no limit: they stream (see stream).
 	MaxReplayBytes int64
 	// ReadTimeout bounds reading a whole request, body included (slowloris
 	// protection). Default 30s.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing a response. Default 60s.
+	// WriteTimeout bounds each write of a response to the client (a client
+	// that takes no bytes for this long is dropped), not the whole response,
+	// so a long stream is never cut. Default 60s.
 	WriteTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
 	IdleTimeout time.Duration
@@ -67,8 +68,8 @@ type Config struct {
 const (
 	DefaultMaxHeaderBytes      = 16 << 10
 	DefaultMaxBodyBytes        = 32 << 20
-	DefaultMaxResponseBytes    = 64 << 20
-	DefaultMaxReplayBytes      = 64 << 10
+	DefaultMaxReplayBytes      = 1 << 20
+	NoLimit                    = -1 // MaxBodyBytes: no limit
 	DefaultReadTimeout         = 30 * time.Second
 	DefaultWriteTimeout        = 60 * time.Second
 	DefaultIdleTimeout         = 120 * time.Second
@@ -86,11 +87,11 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if c.MaxResponseBytes == 0 {
-		c.MaxResponseBytes = DefaultMaxResponseBytes
-	}
 	if c.MaxReplayBytes == 0 {
-		c.MaxReplayBytes = min(DefaultMaxReplayBytes, c.MaxBodyBytes)
+		c.MaxReplayBytes = DefaultMaxReplayBytes
+		if c.MaxBodyBytes != NoLimit {
+			c.MaxReplayBytes = min(c.MaxReplayBytes, c.MaxBodyBytes)
+		}
 	}
 	if c.ReadTimeout == 0 {
 		c.ReadTimeout = DefaultReadTimeout
@@ -121,11 +122,9 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20:
 		return fmt.Errorf("proxy: MaxHeaderBytes %d out of range 1 KiB..1 MiB", c.MaxHeaderBytes)
-	case c.MaxBodyBytes < 0 || c.MaxBodyBytes > maxInt32:
-		return fmt.Errorf("proxy: MaxBodyBytes %d out of range 0..2 GiB", c.MaxBodyBytes)
-	case c.MaxResponseBytes < 0 || c.MaxResponseBytes > maxInt32:
-		return fmt.Errorf("proxy: MaxResponseBytes %d out of range 0..2 GiB", c.MaxResponseBytes)
-	case c.MaxReplayBytes < 0 || c.MaxReplayBytes > c.MaxBodyBytes:
+	case c.MaxBodyBytes < NoLimit:
+		return fmt.Errorf("proxy: MaxBodyBytes %d must be positive or NoLimit", c.MaxBodyBytes)
+	case c.MaxReplayBytes < 0 || c.MaxReplayBytes > maxInt32 || (c.MaxBodyBytes != NoLimit && c.MaxReplayBytes > c.MaxBodyBytes):
 		return fmt.Errorf("proxy: MaxReplayBytes %d out of range 0..MaxBodyBytes", c.MaxReplayBytes)
 	case c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.TunnelIdleTimeout < 0:
 		return errors.New("proxy: timeouts must not be negative")
@@ -171,7 +170,7 @@ func (p *Proxy) FiberConfig() fiber.Config {
 		DisablePreParseMultipartForm: true,
 		// With streaming, BodyLimit only caps what is read ahead; the
 		// handler enforces MaxBodyBytes itself.
-		BodyLimit:                 int(p.cfg.MaxBodyBytes),
+		BodyLimit:                 p.bodyLimit(),
 		ReadBufferSize:            p.cfg.MaxHeaderBytes + headerSlack,
 		ReadTimeout:               p.cfg.ReadTimeout,
 		WriteTimeout:              p.cfg.WriteTimeout,
@@ -181,4 +180,13 @@ func (p *Proxy) FiberConfig() fiber.Config {
 		DisableDefaultContentType: true,
 		ErrorHandler:              ErrorHandler,
 	}
+}
+
+// bodyLimit is the server's BodyLimit: with streaming it only bounds what
+// is read ahead of the handler, so NoLimit is the largest it takes.
+func (p *Proxy) bodyLimit() int {
+	if p.cfg.MaxBodyBytes == NoLimit || p.cfg.MaxBodyBytes > maxInt32 {
+		return maxInt32
+	}
+	return int(p.cfg.MaxBodyBytes)
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -230,6 +231,38 @@ func (c *timedConn) Write(b []byte) (int, error) {
 	c.between.Store(true)
 	return n, err
 }
+
+// ReadFrom writes what each read of r gives as soon as it comes. The
+// server's buffered writer hands it a streamed body with a Content-Length
+// once the head is flushed (a chunked body is flushed chunk by chunk by the
+// server itself): without it, small writes of a slow stream would wait in
+// the writer's buffer until 4 KiB had gathered.
+func (c *timedConn) ReadFrom(r io.Reader) (int64, error) {
+	bp := streamBuffers.Get().(*[]byte)
+	defer streamBuffers.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			w, werr := c.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// streamBuffers are ReadFrom's buffers: large enough that a download moves
+// in few system calls.
+var streamBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (c *timedConn) Close() error {
 	c.l.conns.Delete(c)

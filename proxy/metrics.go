@@ -19,7 +19,9 @@ type metrics struct {
 	fallbacks *prometheus.CounterVec   // tenant, route
 	refused   *prometheus.CounterVec   // tenant, route: retries the budget refused
 	framing   *prometheus.CounterVec   // reason: requests the framing guard refused
-	bytes     *prometheus.CounterVec   // tenant, route, direction: bytes of tunnels (and streams)
+	bytes     *prometheus.CounterVec   // tenant, route, direction: body bytes proxied (streams and tunnels included)
+	streamDur *prometheus.HistogramVec // tenant, route: how long streamed answers lasted
+	streams   prometheus.Gauge         // answers being streamed now
 	tunnels   prometheus.Gauge         // open WebSocket tunnels
 	tunnelDur *prometheus.HistogramVec // tenant, route
 
@@ -31,9 +33,11 @@ type metrics struct {
 type seriesKey struct{ tenant, route string }
 
 type series struct {
-	requests  [len(classes)]prometheus.Counter
-	latency   prometheus.Observer
-	fallbacks prometheus.Counter
+	requests     [len(classes)]prometheus.Counter
+	latency      prometheus.Observer
+	fallbacks    prometheus.Counter
+	in, out      prometheus.Counter // body bytes from the client, to the client
+	streamLasted prometheus.Observer
 }
 
 func (m *metrics) series(tenant, route string) *series {
@@ -42,8 +46,11 @@ func (m *metrics) series(tenant, route string) *series {
 		return v.(*series)
 	}
 	s := &series{
-		latency:   m.latency.WithLabelValues(tenant, route),
-		fallbacks: m.fallbacks.WithLabelValues(tenant, route),
+		latency:      m.latency.WithLabelValues(tenant, route),
+		fallbacks:    m.fallbacks.WithLabelValues(tenant, route),
+		in:           m.bytes.WithLabelValues(tenant, route, "in"),
+		out:          m.bytes.WithLabelValues(tenant, route, "out"),
+		streamLasted: m.streamDur.WithLabelValues(tenant, route),
 	}
 	for i, c := range classes {
 		s.requests[i] = m.requests.WithLabelValues(tenant, route, c)
@@ -64,7 +71,7 @@ func (m *metrics) forget(live func(routeID string) bool) {
 			m.children.Delete(k)
 			for _, v := range []interface {
 				DeletePartialMatch(prometheus.Labels) int
-			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.bytes, m.tunnelDur} {
+			}{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.bytes, m.streamDur, m.tunnelDur} {
 				v.DeletePartialMatch(prometheus.Labels{"route": sk.route})
 			}
 		}
@@ -108,8 +115,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "proxy", Name: "bytes_total",
-			Help: "Bytes passed through WebSocket tunnels and streamed bodies, by direction: in (client to upstream) and out (upstream to client).",
+			Help: "Body bytes proxied, by direction: in from the client, out to the client (streams and tunnels included).",
 		}, []string{"tenant", "route", "direction"}),
+		streamDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "stream_duration_seconds",
+			Help:    "How long streamed answers (bodies too large or of unknown length to read whole) lasted, from the request to the body's end.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 900, 3600},
+		}, []string{"tenant", "route"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "gateway", Subsystem: "proxy", Name: "open_streams",
+			Help: "Answers being streamed to clients now.",
+		}),
 		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "gateway", Subsystem: "proxy", Name: "open_tunnels",
 			Help: "WebSocket tunnels open now.",
@@ -120,7 +136,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.1, 1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
 		}, []string{"tenant", "route"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing, m.bytes, m.tunnels, m.tunnelDur} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.upErrors, m.retries, m.fallbacks, m.refused, m.framing, m.bytes, m.streamDur, m.streams, m.tunnels, m.tunnelDur} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -189,4 +205,26 @@ func (m *metrics) tunnelClosed(t *tunnel, d time.Duration) {
 	}
 	m.tunnels.Dec()
 	m.tunnelDur.WithLabelValues(t.tenant, t.route).Observe(d.Seconds())
+}
+
+func (m *metrics) streamOpened() {
+	if m != nil {
+		m.streams.Inc()
+	}
+}
+
+func (m *metrics) streamClosed() {
+	if m != nil {
+		m.streams.Dec()
+	}
+}
+
+// streamed records a streamed answer's body bytes and how long it lasted.
+func (m *metrics) streamed(x *exchange, bytes int64, d time.Duration) {
+	if m == nil || x.route == nil {
+		return
+	}
+	s := x.route.series
+	s.out.Add(float64(bytes))
+	s.streamLasted.Observe(d.Seconds())
 }

@@ -21,10 +21,13 @@
 //   - The upstream sees its own host in Host (as nginx's proxy_pass does);
 //     the client's Host travels in X-Forwarded-Host.
 //   - Request bodies stream to the upstream and are never retried, except
-//     bodies with a Content-Length up to MaxReplayBytes (64 KiB) on routes
-//     whose retry block applies: those are buffered so they can be replayed.
+//     bodies with a Content-Length up to MaxReplayBytes (1 MiB) on routes
+//     whose retry block applies: those are kept so they can be replayed.
 //     Empty bodies are always replayable.
-//   - Responses are buffered up to MaxResponseBytes (a larger one is a 502).
+//   - A response body with a Content-Length that arrived with its head is
+//     passed on whole; any other body streams (stream.go): the route's timeout bounds each wait for
+//     more, a body cut short ends the client's response short, trailers of
+//     a chunked body are dropped.
 //   - WebSocket handshakes (GET, Upgrade: websocket, Connection: upgrade,
 //     no body) become byte tunnels (tunnel.go); any other Upgrade is
 //     hop-by-hop and dropped. A failed dial of the handshake moves on to
@@ -84,6 +87,7 @@ type Proxy struct {
 	balancers *balance.Registry
 	routes    sync.Map // *projections.Route -> *routeState
 	pool      *upstreamPool
+	streams   streams // responses being streamed
 	ids       *idSource
 	guard     *framing.Guard
 	metrics   *metrics
@@ -145,7 +149,6 @@ func (p *Proxy) Handler(c *fiber.Ctx) error {
 // upstream's, the route's fallback, or the gateway's own error.
 func (p *Proxy) serve(c *fasthttp.RequestCtx) {
 	x := acquireExchange()
-	defer releaseExchange(x)
 	defer p.finish(c, x)
 	p.prepare(c, x)
 
@@ -233,7 +236,7 @@ func (p *Proxy) match(c *fasthttp.RequestCtx, x *exchange, snap *projections.Sna
 		return false
 	}
 	x.route = p.stateOf(route)
-	if cl := c.Request.Header.ContentLength(); int64(cl) > p.cfg.MaxBodyBytes {
+	if cl, limit := c.Request.Header.ContentLength(), p.cfg.MaxBodyBytes; limit != NoLimit && int64(cl) > limit {
 		p.reject(c, x, fiber.StatusRequestEntityTooLarge, "payload_too_large", "request body too large")
 		return false
 	}
@@ -426,8 +429,10 @@ func (p *Proxy) unhealthy(r *routeState) balance.Skip {
 func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Request, i int, timeout time.Duration) error {
 	x.upstream = i
 	x.attempts++
+	x.dropStream() // an earlier attempt's answer, not passed on
 	resp := &c.Response
-	err := p.send(x, up, resp, x.route.targets[i], timeout)
+	s, err := p.send(x, up, resp, x.route.targets[i], timeout)
+	x.stream = s
 	if cb := x.route.breaker; cb != nil && p.breakers != nil {
 		p.breakers.Report(x.route.keys[i], *cb, err == nil && resp.StatusCode() < 500)
 	}
@@ -439,17 +444,19 @@ func (p *Proxy) attempt(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.Reques
 	return nil
 }
 
-// send is one round trip to t, bounded by the route's timeout.
-func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, t *target, timeout time.Duration) error {
+// send is one round trip to t: the answer's head and a small body in resp,
+// or its head and a stream of its body. The route's timeout bounds the wait
+// for the head and then each wait for more of the body.
+func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response, t *target, timeout time.Duration) (*stream, error) {
 	if t == nil {
-		return errInvalidUpstream
+		return nil, errInvalidUpstream
 	}
 	uri := up.URI()
 	uri.SetScheme(t.scheme)
 	uri.SetHost(t.host)
 	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
 	uri.SetPathBytes(x.buf)
-	return t.client.DoTimeout(up, resp, timeout)
+	return t.roundTrip(up, resp, timeout)
 }
 
 // respond answers with the upstream's answer, the route's fallback, or the
@@ -463,6 +470,9 @@ func (p *Proxy) respond(c *fasthttp.RequestCtx, x *exchange, out outcome) {
 		}
 		p.decorate(c, x)
 		x.status = c.Response.StatusCode()
+		if x.stream != nil {
+			p.stream(c, x)
+		}
 	case x.body.clientFault() || out.status == statusClientGone:
 		p.reject(c, x, out.status, out.code, out.message) // no fallback for the client's fault
 	case fb != nil:
@@ -516,17 +526,24 @@ func (p *Proxy) decorate(c *fasthttp.RequestCtx, x *exchange) {
 
 // finish ends the request whatever happened: a panic is contained as a 500,
 // the body is settled (nothing of it may be read as the next request), and
-// the request is observed (metrics, access log, span).
+// the request is observed (metrics, access log, span), now or, for a
+// streamed response, when the stream ends (streamEnded).
 func (p *Proxy) finish(c *fasthttp.RequestCtx, x *exchange) {
 	if r := recover(); r != nil {
 		p.log.Error("proxy: panic serving request", "panic", r, "request_id", string(x.requestID))
+		p.unstream(x)
 		c.Response.Reset()
 		x.status, x.code = fiber.StatusInternalServerError, "internal_error"
 		_ = writeError(c, x.status, x.code, "internal error")
 	}
 	settleBody(c, x.body.stream.atEnd)
+	if x.streaming {
+		return
+	}
+	x.dropStream()
 	p.observe(c, x)
 	if x.span != nil {
 		p.endSpan(x)
 	}
+	releaseExchange(x)
 }

@@ -39,8 +39,11 @@ type exchange struct {
 	attempts int
 
 	// The answer.
-	status int
-	code   string // the gateway's error code, or "fallback"
+	status      int
+	code        string        // the gateway's error code, or "fallback"
+	stream      *stream       // the last attempt's body, when it streams
+	streaming   bool          // stream was handed to the server, which ends it
+	headLatency time.Duration // for a stream: from the request to its head going out
 
 	buf  []byte     // scratch
 	span trace.Span // nil unless tracing

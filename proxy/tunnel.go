@@ -125,7 +125,7 @@ func (p *Proxy) handshake(x *exchange, up *fasthttp.Request, resp *fasthttp.Resp
 		err = bw.Flush()
 	}
 	if err == nil {
-		err = resp.ReadLimitBody(br, int(p.cfg.MaxResponseBytes))
+		err = resp.ReadLimitBody(br, maxRefusalBytes)
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -134,6 +134,10 @@ func (p *Proxy) handshake(x *exchange, up *fasthttp.Request, resp *fasthttp.Resp
 	_ = conn.SetDeadline(time.Time{}) // the route's timeout ends with the handshake
 	return conn, br, nil
 }
+
+// maxRefusalBytes bounds the body of an upstream's refusal of an upgrade,
+// which is read whole and passed on.
+const maxRefusalBytes = 1 << 20
 
 // dialTunnel opens a connection of the tunnel's own to t (the pool's
 // clients keep theirs for requests): TCP, and TLS with the upstream

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"net/url"
@@ -52,10 +53,10 @@ func (p *upstreamPool) target(raw string) (*target, error) {
 			Addr:                     fasthttp.AddMissingPort(u.Host, tls),
 			IsTLS:                    tls,
 			MaxConns:                 p.cfg.MaxConnsPerUpstream,
-			MaxResponseBodySize:      int(p.cfg.MaxResponseBytes),
 			MaxIdleConnDuration:      90 * time.Second,
 			NoDefaultUserAgentHeader: true,
 			ReadBufferSize:           p.cfg.MaxHeaderBytes + headerSlack,
+			// Health checks use the client's Do; the proxy uses roundTrip.
 			// Our own retries decide; fasthttp's would replay non-idempotent
 			// requests on a reused connection behind our back.
 			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
@@ -104,4 +105,86 @@ func (p *upstreamPool) dialUpstream(addr string, timeout time.Duration) (net.Con
 		return nil, err
 	}
 	return c, nil
+}
+
+// roundTrip sends req to t and reads the answer's head into resp. A body
+// with a Content-Length that came whole with the head (a small answer, the
+// common case) is read into resp as well, and the connection goes back to
+// the pool at once; any
+// other body is left on the connection and returned as a stream, which the
+// caller must close (the connection goes back to the pool only when the
+// stream was read to its end). timeout bounds the time to the response's
+// head, then each wait for more of a streamed body. It replaces fasthttp's
+// transport, which keeps the head's deadline for the whole body (a long
+// stream would be cut) and gives no hold on the connection of a body
+// nobody reads any more.
+func (t *target) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) (*stream, error) {
+	hc := t.client
+	resp.Reset()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	cc, err := hc.AcquireConn(timeout, req.ConnectionClose())
+	if err != nil {
+		return nil, err
+	}
+	conn := cc.Conn()
+	if err = conn.SetDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return nil, err
+	}
+	bw := hc.AcquireWriter(conn)
+	if err = req.Write(bw); err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		return nil, err
+	}
+	br := hc.AcquireReader(conn)
+	release := func(reuse bool) {
+		hc.ReleaseReader(br)
+		if reuse {
+			hc.ReleaseConn(cc)
+		} else {
+			hc.CloseConn(cc)
+		}
+	}
+	if err = readHead(&resp.Header, br); err != nil {
+		release(false)
+		return nil, err
+	}
+	reuse := !req.ConnectionClose() && !resp.ConnectionClose()
+	cl := resp.Header.ContentLength()
+	switch {
+	case req.Header.IsHead() || bodyless(resp.StatusCode()):
+		release(reuse)
+		return nil, nil
+	case cl >= 0 && cl <= br.Buffered():
+		err = resp.ReadBody(br, 0)
+		release(reuse && err == nil)
+		return nil, err
+	}
+	return newStream(conn, br, cl, timeout, reuse, release), nil
+}
+
+// readHead reads a response head, skipping interim answers (100 Continue,
+// 103 Early Hints): the client gets the final one.
+func readHead(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
+	for {
+		if err := h.Read(br); err != nil {
+			return err
+		}
+		if s := h.StatusCode(); s != fasthttp.StatusContinue && s != fasthttp.StatusEarlyHints {
+			return nil
+		}
+	}
+}
+
+// bodyless reports whether a response with this status has no body
+// whatever its headers say (RFC 9112, section 6.3).
+func bodyless(status int) bool {
+	return status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified
 }
