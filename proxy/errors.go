@@ -23,9 +23,9 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &ne) && ne.Timeout():
 		p.metrics.upstreamError(x, "timeout")
 		return outcome{status: fiber.StatusGatewayTimeout, code: "upstream_timeout", message: "the upstream did not answer in time"}
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		p.metrics.upstreamError(x, "response_too_large")
-		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "the upstream response is too large"}
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		p.metrics.upstreamError(x, "no_free_connection")
+		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "every connection to the upstream is in use (UPSTREAM_MAX_CONNS)"}
 	default:
 		p.metrics.upstreamError(x, "connect")
 		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "the upstream is unavailable"}

@@ -39,13 +39,16 @@ type Config struct {
 	ShutdownDelay     time.Duration // SHUTDOWN_DELAY, default 0: time /ready reports 503 before the listener stops
 
 	MaxHeaderBytes int           // MAX_HEADER_BYTES, default 16384: larger request headers get 431
-	MaxBodyBytes   int64         // MAX_BODY_BYTES, default 33554432 (32 MiB): larger proxied bodies get 413
+	MaxBodyBytes   int64         // MAX_BODY_BYTES, default 33554432 (32 MiB): larger proxied bodies get 413; 0: no limit
 	ReadTimeout    time.Duration // READ_TIMEOUT, default 30s
 	WriteTimeout   time.Duration // WRITE_TIMEOUT, default 60s
 	IdleTimeout    time.Duration // IDLE_TIMEOUT, default 120s
 	WSIdleTimeout  time.Duration // WS_IDLE_TIMEOUT, default 10m: a WebSocket tunnel idle this long is closed
 	MaxConns       int           // MAX_CONNS, default 10000 concurrent connections
-	TrustedProxies []string      // TRUSTED_PROXIES, default none: comma-separated IPs/CIDRs whose X-Forwarded-For is kept
+	// UPSTREAM_MAX_CONNS, default 1024: connections to one upstream host;
+	// each open stream holds one for as long as it lasts.
+	UpstreamMaxConns int
+	TrustedProxies   []string // TRUSTED_PROXIES, default none: comma-separated IPs/CIDRs whose X-Forwarded-For is kept
 
 	RateLimitFailClosed bool // RATE_LIMIT_FAIL_CLOSED, default false: refuse instead of limiting locally when Redis is down
 
@@ -87,12 +90,13 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		ShutdownTimeout:     r.duration("SHUTDOWN_TIMEOUT", 10*time.Second),
 		ShutdownDelay:       r.duration("SHUTDOWN_DELAY", 0),
 		MaxHeaderBytes:      r.int("MAX_HEADER_BYTES", 16<<10, 1<<10, 1<<20),
-		MaxBodyBytes:        int64(r.int("MAX_BODY_BYTES", 32<<20, 1, 1<<40)),
+		MaxBodyBytes:        int64(r.int("MAX_BODY_BYTES", 32<<20, 0, 1<<40)),
 		ReadTimeout:         r.duration("READ_TIMEOUT", 30*time.Second),
 		WriteTimeout:        r.duration("WRITE_TIMEOUT", 60*time.Second),
 		IdleTimeout:         r.duration("IDLE_TIMEOUT", 120*time.Second),
 		WSIdleTimeout:       r.duration("WS_IDLE_TIMEOUT", 10*time.Minute),
 		MaxConns:            r.int("MAX_CONNS", 10000, 1, 1<<24),
+		UpstreamMaxConns:    r.int("UPSTREAM_MAX_CONNS", 1024, 1, 1<<20),
 		TrustedProxies:      r.list("TRUSTED_PROXIES"),
 		RateLimitFailClosed: r.bool("RATE_LIMIT_FAIL_CLOSED", false),
 		SnapshotCache:       r.bool("SNAPSHOT_CACHE", true),

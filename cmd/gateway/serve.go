@@ -122,16 +122,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	pxDeps := res.proxyDeps(projector, reg)
 	pxDeps.Tracer = tp.Tracer("github.com/tenantgate/gateway/proxy")
 	px, err := proxy.New(proxy.Config{
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		MaxBodyBytes:      cfg.MaxBodyBytes,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxConns:          cfg.MaxConns,
-		TunnelIdleTimeout: cfg.WSIdleTimeout,
-		TrustedProxies:    cfg.TrustedProxies,
-		Log:               log,
-		AccessLog:         accessLog,
+		MaxHeaderBytes:      cfg.MaxHeaderBytes,
+		MaxBodyBytes:        bodyLimit(cfg.MaxBodyBytes),
+		ReadTimeout:         cfg.ReadTimeout,
+		WriteTimeout:        cfg.WriteTimeout,
+		IdleTimeout:         cfg.IdleTimeout,
+		MaxConns:            cfg.MaxConns,
+		MaxConnsPerUpstream: cfg.UpstreamMaxConns,
+		TunnelIdleTimeout:   cfg.WSIdleTimeout,
+		TrustedProxies:      cfg.TrustedProxies,
+		Log:                 log,
+		AccessLog:           accessLog,
 	}, pxDeps)
 	if err != nil {
 		return err
@@ -231,6 +232,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		}
 	}
 	shutdownErr = errors.Join(shutdownErr, <-tunnelsDrained)
+	// Streamed answers still going after the drain are cut (the clients
+	// see a truncated body), so that their connections close.
+	if n := px.CloseStreams(); n > 0 {
+		log.Warn("shutdown: streams cut after the drain", "streams", n)
+	}
 	stopBackground()
 	listenErr := serving.Wait()
 	bgErr := background.Wait()
@@ -246,6 +252,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// bodyLimit is MAX_BODY_BYTES for the proxy: 0 there means no limit.
+func bodyLimit(n int64) int64 {
+	if n == 0 {
+		return proxy.NoLimit
+	}
+	return n
 }
 
 func listen(cfg Config) ([]net.Listener, error) {
