@@ -75,6 +75,9 @@ func (p *Proxy) observe(c *fasthttp.RequestCtx, x *exchange) {
 		slog.String("code", x.code),
 		slog.Duration("duration", d),
 	)
+	if x.streaming {
+		r.AddAttrs(slog.Int64("bytes_out", x.streamed))
+	}
 	_ = h.Handle(c, r)
 }
 
@@ -108,6 +111,10 @@ func appendAccessLine(b []byte, x *exchange, at time.Time, d time.Duration) []by
 	b = appendJSONString(b, x.code)
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(d), 10)
+	if x.streaming { // the line is written when the stream ends
+		b = append(b, `,"bytes_out":`...)
+		b = strconv.AppendInt(b, x.streamed, 10)
+	}
 	return append(b, "}\n"...)
 }
 

@@ -46,6 +46,9 @@ func slogLine(t *testing.T, x *exchange, tenant, route string, at time.Time, d t
 		slog.Int("attempts", x.attempts), slog.Int("status", x.status), slog.String("code", x.code),
 		slog.Duration("duration", d),
 	)
+	if x.streaming {
+		r.AddAttrs(slog.Int64("bytes_out", x.streamed))
+	}
 	if err := slog.NewJSONHandler(&b, nil).Handle(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +148,12 @@ func FuzzAccessLineIsSlogsJSON(f *testing.F) {
 	at := time.Date(2026, 11, 27, 8, 15, 21, 123456789, time.UTC)
 	f.Fuzz(func(t *testing.T, id, upstream string) {
 		x := exchangeFor(id, logRoute("t1", upstream, upstream), upstream)
-		got := string(appendAccessLine(nil, x, at, time.Millisecond))
-		if want := slogLine(t, x, "t1", upstream, at, time.Millisecond); got != want {
-			t.Fatalf("\ngot  %s\nwant %s", got, want)
+		for _, streamed := range []bool{false, true} { // a stream's line has its bytes
+			x.streaming, x.streamed = streamed, int64(len(id))<<20
+			got := string(appendAccessLine(nil, x, at, time.Millisecond))
+			if want := slogLine(t, x, "t1", upstream, at, time.Millisecond); got != want {
+				t.Fatalf("\ngot  %s\nwant %s", got, want)
+			}
 		}
 	})
 }

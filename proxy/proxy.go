@@ -1,10 +1,11 @@
 // Package proxy is the gateway's data plane. This file is the request path,
 // top to bottom: Handler hands each request to serve, which takes it through prepare, authenticate,
 // rateLimit, match, upstreamRequest and forward (chooseUpstream, attempt,
-// send, with retries), then respond, reject or serveFallback; finish
-// observes it. The other files are leaves the path calls and that call
+// send, with retries), then respond (stream, for a body that streams), reject
+// or serveFallback; finish observes it. The other files are leaves the path calls and that call
 // nothing back: headers.go (hop-by-hop, forwarded headers, transforms),
-// body.go (the client's body on its way up), routes.go (what each route
+// body.go (the client's body on its way up), stream.go (an upstream's body
+// on its way down), tunnel.go (WebSocket), routes.go (what each route
 // version needs, prepared once), upstreams.go (clients, pools, deadlines),
 // conn.go (listeners, the framing guard, timeouts, connection memos),
 // errors.go, accesslog.go, metrics.go, tracing.go, request.go (the

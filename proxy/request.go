@@ -44,6 +44,7 @@ type exchange struct {
 	stream      *stream       // the last attempt's body, when it streams
 	streaming   bool          // stream was handed to the server, which ends it
 	headLatency time.Duration // for a stream: from the request to its head going out
+	streamed    int64         // for a stream: the body bytes passed on
 
 	buf  []byte     // scratch
 	span trace.Span // nil unless tracing

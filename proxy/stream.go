@@ -277,6 +277,7 @@ func (p *Proxy) streamEnded(s *stream, err error) {
 	if err != nil || !s.atEnd {
 		x.code = "stream_cut" // the client got a truncated body
 	}
+	x.streamed = s.bytes
 	p.metrics.streamed(x, s.bytes, time.Since(s.opened))
 	p.observe(s.c, x)
 	if x.span != nil {
