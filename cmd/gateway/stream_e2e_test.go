@@ -99,8 +99,8 @@ func newStreamUpstream(t *testing.T) *streamUpstream {
 }
 
 // streamGateway starts the binary with env and a tenant whose route / goes
-// to up with a 500 ms timeout and one retry on 503 (any method).
-func streamGateway(t *testing.T, up *streamUpstream, env map[string]string) (*proc, string) {
+// to up with the given timeout and one retry on 503 (any method).
+func streamGateway(t *testing.T, up *streamUpstream, env map[string]string, timeoutMs int) (*proc, string) {
 	t.Helper()
 	p := startProc(t, "stream", env)
 	code, tenant := p.admin("POST", "/admin/tenants", map[string]any{"name": "streams"})
@@ -110,7 +110,7 @@ func streamGateway(t *testing.T, up *streamUpstream, env map[string]string) (*pr
 	code, route := p.admin("POST", "/admin/routes", map[string]any{
 		"tenantId": tenant["id"], "path": "/", "upstreams": []map[string]any{{"url": up.srv.URL}},
 		"resilience": map[string]any{
-			"timeout": map[string]any{"enabled": true, "default": 500},
+			"timeout": map[string]any{"enabled": true, "default": timeoutMs},
 			"retry": map[string]any{"enabled": true, "maxRetries": 1, "baseDelayMs": 1, "maxDelayMs": 2,
 				"retryableStatusCodes": []int{503}, "retryNonIdempotent": true},
 		},
@@ -155,7 +155,7 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 // stream; and the other streaming rules of the contract, through the binary.
 func TestStreamsThroughTheBinary(t *testing.T) {
 	up := newStreamUpstream(t)
-	gw, key := streamGateway(t, up, map[string]string{"WRITE_TIMEOUT": "1s", "IDLE_TIMEOUT": "1s", "READ_TIMEOUT": "1s"})
+	gw, key := streamGateway(t, up, map[string]string{"WRITE_TIMEOUT": "1s", "IDLE_TIMEOUT": "1s", "READ_TIMEOUT": "1s"}, 500)
 	client := &http.Client{Timeout: 60 * time.Second}
 
 	t.Run("sse", func(t *testing.T) {
@@ -258,7 +258,9 @@ func TestDownloadThroughTheBinary(t *testing.T) {
 		t.Skip("moves 4 GiB")
 	}
 	up := newStreamUpstream(t)
-	gw, key := streamGateway(t, up, map[string]string{"LOG_LEVEL": "warn"})
+	// The default timeout per gap: the upstream, in this (maybe -race)
+	// test process on a loaded machine, may pause for longer than 500 ms.
+	gw, key := streamGateway(t, up, map[string]string{"LOG_LEVEL": "warn"}, 10_000)
 	gw.mu.Lock()
 	pid := gw.cmd.Process.Pid
 	gw.mu.Unlock()
