@@ -99,27 +99,12 @@ type pathRewriteBody struct {
 	Replacement *string `json:"replacement"`
 }
 
-// Defaults of a route and of each resilience block present without them.
+// Limits of a route's fields; its defaults are events' (next to the types).
 const (
-	defaultFailureThreshold   = 5
-	defaultSuccessThreshold   = 2
-	defaultBreakerTimeoutMs   = 30000
-	defaultMaxRetries         = 3
-	defaultBaseDelayMs        = 100
-	defaultMaxDelayMs         = 2000
-	defaultHealthEndpoint     = "/health"
-	defaultHealthIntervalMs   = 30000
-	defaultHealthTimeoutMs    = 5000
-	defaultHealthyThreshold   = 2
-	defaultUnhealthyThreshold = 3
-	defaultFallbackStatus     = 503
-	defaultFallbackType       = "application/json"
-	maxFallbackBody           = 1 << 20
-	maxPathChars              = 2048
-	maxTimeoutMs              = 3_600_000
+	maxFallbackBody = 1 << 20
+	maxPathChars    = 2048
+	maxTimeoutMs    = 3_600_000
 )
-
-var defaultRetryableStatusCodes = []int{500, 502, 503, 504}
 
 // Route rules (ranges are inclusive):
 //
@@ -186,7 +171,7 @@ func (b breakerBody) Validate() error {
 }
 
 func (b retryBody) Validate() error {
-	base := int64(defaultBaseDelayMs)
+	base := int64(events.DefaultBaseDelayMs)
 	if b.BaseDelayMs != nil {
 		base = *b.BaseDelayMs
 	}
@@ -220,7 +205,7 @@ func (b timeoutBody) Validate() error {
 }
 
 func (b healthBody) Validate() error {
-	interval := int64(defaultHealthIntervalMs)
+	interval := int64(events.DefaultHealthIntervalMs)
 	if b.IntervalMs != nil {
 		interval = *b.IntervalMs
 	}
@@ -291,13 +276,13 @@ func (b routeBody) normalize() events.RouteSpec {
 		if cb := r.CircuitBreaker; cb != nil {
 			s.Resilience.CircuitBreaker = &events.CircuitBreaker{
 				Enabled:          deref(cb.Enabled, true),
-				FailureThreshold: int(deref(cb.FailureThreshold, defaultFailureThreshold)),
-				SuccessThreshold: int(deref(cb.SuccessThreshold, defaultSuccessThreshold)),
-				Timeout:          int(deref(cb.Timeout, defaultBreakerTimeoutMs)),
+				FailureThreshold: int(deref(cb.FailureThreshold, events.DefaultFailureThreshold)),
+				SuccessThreshold: int(deref(cb.SuccessThreshold, events.DefaultSuccessThreshold)),
+				Timeout:          int(deref(cb.Timeout, events.DefaultBreakerTimeoutMs)),
 			}
 		}
 		if rt := r.Retry; rt != nil {
-			codes := defaultRetryableStatusCodes
+			codes := events.DefaultRetryableStatusCodes()
 			if rt.RetryableStatusCodes != nil {
 				codes = make([]int, len(rt.RetryableStatusCodes))
 				for i, c := range rt.RetryableStatusCodes {
@@ -306,9 +291,9 @@ func (b routeBody) normalize() events.RouteSpec {
 			}
 			s.Resilience.Retry = &events.Retry{
 				Enabled:              deref(rt.Enabled, true),
-				MaxRetries:           int(deref(rt.MaxRetries, defaultMaxRetries)),
-				BaseDelayMs:          int(deref(rt.BaseDelayMs, defaultBaseDelayMs)),
-				MaxDelayMs:           int(deref(rt.MaxDelayMs, max(defaultMaxDelayMs, deref(rt.BaseDelayMs, defaultBaseDelayMs)))),
+				MaxRetries:           int(deref(rt.MaxRetries, events.DefaultMaxRetries)),
+				BaseDelayMs:          int(deref(rt.BaseDelayMs, events.DefaultBaseDelayMs)),
+				MaxDelayMs:           int(deref(rt.MaxDelayMs, max(events.DefaultMaxDelayMs, deref(rt.BaseDelayMs, events.DefaultBaseDelayMs)))),
 				RetryableStatusCodes: append([]int{}, codes...),
 				RetryNonIdempotent:   deref(rt.RetryNonIdempotent, false),
 			}
@@ -328,18 +313,18 @@ func (b routeBody) normalize() events.RouteSpec {
 		if h := r.HealthCheck; h != nil {
 			s.Resilience.HealthCheck = &events.HealthCheck{
 				Enabled:            deref(h.Enabled, true),
-				Endpoint:           deref(h.Endpoint, defaultHealthEndpoint),
-				IntervalMs:         int(deref(h.IntervalMs, defaultHealthIntervalMs)),
-				TimeoutMs:          int(deref(h.TimeoutMs, min(defaultHealthTimeoutMs, deref(h.IntervalMs, defaultHealthIntervalMs)))),
-				HealthyThreshold:   int(deref(h.HealthyThreshold, defaultHealthyThreshold)),
-				UnhealthyThreshold: int(deref(h.UnhealthyThreshold, defaultUnhealthyThreshold)),
+				Endpoint:           deref(h.Endpoint, events.DefaultHealthEndpoint),
+				IntervalMs:         int(deref(h.IntervalMs, events.DefaultHealthIntervalMs)),
+				TimeoutMs:          int(deref(h.TimeoutMs, min(events.DefaultHealthTimeoutMs, deref(h.IntervalMs, events.DefaultHealthIntervalMs)))),
+				HealthyThreshold:   int(deref(h.HealthyThreshold, events.DefaultHealthyThreshold)),
+				UnhealthyThreshold: int(deref(h.UnhealthyThreshold, events.DefaultUnhealthyThreshold)),
 			}
 		}
 		if f := r.Fallback; f != nil {
 			s.Resilience.Fallback = &events.Fallback{
 				Enabled:     deref(f.Enabled, true),
-				StatusCode:  int(deref(f.StatusCode, defaultFallbackStatus)),
-				ContentType: deref(f.ContentType, defaultFallbackType),
+				StatusCode:  int(deref(f.StatusCode, events.DefaultFallbackStatus)),
+				ContentType: deref(f.ContentType, events.DefaultFallbackType),
 				Body:        deref(f.Body, ""),
 			}
 		}

@@ -114,8 +114,32 @@ type Resilience struct {
 	Fallback       *Fallback       `json:"fallback,omitempty"`
 }
 
-// DefaultTimeoutMs is the upstream timeout of a route without a timeout block.
-const DefaultTimeoutMs = 10000
+// Defaults of a route's resilience blocks, for the fields an author left out
+// of a present block (admin fills them in before the event is written, so
+// stored blocks are complete). DefaultTimeoutMs is also the timeout of a
+// route without a timeout block. The resilience packages' own defaults for
+// zero config fields are the same numbers (a test in cmd/gateway holds them
+// together).
+const (
+	DefaultTimeoutMs          = 10000
+	DefaultFailureThreshold   = 5
+	DefaultSuccessThreshold   = 2
+	DefaultBreakerTimeoutMs   = 30000
+	DefaultMaxRetries         = 3
+	DefaultBaseDelayMs        = 100
+	DefaultMaxDelayMs         = 2000
+	DefaultHealthEndpoint     = "/health"
+	DefaultHealthIntervalMs   = 30000
+	DefaultHealthTimeoutMs    = 5000
+	DefaultHealthyThreshold   = 2
+	DefaultUnhealthyThreshold = 3
+	DefaultFallbackStatus     = 503
+	DefaultFallbackType       = "application/json"
+)
+
+// DefaultRetryableStatusCodes are the statuses a retry block retries when it
+// names none (a new slice each call: callers keep it).
+func DefaultRetryableStatusCodes() []int { return []int{500, 502, 503, 504} }
 
 // CircuitBreaker configures the breaker kept per (route, upstream).
 type CircuitBreaker struct {
