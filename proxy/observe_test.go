@@ -1,11 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/tenantgate/gateway/events/testenv"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,23 +13,7 @@ import (
 	"github.com/tenantgate/gateway/resilience/retry"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 func TestAccessLogAndMetrics(t *testing.T) {
 	t.Parallel()
