@@ -90,11 +90,9 @@ func TestTracingSpanPerRequest(t *testing.T) {
 	failing := newUpstream(t, "failing", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.WriteHeader(http.StatusInternalServerError)
 	})
-	down := newUpstream(t, "down", nil)
-	down.Close() // connection refused: the gateway's own 502
 	okRoute := w.route(events.RouteSpec{TenantID: ten, Path: "/ok", Upstreams: ups(ok.URL)})
 	failRoute := w.route(events.RouteSpec{TenantID: ten, Path: "/fail", Upstreams: ups(failing.URL)})
-	downRoute := w.route(events.RouteSpec{TenantID: ten, Path: "/down", Upstreams: ups(down.URL)})
+	downRoute := w.route(events.RouteSpec{TenantID: ten, Path: "/down", Upstreams: ups(deadURL(t))}) // the gateway's own 502
 
 	for _, tc := range []struct {
 		name      string
