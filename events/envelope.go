@@ -21,6 +21,8 @@ const (
 	RouteCreated        Type = "RouteCreated"
 	RouteUpdated        Type = "RouteUpdated"
 	RouteDeleted        Type = "RouteDeleted"
+	AdminKeyCreated     Type = "AdminKeyCreated"
+	AdminKeyRevoked     Type = "AdminKeyRevoked"
 )
 
 // AggregateType is the kind of thing an event changes.
@@ -28,23 +30,27 @@ type AggregateType string
 
 // The aggregate types.
 const (
-	AggregateTenant AggregateType = "tenant"
-	AggregateRoute  AggregateType = "route"
+	AggregateTenant   AggregateType = "tenant"
+	AggregateRoute    AggregateType = "route"
+	AggregateAdminKey AggregateType = "adminKey"
 )
 
 // Envelope is one event as stored and published. Seq is assigned by the store
 // at append time: global, gap-free and in commit order, starting at 1.
 type Envelope struct {
-	Seq              int64           `json:"seq"`
-	ID               string          `json:"id"`
-	Type             Type            `json:"type"`
-	AggregateType    AggregateType   `json:"aggregateType"`
-	AggregateID      string          `json:"aggregateId"`
-	AggregateVersion int64           `json:"aggregateVersion"`
-	TenantID         string          `json:"tenantId"`
-	Actor            string          `json:"actor"`
-	OccurredAt       time.Time       `json:"occurredAt"`
-	Data             json.RawMessage `json:"data"`
+	Seq              int64         `json:"seq"`
+	ID               string        `json:"id"`
+	Type             Type          `json:"type"`
+	AggregateType    AggregateType `json:"aggregateType"`
+	AggregateID      string        `json:"aggregateId"`
+	AggregateVersion int64         `json:"aggregateVersion"`
+	TenantID         string        `json:"tenantId"`
+	Actor            string        `json:"actor"`
+	// ActorKeyID is the id of the named admin key that made the change
+	// ("" for the root key and the command line).
+	ActorKeyID string          `json:"actorKeyId,omitempty"`
+	OccurredAt time.Time       `json:"occurredAt"`
+	Data       json.RawMessage `json:"data"`
 }
 
 // AggregateTypeOf returns the aggregate type an event type belongs to.
@@ -52,6 +58,8 @@ func AggregateTypeOf(t Type) AggregateType {
 	switch t {
 	case RouteCreated, RouteUpdated, RouteDeleted:
 		return AggregateRoute
+	case AdminKeyCreated, AdminKeyRevoked:
+		return AggregateAdminKey
 	default:
 		return AggregateTenant
 	}
@@ -61,7 +69,7 @@ func AggregateTypeOf(t Type) AggregateType {
 func (t Type) Known() bool {
 	switch t {
 	case TenantCreated, TenantUpdated, TenantAPIKeyRotated, TenantDeleted,
-		RouteCreated, RouteUpdated, RouteDeleted:
+		RouteCreated, RouteUpdated, RouteDeleted, AdminKeyCreated, AdminKeyRevoked:
 		return true
 	}
 	return false

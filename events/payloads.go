@@ -213,3 +213,28 @@ type PathRewrite struct {
 	Pattern     string `json:"pattern"`
 	Replacement string `json:"replacement"`
 }
+
+// AdminRole is what a named admin key may do (see API.md, "Admin identities
+// and roles"): viewer reads, operator also writes tenants and routes, admin
+// also manages keys.
+type AdminRole string
+
+// Admin roles, weakest first.
+const (
+	RoleViewer   AdminRole = "viewer"
+	RoleOperator AdminRole = "operator"
+	RoleAdmin    AdminRole = "admin"
+)
+
+// AdminKeyCreatedData is the data of AdminKeyCreated. TenantIDs nil: every
+// tenant. Only the key's digest is stored, never the key.
+type AdminKeyCreatedData struct {
+	Name      string    `json:"name"`
+	Role      AdminRole `json:"role"`
+	TenantIDs []string  `json:"tenantIds,omitempty"`
+	KeyHash   string    `json:"keyHash"`
+	KeyPrefix string    `json:"keyPrefix"`
+}
+
+// AdminKeyRevokedData is the (empty) data of AdminKeyRevoked.
+type AdminKeyRevokedData struct{}

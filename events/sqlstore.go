@@ -176,6 +176,7 @@ type eventRow struct {
 	AggregateVersion int64           `bun:"aggregate_version"`
 	TenantID         string          `bun:"tenant_id"`
 	Actor            string          `bun:"actor"`
+	ActorKeyID       string          `bun:"actor_key_id"`
 	OccurredAt       dbTime          `bun:"occurred_at"`
 	Data             json.RawMessage `bun:"data"`
 }
@@ -190,6 +191,7 @@ func (r *eventRow) envelope() Envelope {
 		AggregateVersion: r.AggregateVersion,
 		TenantID:         r.TenantID,
 		Actor:            r.Actor,
+		ActorKeyID:       r.ActorKeyID,
 		OccurredAt:       time.Time(r.OccurredAt),
 		Data:             r.Data,
 	}
@@ -260,6 +262,7 @@ func (s *SQLStore) Append(ctx context.Context, req AppendRequest) ([]Envelope, e
 			AggregateVersion: ev.AggregateVersion,
 			TenantID:         ev.TenantID,
 			Actor:            ev.Actor,
+			ActorKeyID:       ev.ActorKeyID,
 			OccurredAt:       dbTime(ev.OccurredAt),
 			Data:             data,
 		}
@@ -350,7 +353,7 @@ func (s *SQLStore) appendCopy(ctx context.Context, expectedHead int64, rows []ev
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeCopyRows(pw, rows)) }()
 	_, err = pgdriver.CopyFrom(ctx, conn, pr,
-		"COPY events (seq, id, type, aggregate_type, aggregate_id, aggregate_version, tenant_id, actor, occurred_at, data) FROM STDIN")
+		"COPY events (seq, id, type, aggregate_type, aggregate_id, aggregate_version, tenant_id, actor, actor_key_id, occurred_at, data) FROM STDIN")
 	_ = pr.Close() // ends the writer if COPY stopped early
 	if err != nil {
 		return err
@@ -396,7 +399,7 @@ func writeCopyRows(w io.Writer, rows []eventRow) error {
 		_ = bw.WriteByte('\t')
 		num = strconv.AppendInt(num[:0], r.AggregateVersion, 10)
 		_, _ = bw.Write(num)
-		for _, v := range []string{r.TenantID, r.Actor, time.Time(r.OccurredAt).UTC().Format(timeLayout)} {
+		for _, v := range []string{r.TenantID, r.Actor, r.ActorKeyID, time.Time(r.OccurredAt).UTC().Format(timeLayout)} {
 			_ = bw.WriteByte('\t')
 			field(v)
 		}
@@ -433,6 +436,12 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 	}
 	if q.TenantID != "" {
 		sel = sel.Where("tenant_id = ?", q.TenantID)
+	}
+	if q.TenantIDs != nil {
+		if len(q.TenantIDs) == 0 {
+			return []Envelope{}, nil
+		}
+		sel = sel.Where("tenant_id IN (?)", bun.In(q.TenantIDs))
 	}
 	if q.Limit > 0 {
 		sel = sel.Limit(q.Limit)

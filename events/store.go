@@ -42,6 +42,9 @@ type Query struct {
 	AggregateType AggregateType
 	AggregateID   string
 	TenantID      string
+	// TenantIDs, when not nil, keeps only events of these tenants (an
+	// empty, non-nil list keeps none): what a key scoped to them may read.
+	TenantIDs []string
 }
 
 // Store is the append-only event log.

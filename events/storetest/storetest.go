@@ -156,6 +156,7 @@ func testRoundTrip(t *testing.T, s events.Store) {
 		AggregateVersion: 1,
 		TenantID:         tenant,
 		Actor:            "alice <a@example.com>",
+		ActorKeyID:       uuid.NewString(),
 		OccurredAt:       at,
 		Data:             data,
 	}
@@ -318,6 +319,7 @@ func testLargeBatch(t *testing.T, s events.Store) {
 	for i := range in {
 		in[i] = event(uuid.NewString(), 1, "tenant\\with\tspecial\n"+strconv.Itoa(i))
 		in[i].Actor = "alice \\N \t\r\n \"quoted\" é"
+		in[i].ActorKeyID = "key\\" + strconv.Itoa(i)
 		in[i].Data = json.RawMessage(fmt.Sprintf(`{"path":"C:\\dir\\n%d","text":"tab\there\nnewline","n":%d,`+"\n\t"+`"u":"\u00e9"}`, i, i))
 	}
 	out, err := s.Append(ctxFor(t), events.AppendRequest{ExpectedHead: 1, Events: in})
@@ -425,6 +427,9 @@ func testQueryFilters(t *testing.T, s events.Store) {
 		{"tenant and type", events.Query{TenantID: t1, AggregateType: events.AggregateTenant}, []int64{1, 4}},
 		{"tenant, after, limit", events.Query{TenantID: t2, After: 1, Limit: 1}, []int64{2}},
 		{"unknown tenant", events.Query{TenantID: uuid.NewString()}, []int64{}},
+		{"tenant list", events.Query{TenantIDs: []string{t2, uuid.NewString()}}, []int64{2, 6}},
+		{"tenant list, after, limit", events.Query{TenantIDs: []string{t1, t2}, After: 2, Limit: 2}, []int64{3, 4}},
+		{"empty tenant list", events.Query{TenantIDs: []string{}}, []int64{}},
 	}
 	for _, tt := range tests {
 		got := seqs(mustRead(t, s, tt.q))

@@ -1,0 +1,1 @@
+ALTER TABLE events DROP COLUMN IF EXISTS actor_key_id;
