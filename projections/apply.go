@@ -139,6 +139,10 @@ func (b *edit) change(ev events.Envelope) error {
 		return b.routeUpdated(ev)
 	case events.RouteDeleted:
 		return b.routeDeleted(ev)
+	case events.AdminKeyCreated:
+		return b.adminKeyCreated(ev)
+	case events.AdminKeyRevoked:
+		return b.adminKeyRevoked(ev)
 	}
 	return errors.New("unknown event type")
 }

@@ -32,7 +32,7 @@ import (
 // applyVersion names Apply's semantics and the checkpoint encoding. Bump it
 // whenever either changes, so that checkpoints written by older builds are no
 // longer used (they would give another state than replaying the events).
-const applyVersion = 1
+const applyVersion = 2 // 2: named admin keys
 
 // ApplyVersion is what checkpoints are tagged with: a digest of applyVersion
 // and of the Go layout of the checkpointed model (field names and types,
@@ -44,7 +44,7 @@ func computeApplyVersion() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "tenantgate apply v%d\n", applyVersion)
 	seen := map[reflect.Type]bool{}
-	for _, v := range []any{Tenant{}, Route{}} {
+	for _, v := range []any{Tenant{}, Route{}, AdminKey{}} {
 		describeType(&b, reflect.TypeOf(v), seen)
 	}
 	sum := sha256.Sum256([]byte(b.String()))
@@ -102,11 +102,12 @@ type section struct {
 
 // decoded is one record ready to be filed, its digests computed.
 type decoded struct {
-	tenant *Tenant
-	route  *Route
-	dg     digests
-	key    any // an index key
-	id     string
+	tenant   *Tenant
+	route    *Route
+	adminKey *AdminKey
+	dg       digests
+	key      any // an index key
+	id       string
 }
 
 var sections = []section{
@@ -181,6 +182,7 @@ var sections = []section{
 		func(e *encoder, k [32]byte) { e.b = append(e.b, k[:]...) },
 		func(d *decoder) (k [32]byte) { copy(k[:], d.bytes(32)); return k },
 		func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) }),
+	adminKeySection,
 }
 
 // The tenant indexes by name and by key digest are written as they are, not

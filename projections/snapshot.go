@@ -22,6 +22,10 @@ type Snapshot struct {
 	byName  *strMap[*Tenant]
 	routes  *strMap[routeEntry] // by id
 	tables  *strMap[*table]     // by tenant id
+	// named admin keys: by id, by key digest, by name
+	keys       *strMap[adminKeyEntry]
+	keysByHash *digestMap[*AdminKey]
+	keysByName *strMap[*AdminKey]
 	// sum is the XOR of the digests of every tenant and route; StateHash
 	// adds seq. XOR is order-free, so it can be kept current per event.
 	// configSum is the same over their config digests (ConfigHash).
@@ -58,7 +62,8 @@ func (s *Snapshot) next() *Snapshot {
 	}
 	return &Snapshot{
 		seq: s.seq, lastID: s.lastID, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
-		routes: s.routes, tables: s.tables, sum: s.sum, configSum: s.configSum, cache: &snapCache{},
+		routes: s.routes, tables: s.tables, keys: s.keys, keysByHash: s.keysByHash, keysByName: s.keysByName,
+		sum: s.sum, configSum: s.configSum, cache: &snapCache{},
 	}
 }
 
