@@ -30,7 +30,6 @@ package admin
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +108,8 @@ type Deps struct {
 	Tracer trace.Tracer
 	// Instances answers GET /admin/instances. Default: this instance alone.
 	Instances Instances
+	// AuthFailures counts failed admin authentications. Optional.
+	AuthFailures Counter
 }
 
 // API serves /admin/...
@@ -125,6 +126,9 @@ type API struct {
 	lastHead atomic.Int64  // last store head seen, reported while the store is down
 	writes   chan struct{} // a one-slot semaphore: this instance's commands run one at a time
 	cluster  Instances     // GET /admin/instances
+	// failed authentications: counted, and slowed down per address
+	authFailures Counter
+	failed       failures
 }
 
 // New builds the admin API.
@@ -140,6 +144,9 @@ func New(cfg Config, deps Deps) (*API, error) {
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
+	}
+	if deps.AuthFailures == nil {
+		deps.AuthFailures = noCounter{}
 	}
 	if deps.Notify == nil {
 		deps.Notify = func() {}
@@ -179,6 +186,8 @@ func New(cfg Config, deps Deps) (*API, error) {
 		tracer:  activeTracer(deps.Tracer),
 		writes:  make(chan struct{}, 1),
 		cluster: deps.Instances,
+
+		authFailures: deps.AuthFailures,
 	}, nil
 }
 
@@ -211,6 +220,7 @@ func (a *API) Mount(r fiber.Router) {
 	r.Get("/admin/instances", h(a.listInstances)...)
 
 	a.mountDeclarative(r, h)
+	a.mountKeys(r, h)
 
 	// Everything else under /admin, other methods included, is a 404 here
 	// rather than proxy traffic.
@@ -231,22 +241,6 @@ func (a *API) recover(c *fiber.Ctx) (err error) {
 		}
 	}()
 	return c.Next()
-}
-
-// authenticate requires the admin key in X-Admin-Key.
-func (a *API) authenticate(c *fiber.Ctx) error {
-	if !a.IsAdminKey(c.Request().Header.Peek("X-Admin-Key")) {
-		return writeError(c, errUnauthorized)
-	}
-	return c.Next()
-}
-
-// IsAdminKey reports whether key is the admin key. It compares SHA-256
-// digests in constant time, so neither the key's content nor its length
-// leaks through timing.
-func (a *API) IsAdminKey(key []byte) bool {
-	got := sha256.Sum256(key)
-	return len(key) > 0 && subtle.ConstantTimeCompare(got[:], a.keyHash[:]) == 1
 }
 
 // limitBody refuses bodies over the limit. A streamed body (the main
@@ -300,8 +294,13 @@ func createInput[T any](c *fiber.Ctx, decode func(any) (T, *Error)) (who string,
 	return who, v, id, err
 }
 
-// actor is the X-Actor header, default "admin".
+// actor is who the events of the request are recorded as: a named key's
+// name (X-Actor ignored), or for the root key the X-Actor header, default
+// "admin". The key's id goes on the events too (see appendEvents).
 func actor(c *fiber.Ctx) (string, *Error) {
+	if p := principalOf(c); p.key != nil {
+		return p.key.Name, nil
+	}
 	v := c.Get("X-Actor")
 	if v == "" {
 		return "admin", nil

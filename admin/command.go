@@ -104,6 +104,11 @@ func (a *API) catchUp(ctx context.Context) error {
 }
 
 func (a *API) appendEvents(ctx context.Context, p plan) ([]events.Envelope, error) {
+	if id := keyIDFrom(ctx); id != "" {
+		for i := range p.events {
+			p.events[i].ActorKeyID = id
+		}
+	}
 	ctx, cancel := withTimeoutFor(ctx, len(p.events))
 	defer cancel()
 	out, err := a.store.Append(ctx, events.AppendRequest{ExpectedHead: p.head, Events: p.events})

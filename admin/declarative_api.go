@@ -6,6 +6,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tenantgate/gateway/admin/declarative"
+	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
 
@@ -73,7 +74,9 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	if rerr != nil {
 		return fail(c, a.storeError(rerr))
 	}
-	return c.JSON(fiber.Map{"from": from, "to": to, "changes": declarative.Diff(fromSnap, toSnap)})
+	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)
+	changes = scopeChanges(principalOf(c), changes, fromSnap, toSnap)
+	return c.JSON(fiber.Map{"from": from, "to": to, "changes": nonNil(changes)})
 }
 
 // declApply handles POST /admin/apply.
@@ -86,7 +89,13 @@ func (a *API) declApply(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
-	res, err := a.applyDocument(c.UserContext(), who, doc, dryRun)
+	p := principalOf(c)
+	if !dryRun {
+		if err := allow(p, opApplyWrite); err != nil {
+			return fail(c, err)
+		}
+	}
+	res, err := a.applyDocument(c.UserContext(), who, p, doc, nil, dryRun)
 	if err != nil {
 		return fail(c, err)
 	}
@@ -122,8 +131,12 @@ func (a *API) declRollback(c *fiber.Ctx) error {
 	if rerr != nil {
 		return fail(c, a.storeError(rerr))
 	}
-	doc := declarative.Export(target)
-	res, err := a.applyDocument(ctx, who, doc, false)
+	p := principalOf(c)
+	doc := scopeTarget(p, declarative.Export(target))
+	if allow(p, "DELETE /admin/keys/:id") != nil {
+		target = nil // a key that cannot manage keys leaves them alone
+	}
+	res, err := a.applyDocument(ctx, who, p, doc, target, false)
 	if err != nil {
 		return fail(c, err)
 	}
@@ -131,19 +144,33 @@ func (a *API) declRollback(c *fiber.Ctx) error {
 }
 
 // applyDocument plans the document against the current state and, unless
-// dryRun, appends the events at the head it planned against.
-func (a *API) applyDocument(ctx context.Context, who string, desired declarative.Document, dryRun bool) (declarative.Result, *Error) {
+// dryRun, appends the events at the head it planned against. A scoped p
+// changes only its tenants. With keysAt (a rollback's target) the keys
+// created since are revoked first.
+func (a *API) applyDocument(ctx context.Context, who string, p principal, asked declarative.Document, keysAt *projections.Snapshot, dryRun bool) (declarative.Result, *Error) {
 	var res declarative.Result
 	var head int64
 	var appended int
 	_, err := a.execute(ctx, func(snap *projections.Snapshot) (plan, *Error) {
 		res, head, appended = declarative.Result{}, snap.Seq(), 0
+		desired, serr := scopeDocument(p, asked, snap)
+		if serr != nil {
+			return plan{}, serr
+		}
 		changes, perr := declarative.Plan(snap, desired)
 		if perr != nil {
 			return plan{}, invalidDocument(perr)
 		}
-		res.Changes = changes
-		if dryRun || len(changes) == 0 {
+		var keyChanges []declarative.Change
+		var revoke []events.Envelope
+		if keysAt != nil {
+			var kerr *Error
+			if keyChanges, revoke, kerr = a.revocations(who, snap, keysAt); kerr != nil {
+				return plan{}, kerr
+			}
+		}
+		res.Changes = append(keyChanges, changes...)
+		if dryRun || len(res.Changes) == 0 {
 			return plan{}, nil
 		}
 		past, rerr := a.pastVersions(ctx, changes)
@@ -155,8 +182,9 @@ func (a *API) applyDocument(ctx context.Context, who string, desired declarative
 			a.log.Error("admin: apply could not build its events", "err", berr)
 			return plan{}, errInternal
 		}
-		res.APIKeys, appended = batch.Keys, len(batch.Events)
-		return plan{head: snap.Seq(), events: batch.Events}, nil
+		evs := append(revoke, batch.Events...)
+		res.APIKeys, appended = batch.Keys, len(evs)
+		return plan{head: snap.Seq(), events: evs}, nil
 	})
 	if err != nil {
 		return declarative.Result{}, err

@@ -37,7 +37,7 @@ func DecodeDocument(body []byte) (declarative.Document, error) {
 // so that a state body applies verbatim: the current state changes nothing,
 // and the state at N is a rollback to N. Anywhere else they are unknown.
 var (
-	maintainedTop    = []string{"at"}
+	maintainedTop    = []string{"at", "adminKeys"} // apply never creates keys
 	maintainedTenant = []string{"version", "createdAt", "updatedAt", "apiKeyPrefix"}
 	maintainedRoute  = []string{"version", "createdAt", "updatedAt"}
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -37,6 +38,9 @@ func (a *API) listTenants(c *fiber.Ctx) error {
 		after = string(b)
 	}
 	all := a.proj.Snapshot().Tenants()
+	if p := principalOf(c); p.scoped() {
+		all = slices.DeleteFunc(all, func(t *projections.Tenant) bool { return !p.sees(t.ID) })
+	}
 	start := sort.Search(len(all), func(i int) bool { return after == "" || all[i].ID > after })
 	end := min(start+int(limit), len(all))
 	page := struct {
@@ -92,6 +96,7 @@ func (a *API) routeHistory(c *fiber.Ctx) error {
 }
 
 func (a *API) history(c *fiber.Ctx, q events.Query, what string) error {
+	q.TenantIDs = principalOf(c).tenantFilter()
 	evs, err := a.read(c.UserContext(), q)
 	if err != nil {
 		return fail(c, a.storeError(err))
@@ -113,11 +118,12 @@ func (a *API) listEvents(c *fiber.Ctx) error {
 		return fail(c, err)
 	}
 	q := events.Query{After: after, Limit: int(limit), AggregateID: c.Query("aggregateId"), TenantID: c.Query("tenantId")}
+	q.TenantIDs = principalOf(c).tenantFilter()
 	switch t := events.AggregateType(c.Query("aggregateType")); t {
-	case "", events.AggregateTenant, events.AggregateRoute:
+	case "", events.AggregateTenant, events.AggregateRoute, events.AggregateAdminKey:
 		q.AggregateType = t
 	default:
-		return fail(c, errValidation(Detail{Field: "aggregateType", Message: "must be one of tenant, route"}))
+		return fail(c, errValidation(Detail{Field: "aggregateType", Message: "must be one of tenant, route, adminKey"}))
 	}
 	evs, rerr := a.read(c.UserContext(), q)
 	if rerr != nil {
@@ -139,15 +145,17 @@ func (a *API) read(ctx context.Context, q events.Query) ([]events.Envelope, erro
 	return a.store.Read(ctx, q)
 }
 
-// publicEvents encodes events for the API: the stored key digest is left out.
+// publicEvents encodes events for the API: the stored key digests (of
+// tenant and admin keys) are left out.
 func publicEvents(evs []events.Envelope) []json.RawMessage {
 	out := make([]json.RawMessage, 0, len(evs))
 	for _, ev := range evs {
-		if ev.AggregateType == events.AggregateTenant {
+		digest := map[events.AggregateType]string{events.AggregateTenant: "apiKeyHash", events.AggregateAdminKey: "keyHash"}[ev.AggregateType]
+		if digest != "" {
 			var data map[string]json.RawMessage
 			if json.Unmarshal(ev.Data, &data) == nil {
-				if _, has := data["apiKeyHash"]; has {
-					delete(data, "apiKeyHash")
+				if _, has := data[digest]; has {
+					delete(data, digest)
 					ev.Data, _ = json.Marshal(data)
 				}
 			}

@@ -13,6 +13,10 @@ func (a *API) createRoute(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
+	if !principalOf(c).sees(spec.TenantID) {
+		// another's tenant is as absent as an unknown one
+		return fail(c, errValidation(Detail{Field: "tenantId", Message: "must be the id of an existing tenant"}))
+	}
 	snap, err := a.execute(c.UserContext(), a.createRouteCmd(who, id, spec))
 	if err != nil {
 		return fail(c, err)

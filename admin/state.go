@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,11 +20,26 @@ type StateDocument struct {
 	At      int64                 `json:"at"`
 	Tenants []*projections.Tenant `json:"tenants"`
 	Routes  []*projections.Route  `json:"routes"`
+	// AdminKeys are the live named admin keys, without secrets.
+	AdminKeys []*projections.AdminKey `json:"adminKeys"`
 }
 
-// NewStateDocument is the state document of s: tenants and routes by id.
+// NewStateDocument is the state document of s: tenants, routes and admin
+// keys by id.
 func NewStateDocument(s *projections.Snapshot) StateDocument {
-	return StateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes())}
+	return StateDocument{At: s.Seq(), Tenants: nonNil(s.Tenants()), Routes: nonNil(s.Routes()), AdminKeys: nonNil(s.AdminKeys())}
+}
+
+// scopedState is the part of the state document p may see: a scoped key
+// sees its tenants and their routes, and no admin keys.
+func scopedState(s *projections.Snapshot, p principal) StateDocument {
+	doc := NewStateDocument(s)
+	if p.scoped() {
+		doc.Tenants = slices.DeleteFunc(doc.Tenants, func(t *projections.Tenant) bool { return !p.sees(t.ID) })
+		doc.Routes = slices.DeleteFunc(doc.Routes, func(r *projections.Route) bool { return !p.sees(r.TenantID) })
+		doc.AdminKeys = []*projections.AdminKey{}
+	}
+	return doc
 }
 
 // WriteStateDocument writes the JSON of NewStateDocument(s) to w one tenant
@@ -31,17 +47,25 @@ func NewStateDocument(s *projections.Snapshot) StateDocument {
 // same bytes as json.Marshal, or, with indent, as a json.Encoder indenting
 // by two spaces.
 func WriteStateDocument(w io.Writer, s *projections.Snapshot, indent bool) error {
+	return writeState(w, s.Seq(), s.Tenants(), s.Routes(), s.AdminKeys(), indent)
+}
+
+func writeState(w io.Writer, seq int64, tenants []*projections.Tenant, routes []*projections.Route, keys []*projections.AdminKey, indent bool) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	nl, in, sep := "", "", ":"
 	if indent {
 		nl, in, sep = "\n", "  ", ": "
 	}
-	fmt.Fprintf(bw, "{%s%s\"at\"%s%d,%s%s\"tenants\"%s", nl, in, sep, s.Seq(), nl, in, sep)
-	if err := writeArray(bw, s.Tenants(), indent); err != nil {
+	fmt.Fprintf(bw, "{%s%s\"at\"%s%d,%s%s\"tenants\"%s", nl, in, sep, seq, nl, in, sep)
+	if err := writeArray(bw, tenants, indent); err != nil {
 		return err
 	}
 	fmt.Fprintf(bw, ",%s%s\"routes\"%s", nl, in, sep)
-	if err := writeArray(bw, s.Routes(), indent); err != nil {
+	if err := writeArray(bw, routes, indent); err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, ",%s%s\"adminKeys\"%s", nl, in, sep)
+	if err := writeArray(bw, keys, indent); err != nil {
 		return err
 	}
 	fmt.Fprintf(bw, "%s}", nl)
@@ -85,6 +109,7 @@ func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
 // sendState answers with the state document of s, streamed: a state of
 // 100,000 routes is tens of MiB of JSON that is never held whole.
 func (a *API) sendState(c *fiber.Ctx, s *projections.Snapshot) error {
+	doc := scopedState(s, principalOf(c))
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer func() {
@@ -92,7 +117,7 @@ func (a *API) sendState(c *fiber.Ctx, s *projections.Snapshot) error {
 				a.log.Error("admin: panic while streaming the state", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			}
 		}()
-		if err := WriteStateDocument(w, s, false); err != nil {
+		if err := writeState(w, doc.At, doc.Tenants, doc.Routes, doc.AdminKeys, false); err != nil {
 			a.log.Debug("admin: state stream ended early", "err", err)
 		}
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -150,6 +151,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		Log:       log,
 		Tracer:    tp.Tracer("github.com/tenantgate/gateway/admin"),
 		Instances: roll,
+		AuthFailures: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "gateway_admin_auth_failures_total",
+			Help: "Admin requests refused for a missing or invalid admin key.",
+		}),
 	})
 	if err != nil {
 		return err
