@@ -60,6 +60,9 @@ type RouteConfig struct {
 type Document struct {
 	Tenants []TenantConfig `json:"tenants"`
 	Routes  []RouteConfig  `json:"routes"`
+	// AdminKeys lists the live admin keys (no secrets) for the record:
+	// Plan and apply ignore it, since a key cannot be exported.
+	AdminKeys []*projections.AdminKey `json:"adminKeys,omitempty"`
 }
 
 // Kind says what a change does to an aggregate.
@@ -98,6 +101,10 @@ func Export(s *projections.Snapshot) Document {
 	}
 	for _, r := range s.Routes() {
 		doc.Routes = append(doc.Routes, RouteConfig{ID: r.ID, RouteSpec: r.RouteSpec})
+	}
+	doc.AdminKeys = s.AdminKeys()
+	if len(doc.AdminKeys) == 0 {
+		doc.AdminKeys = nil
 	}
 	return doc
 }

@@ -29,7 +29,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: gateway [serve | migrate | replay [--until-seq N | --verify] | export [--at SEQ] [-o yaml|json] | apply -f FILE [--dry-run]]
+const usage = `usage: gateway [serve | migrate | replay [--until-seq N | --verify] | export [--at SEQ] [-o yaml|json] | apply -f FILE [--dry-run] | keys create|list|revoke]
 configuration is read from the environment (see README.md)`
 
 // errUsage marks errors caused by the command line rather than by running.
@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = exportCommand(ctx, cfg, args, stdout)
 	case "apply":
 		err = applyCommand(ctx, cfg, args, stdout)
+	case "keys":
+		err = keysCommand(ctx, cfg, args, stdout)
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
