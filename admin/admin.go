@@ -25,6 +25,12 @@
 //     within 5 s answers 503 store_unavailable; the write stands.
 //   - Writes lost to a concurrent writer are re-run against the new state
 //     (up to 20 times); with If-Match the re-run then answers 412.
+//   - GET /admin/whoami (any valid key) says who the key is, for the console.
+//   - Managing keys needs role admin and no tenantIds (a scoped admin key
+//     gets 403): a scoped key could otherwise mint an unscoped one. A scoped
+//     key's /admin/state lists no adminKeys.
+//   - Only a caller who may manage keys makes a rollback revoke the keys
+//     created since; an operator's rollback leaves keys alone.
 package admin
 
 import (

@@ -44,13 +44,6 @@ func (p principal) tenantFilter() []string {
 	return append([]string{}, p.key.TenantIDs...)
 }
 
-func (p principal) keyID() string {
-	if p.root {
-		return ""
-	}
-	return p.key.ID
-}
-
 var roleRank = map[events.AdminRole]int{events.RoleViewer: 1, events.RoleOperator: 2, events.RoleAdmin: 3}
 
 // resource says what a scoped key's access to an operation depends on.

@@ -441,7 +441,7 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 		if len(q.TenantIDs) == 0 {
 			return []Envelope{}, nil
 		}
-		sel = sel.Where("tenant_id IN (?)", bun.In(q.TenantIDs))
+		sel = sel.Where("tenant_id IN (?)", bun.List(q.TenantIDs))
 	}
 	if q.Limit > 0 {
 		sel = sel.Limit(q.Limit)
