@@ -262,3 +262,31 @@ func TestScopedKeySeesOnlyItsTenants(t *testing.T) {
 		t.Fatal("a wrong key is accepted")
 	}
 }
+
+// TestScopedRollbackTouchesOnlyItsTenants: a key scoped to A rolling back to
+// before A and B were renamed undoes A's rename only and leaves keys alone.
+func TestScopedRollbackTouchesOnlyItsTenants(t *testing.T) {
+	t.Parallel()
+	f := newAuthzFixture(t)
+	before := len(f.e.allEvents(t))
+	for _, name := range []string{"A", "B"} {
+		if r := do(t, f.e.app, "PATCH", "/admin/tenants/"+f.tenant[name], `{"name":"renamed-`+name+`"}`); r.status != 200 {
+			t.Fatalf("rename %s: %d %s", name, r.status, r.raw)
+		}
+	}
+	r := do(t, f.e.app, "POST", "/admin/rollback", fmt.Sprintf(`{"toSeq":%d}`, before), header{"X-Admin-Key", f.keys["operator/A"]})
+	if r.status != 200 {
+		t.Fatalf("rollback: %d %s", r.status, r.raw)
+	}
+	var res struct{ Changes []struct{ AggregateID string } }
+	r.decode(t, &res)
+	if len(res.Changes) != 1 || res.Changes[0].AggregateID != f.tenant["A"] {
+		t.Fatalf("scoped rollback changes %s, want A's rename only", r.raw)
+	}
+	var a, b tenantJSON
+	do(t, f.e.app, "GET", "/admin/tenants/"+f.tenant["A"], "").decode(t, &a)
+	do(t, f.e.app, "GET", "/admin/tenants/"+f.tenant["B"], "").decode(t, &b)
+	if a.Name != "tenant-A" || b.Name != "renamed-B" {
+		t.Fatalf("after the scoped rollback: A %q, B %q", a.Name, b.Name)
+	}
+}
