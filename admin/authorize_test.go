@@ -278,7 +278,9 @@ func TestScopedRollbackTouchesOnlyItsTenants(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("rollback: %d %s", r.status, r.raw)
 	}
-	var res struct{ Changes []struct{ AggregateID string } }
+	var res struct {
+		Changes []struct{ AggregateID string }
+	}
 	r.decode(t, &res)
 	if len(res.Changes) != 1 || res.Changes[0].AggregateID != f.tenant["A"] {
 		t.Fatalf("scoped rollback changes %s, want A's rename only", r.raw)
