@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,12 @@ type Config struct {
 	// anyone else those headers are replaced, so a client cannot spoof what
 	// the upstream sees. Default none.
 	TrustedProxies []string
+	// UpstreamRoots verify the certificates of https upstreams, with the
+	// upstream's host as SNI and as the name to verify. Default nil: the
+	// system roots. A certificate that does not verify is a connection
+	// error: 502 upstream_unavailable, a breaker failure, and no retry on
+	// that upstream.
+	UpstreamRoots *x509.CertPool
 	// Log receives one access-log line per request (at Info) and errors.
 	// Default slog.Default().
 	Log *slog.Logger

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/netip"
@@ -150,7 +151,7 @@ func (l *timeoutListener) Accept() (net.Conn, error) {
 	}
 	l.clock.Store(l.now())
 	l.startOnce.Do(func() { go l.check() })
-	tc := &timedConn{Conn: c, l: l}
+	tc := &timedConn{Conn: c, l: l, tls: overTLS(c)}
 	tc.wait.Store(l.read) // the first request has ReadTimeout to arrive, as in fasthttp
 	tc.between.Store(true)
 	l.conns.Store(tc, struct{}{})
@@ -194,6 +195,7 @@ type timedConn struct {
 	reqStart atomic.Int64 // when the current request's first byte arrived
 	between  atomic.Bool  // no request in progress: the next Read waits for one
 	wait     atomic.Int64 // how long that wait may last (ReadTimeout first, then IdleTimeout)
+	tls      bool         // the client speaks TLS under Listener's wrappers (isTLS)
 	keys     keyMemo      // the server's goroutine only (keyDigest)
 	peer     peerMemo     // the server's goroutine only (Proxy.peer)
 }
@@ -307,6 +309,32 @@ func clientContext(c *fasthttp.RequestCtx) (context.Context, context.CancelFunc)
 		}
 	}()
 	return ctx, cancel
+}
+
+// isTLS reports whether c's client came over TLS. fasthttp's IsTLS looks
+// at the outermost connection only, and Listener's wraps the TLS one.
+func isTLS(c *fasthttp.RequestCtx) bool {
+	if tc, ok := c.Conn().(*timedConn); ok {
+		return tc.tls
+	}
+	return overTLS(c.Conn())
+}
+
+// overTLS reports whether a TLS connection is under c's wrappers (the
+// framing guard's, Listener's).
+func overTLS(c net.Conn) bool {
+	for {
+		switch w := c.(type) {
+		case *tls.Conn:
+			return true
+		case *timedConn:
+			c = w.Conn
+		case *framing.Conn:
+			c = w.Conn
+		default:
+			return false
+		}
+	}
 }
 
 // rawConn is the socket under c's wrappers (Listener's, the framing

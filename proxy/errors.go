@@ -17,6 +17,10 @@ func (p *Proxy) failure(x *exchange, err error) outcome {
 		return outcome{status: fiber.StatusRequestEntityTooLarge, code: "payload_too_large", message: "request body too large"}
 	case x.body.stream.readErr != nil:
 		return outcome{status: fiber.StatusBadRequest, code: "invalid_request", message: "malformed or incomplete request body"}
+	case certRejected(err):
+		x.untrusted = x.untrusted.With(x.upstream)
+		p.metrics.upstreamError(x, "tls")
+		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "the upstream's certificate did not verify"}
 	case errors.Is(err, fasthttp.ErrDialTimeout):
 		p.metrics.upstreamError(x, "connect")
 		return outcome{status: fiber.StatusBadGateway, code: "upstream_unavailable", message: "could not connect to the upstream"}

@@ -192,7 +192,7 @@ func (p *Proxy) setForwarded(c *fasthttp.RequestCtx, x *exchange, up *fasthttp.R
 	x.buf = buf
 
 	if !trusted || len(req.Header.Peek(fiber.HeaderXForwardedProto)) == 0 {
-		if c.IsTLS() {
+		if isTLS(c) {
 			up.Header.SetCanonical(canonXForwardedProto, schemeHTTPS)
 		} else {
 			up.Header.SetCanonical(canonXForwardedProto, schemeHTTP)

@@ -95,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"tenant", "route"}),
 		upErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "proxy", Name: "upstream_errors_total",
-			Help: "Upstream attempts that got no answer, by kind (connect, timeout, no_free_connection).",
+			Help: "Upstream attempts that got no answer, by kind (connect, tls, timeout, no_free_connection).",
 		}, []string{"tenant", "route", "kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "gateway", Subsystem: "proxy", Name: "retries_total",

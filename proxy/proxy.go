@@ -391,7 +391,7 @@ func (p *Proxy) chooseUpstream(x *exchange, tried balance.Skip) (int, outcome) {
 	down := p.unhealthy(r)
 	var refused balance.Skip
 	for {
-		skip := down | refused
+		skip := down | refused | x.untrusted
 		i := r.picker.Pick(n, skip|tried)
 		if i < 0 && tried != 0 {
 			i = r.picker.Pick(n, skip) // a tried upstream beats none

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantgate/gateway/projections"
+	"github.com/tenantgate/gateway/resilience/balance"
 	"github.com/tenantgate/gateway/resilience/ratelimit"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
@@ -37,6 +38,9 @@ type exchange struct {
 	fwdPath  string // the path after the route's rewrite
 	upstream int    // the upstream last tried (an index into route.Upstreams); -1: none
 	attempts int
+	// untrusted are the upstreams whose certificate failed verification
+	// during this request: never tried again for it.
+	untrusted balance.Skip
 
 	// The answer.
 	status      int

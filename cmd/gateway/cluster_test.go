@@ -78,6 +78,7 @@ type proc struct {
 	env    map[string]string
 	base   string
 	starts int // how many times the process was started
+	https  *http.Client // set by startTLSProc: the client that trusts its certificate; nil: client
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -207,7 +208,7 @@ func (p *proc) waitReady(d time.Duration) time.Duration {
 		if !p.alive() {
 			p.t.Fatalf("%s exited (%d): %s", p.name, p.exitCode(), tail(p.logs.String(), 4000))
 		}
-		if resp, err := client.Get(p.base + "/ready"); err == nil {
+		if resp, err := p.client().Get(p.base + "/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return time.Since(start)
@@ -236,13 +237,21 @@ func (p *proc) call(method, path string, body any, headers map[string]string) (i
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := client.Do(req)
+	resp, err := p.client().Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// client is the HTTP client that reaches p: the shared one, or p's HTTPS one.
+func (p *proc) client() *http.Client {
+	if p.https != nil {
+		return p.https
+	}
+	return client
 }
 
 // admin calls the admin API and decodes the JSON answer; a transport error fails the test.

@@ -50,6 +50,10 @@ type Config struct {
 	UpstreamMaxConns int
 	TrustedProxies   []string // TRUSTED_PROXIES, default none: comma-separated IPs/CIDRs whose X-Forwarded-For is kept
 
+	TLSCertFile    string // TLS_CERT_FILE, default unset: PEM certificate (chain allowed); with TLS_KEY_FILE every listener is HTTPS only
+	TLSKeyFile     string // TLS_KEY_FILE, default unset: PEM private key of TLS_CERT_FILE
+	UpstreamCAFile string // UPSTREAM_CA_FILE, default unset: PEM bundle trusted for https upstreams besides the system roots
+
 	RateLimitFailClosed bool // RATE_LIMIT_FAIL_CLOSED, default false: refuse instead of limiting locally when Redis is down
 
 	// SNAPSHOT_CACHE, default true: with DATABASE_URL, keep the applied events
@@ -98,6 +102,9 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 		MaxConns:            r.int("MAX_CONNS", 10000, 1, 1<<24),
 		UpstreamMaxConns:    r.int("UPSTREAM_MAX_CONNS", 1024, 1, 1<<20),
 		TrustedProxies:      r.list("TRUSTED_PROXIES"),
+		TLSCertFile:         r.str("TLS_CERT_FILE", ""),
+		TLSKeyFile:          r.str("TLS_KEY_FILE", ""),
+		UpstreamCAFile:      r.str("UPSTREAM_CA_FILE", ""),
 		RateLimitFailClosed: r.bool("RATE_LIMIT_FAIL_CLOSED", false),
 		SnapshotCache:       r.bool("SNAPSHOT_CACHE", true),
 		failpoint:           r.str("TEST_FAILPOINT", ""),
@@ -126,6 +133,12 @@ func loadConfig(getenv func(string) string, serving bool) (Config, error) {
 	}
 	if c.AdminPort != 0 && c.AdminPort == c.Port {
 		return Config{}, fmt.Errorf("ADMIN_PORT: must differ from PORT (%d)", c.Port)
+	}
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		return Config{}, fmt.Errorf("TLS_KEY_FILE: required with TLS_CERT_FILE (set both for HTTPS, neither for plain HTTP)")
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		return Config{}, fmt.Errorf("TLS_CERT_FILE: required with TLS_KEY_FILE (set both for HTTPS, neither for plain HTTP)")
 	}
 	switch c.LogFormat {
 	case "":

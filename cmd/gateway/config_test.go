@@ -47,6 +47,8 @@ func TestLoadConfigRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{name: "duration", env: map[string]string{"SHUTDOWN_TIMEOUT": "ten"}, wantVar: "SHUTDOWN_TIMEOUT"},
 		{name: "bool", env: map[string]string{"RATE_LIMIT_FAIL_CLOSED": "maybe"}, wantVar: "RATE_LIMIT_FAIL_CLOSED"},
 		{name: "trusted proxies", env: map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, not-an-ip"}, wantVar: "TRUSTED_PROXIES"},
+		{name: "tls cert without key", env: map[string]string{"TLS_CERT_FILE": "/etc/gw/cert.pem"}, wantVar: "TLS_KEY_FILE"},
+		{name: "tls key without cert", env: map[string]string{"TLS_KEY_FILE": "/etc/gw/key.pem"}, wantVar: "TLS_CERT_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

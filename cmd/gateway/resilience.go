@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"time"
 
@@ -26,7 +27,9 @@ type resilienceParts struct {
 	loops    []func(context.Context) error
 }
 
-func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections.Projector, reg prometheus.Registerer, log *slog.Logger) (*resilienceParts, error) {
+// upstreamRoots (nil: the system roots) verify the health checks of https
+// upstreams, as they verify the proxied requests.
+func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections.Projector, reg prometheus.Registerer, upstreamRoots *x509.CertPool, log *slog.Logger) (*resilienceParts, error) {
 	parts := &resilienceParts{budgets: retry.NewBudgets(retry.BudgetConfig{})}
 	if rdb == nil {
 		limiter, err := ratelimit.NewLocalWith(ratelimit.LocalConfig{Registerer: reg})
@@ -37,7 +40,7 @@ func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections
 		if err != nil {
 			return nil, err
 		}
-		checker, err := health.NewLocal(health.Config{Registerer: reg}, log)
+		checker, err := health.NewLocal(health.Config{Registerer: reg, RootCAs: upstreamRoots}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +59,7 @@ func newResilience(cfg Config, rdb redis.UniversalClient, projector *projections
 		return nil, err
 	}
 	checker, err := health.NewShared(rdb, health.SharedConfig{
-		Config: health.Config{Registerer: reg}, Prefix: cfg.RedisPrefix, InstanceID: cfg.InstanceID,
+		Config: health.Config{Registerer: reg, RootCAs: upstreamRoots}, Prefix: cfg.RedisPrefix, InstanceID: cfg.InstanceID,
 	}, log)
 	if err != nil {
 		return nil, err

@@ -38,6 +38,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		// Printed once, to stdout and not to the log, so it never lands in log storage.
 		fmt.Fprintf(stdout, "admin key (generated for this run; set ADMIN_API_KEY to choose one): %s\n", cfg.AdminAPIKey)
 	}
+	// TLS files first: a missing or bad pair stops the start before anything else runs.
+	var certs *certReloader
+	if cfg.TLSCertFile != "" {
+		var err error
+		if certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			return err
+		}
+	}
+	upstreamRoots, err := loadUpstreamRoots(cfg.UpstreamCAFile)
+	if err != nil {
+		return err
+	}
 	cache, cached := openLocalCache(cfg, log)
 	if cache != nil {
 		defer cache.Close()
@@ -104,7 +116,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	}
 	relay := events.NewRelay(store, bus, events.RelayConfig{MaxBacklog: cfg.StreamMaxLen}, log)
 
-	res, err := newResilience(cfg, rdb, projector, reg, log)
+	res, err := newResilience(cfg, rdb, projector, reg, upstreamRoots, log)
 	if err != nil {
 		return err
 	}
@@ -132,6 +144,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		MaxConnsPerUpstream: cfg.UpstreamMaxConns,
 		TunnelIdleTimeout:   cfg.WSIdleTimeout,
 		TrustedProxies:      cfg.TrustedProxies,
+		UpstreamRoots:       upstreamRoots,
 		Log:                 log,
 		AccessLog:           accessLog,
 	}, pxDeps)
@@ -203,18 +216,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 	for _, loop := range res.loops {
 		background.Go(func() error { return loop(bgCtx) })
 	}
+	if certs != nil {
+		background.Go(func() error { return certs.Run(bgCtx) })
+	}
 
 	listeners, err := listen(cfg)
 	if err != nil {
 		return err
 	}
+	listeners = tlsListeners(listeners, certs)
 	serving, servingCtx := errgroup.WithContext(ctx)
 	serving.Go(func() error { return px.ServeListener(mainApp, listeners[0]) })
 	if adminApp != nil {
 		serving.Go(func() error { return adminApp.Listener(px.Guard(listeners[1])) })
 	}
 	log.Info("gateway listening", "addr", listeners[0].Addr().String(), "admin_port", cfg.AdminPort,
-		"store", store.Kind(), "bus", bus.Kind())
+		"tls", certs != nil, "store", store.Kind(), "bus", bus.Kind())
 
 	select {
 	case <-servingCtx.Done(): // a signal, or a listener failed

@@ -11,6 +11,8 @@ package health
 import (
 	"container/heap"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -102,6 +104,9 @@ type Config struct {
 	// Client sends the probes. Default: a client that follows no redirects
 	// and keeps no more than 2 idle connections per host.
 	Client *http.Client
+	// RootCAs verify https probes when Client is the default one, as they
+	// verify the proxied requests. Default nil: the system roots.
+	RootCAs *x509.CertPool
 	// Concurrency caps the probes in flight. Default 64.
 	Concurrency int
 	// Registerer receives the health metrics. Nil: none.
@@ -112,6 +117,9 @@ func (c *Config) defaults() error {
 	if c.Client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 2
+		if c.RootCAs != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
+		}
 		c.Client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}
