@@ -77,7 +77,7 @@ type proc struct {
 	name   string
 	env    map[string]string
 	base   string
-	starts int // how many times the process was started
+	starts int          // how many times the process was started
 	https  *http.Client // set by startTLSProc: the client that trusts its certificate; nil: client
 
 	mu     sync.Mutex
