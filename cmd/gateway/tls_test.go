@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/tenantgate/gateway/events/testenv"
 )
@@ -447,4 +450,35 @@ func TestHTTPSUpstreamVerifiedAgainstUpstreamCAFile(t *testing.T) {
 			t.Fatalf("after two failures: %d %s, want 503 circuit_open without a connection", code, body)
 		}
 	})
+}
+
+func TestTLSWebSocketTunnel(t *testing.T) {
+	pki := newTestPKI(t)
+	g := startTLSGateway(t, pki, "cert-a", nil)
+	up := newWSUpstream(t)
+	tenantID, apiKey := createTenant(t, g.proc, "wss-tenant")
+	createRoute(t, g.proc, tenantID, "/ws", up.srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var c *websocket.Conn
+	testenv.WaitFor(t, "a wss handshake through the gateway", 5*time.Second, func() bool {
+		var err error
+		c, _, err = websocket.Dial(ctx, "wss://"+g.addr+"/ws", &websocket.DialOptions{
+			HTTPClient: g.https, HTTPHeader: http.Header{"X-Api-Key": {apiKey}},
+		})
+		return err == nil
+	})
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	msg := strings.Repeat("over tls ", 10000)
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	typ, got, err := c.Read(ctx)
+	if err != nil || typ != websocket.MessageText || string(got) != msg {
+		t.Fatalf("echo: %v %d bytes %v", typ, len(got), err)
+	}
+	if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Fatalf("close: %v", err)
+	}
 }
