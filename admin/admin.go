@@ -51,6 +51,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tenantgate/gateway/admin/ui"
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
@@ -116,22 +117,26 @@ type Deps struct {
 	Instances Instances
 	// AuthFailures counts failed admin authentications. Optional.
 	AuthFailures Counter
+	// Upstreams answers the live part of GET /admin/routes/:id/upstreams.
+	// Default: every upstream healthy with a closed breaker.
+	Upstreams UpstreamStates
 }
 
 // API serves /admin/...
 type API struct {
-	cfg      Config
-	keyHash  [32]byte
-	store    events.Store
-	proj     Projector
-	busKind  string
-	notify   func()
-	log      *slog.Logger
-	now      func() time.Time
-	tracer   trace.Tracer  // nil: no spans
-	lastHead atomic.Int64  // last store head seen, reported while the store is down
-	writes   chan struct{} // a one-slot semaphore: this instance's commands run one at a time
-	cluster  Instances     // GET /admin/instances
+	cfg       Config
+	keyHash   [32]byte
+	store     events.Store
+	proj      Projector
+	busKind   string
+	notify    func()
+	log       *slog.Logger
+	now       func() time.Time
+	tracer    trace.Tracer   // nil: no spans
+	lastHead  atomic.Int64   // last store head seen, reported while the store is down
+	writes    chan struct{}  // a one-slot semaphore: this instance's commands run one at a time
+	cluster   Instances      // GET /admin/instances
+	upstreams UpstreamStates // GET /admin/routes/:id/upstreams; nil: nothing known
 	// failed authentications: counted, and slowed down per address
 	authFailures Counter
 	failed       failures
@@ -181,17 +186,18 @@ func New(cfg Config, deps Deps) (*API, error) {
 		deps.Instances = solo
 	}
 	return &API{
-		cfg:     cfg,
-		keyHash: sha256.Sum256([]byte(cfg.AdminKey)),
-		store:   deps.Store,
-		proj:    deps.Projector,
-		busKind: deps.BusKind,
-		notify:  deps.Notify,
-		log:     deps.Log,
-		now:     deps.Now,
-		tracer:  activeTracer(deps.Tracer),
-		writes:  make(chan struct{}, 1),
-		cluster: deps.Instances,
+		cfg:       cfg,
+		keyHash:   sha256.Sum256([]byte(cfg.AdminKey)),
+		store:     deps.Store,
+		proj:      deps.Projector,
+		busKind:   deps.BusKind,
+		notify:    deps.Notify,
+		log:       deps.Log,
+		now:       deps.Now,
+		tracer:    activeTracer(deps.Tracer),
+		writes:    make(chan struct{}, 1),
+		cluster:   deps.Instances,
+		upstreams: deps.Upstreams,
 
 		authFailures: deps.AuthFailures,
 	}, nil
@@ -219,6 +225,7 @@ func (a *API) Mount(r fiber.Router) {
 	r.Patch("/admin/routes/:id", h(a.updateRoute)...)
 	r.Delete("/admin/routes/:id", h(a.deleteRoute)...)
 	r.Get("/admin/routes/:id/history", h(a.routeHistory)...)
+	r.Get("/admin/routes/:id/upstreams", h(a.routeUpstreams)...)
 
 	r.Get("/admin/events", h(a.listEvents)...)
 	r.Get("/admin/state", h(a.state)...)
@@ -227,6 +234,9 @@ func (a *API) Mount(r fiber.Router) {
 
 	a.mountDeclarative(r, h)
 	a.mountKeys(r, h)
+
+	// The console's files hold no data: served without a key (see ui).
+	ui.Mount(r)
 
 	// Everything else under /admin, other methods included, is a 404 here
 	// rather than proxy traffic.

@@ -41,6 +41,7 @@ var gatewayBinary struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	stopBrowser()
 	if gatewayBinary.dir != "" {
 		_ = os.RemoveAll(gatewayBinary.dir)
 	}

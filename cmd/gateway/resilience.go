@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantgate/gateway/admin"
 	"github.com/tenantgate/gateway/projections"
 	"github.com/tenantgate/gateway/proxy"
 	"github.com/tenantgate/gateway/resilience/breaker"
@@ -121,5 +122,19 @@ func (r *resilienceParts) proxyDeps(snapshots proxy.Snapshots, reg prometheus.Re
 		Health:    r.health,
 		Budgets:   r.budgets,
 		Metrics:   reg,
+	}
+}
+
+// upstreamStates answers admin's GET /admin/routes/:id/upstreams from the
+// same local copies of health and breaker state the proxy reads.
+type upstreamStates struct {
+	breakers breaker.Breakers
+	health   health.Checker
+}
+
+func (u upstreamStates) UpstreamState(tenantID, routeID, upstreamURL string) admin.UpstreamState {
+	return admin.UpstreamState{
+		Healthy: u.health.Healthy(health.Key{TenantID: tenantID, RouteID: routeID, Upstream: upstreamURL}),
+		Breaker: u.breakers.State(breaker.Key{TenantID: tenantID, RouteID: routeID, Upstream: upstreamURL}).String(),
 	}
 }

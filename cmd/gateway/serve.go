@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 			Name: "gateway_admin_auth_failures_total",
 			Help: "Admin requests refused for a missing or invalid admin key.",
 		}),
+		Upstreams: upstreamStates{breakers: res.breakers, health: res.health},
 	})
 	if err != nil {
 		return err

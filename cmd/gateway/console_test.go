@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/tenantgate/gateway/events/testenv"
+)
+
+// The console tests drive headless Chromium against a real gateway. One
+// browser serves the whole test binary; each test has its own tab.
+var browser struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+	err    error
+}
+
+// chromiumPath is the browser to drive: CHROMIUM_PATH, else the Debian
+// package's binary, else whatever chromium or chrome is on PATH.
+func chromiumPath() string {
+	if p := os.Getenv("CHROMIUM_PATH"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func consoleBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no Chromium found (install the Debian package chromium, or set CHROMIUM_PATH): the console tests must run under CI=true")
+		}
+		t.Skip("no Chromium found (install the Debian package chromium, or set CHROMIUM_PATH): skipping the browser tests")
+	}
+	browser.once.Do(func() {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.WindowSize(1280, 800),
+			chromedp.NoSandbox, chromedp.Flag("disable-dev-shm-usage", true))
+		alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelBrowser := chromedp.NewContext(alloc)
+		browser.ctx = ctx
+		browser.cancel = func() { cancelBrowser(); cancelAlloc() }
+		browser.err = chromedp.Do(ctx) // starts the browser
+	})
+	if browser.err != nil {
+		t.Fatalf("start %s: %v", path, browser.err)
+	}
+	return browser.ctx
+}
+
+// stopBrowser ends the shared browser, from TestMain.
+func stopBrowser() {
+	if browser.cancel != nil {
+		browser.cancel()
+	}
+}
+
+// console is one tab on one gateway, recording every problem the page
+// reports: uncaught exceptions, console.error, CSP violations and other
+// browser log errors. The only log errors expected are the admin API's own
+// 4xx answers (a refused key, a validation error), which the browser logs
+// as failed loads.
+type console struct {
+	t    *testing.T
+	tab  context.Context // without the test's deadline, to describe the page after a timeout
+	gw   *instance
+	ctx  context.Context
+	mu   sync.Mutex
+	errs []string
+}
+
+func newConsole(t *testing.T, gw *instance) *console {
+	t.Helper()
+	tab, cancelTab := chromedp.NewContext(consoleBrowser(t))
+	ctx, cancel := context.WithTimeout(tab, 40*time.Second)
+	c := &console{t: t, gw: gw, ctx: ctx, tab: tab}
+	t.Cleanup(func() {
+		cancel()
+		cancelTab()
+	})
+	if err := chromedp.Listen(tab, c.record); err != nil {
+		t.Fatalf("open a tab: %v", err)
+	}
+	c.run(chromedp.EmulateViewport(1280, 800))
+	t.Cleanup(c.noProblems)
+	return c
+}
+
+func (c *console) record(ev any) {
+	var problem string
+	switch ev := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		problem = "exception: " + ev.ExceptionDetails.Text
+		if ev.ExceptionDetails.Exception != nil {
+			problem += " " + ev.ExceptionDetails.Exception.Description
+		}
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var args []string
+			for _, a := range ev.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			problem = fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " "))
+		}
+	case *cdplog.EventEntryAdded:
+		e := ev.Entry
+		expected := e.Source == cdplog.EntrySourceNetwork && strings.Contains(e.URL, "/admin/") && strings.Contains(e.Text, "status of 4")
+		if (e.Level == cdplog.EntryLevelError || e.Level == cdplog.EntryLevelWarning || strings.Contains(e.Text, "Content Security Policy")) && !expected {
+			problem = fmt.Sprintf("log %s/%s: %s (%s)", e.Source, e.Level, e.Text, e.URL)
+		}
+	}
+	if problem != "" {
+		c.mu.Lock()
+		c.errs = append(c.errs, problem)
+		c.mu.Unlock()
+	}
+}
+
+// problems returns and forgets what the page reported so far.
+func (c *console) problems() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.errs
+	c.errs = nil
+	return p
+}
+
+func (c *console) noProblems() {
+	for _, p := range c.problems() {
+		c.t.Errorf("the page reported: %s", p)
+	}
+}
+
+func (c *console) run(steps ...chromedp.Action[chromedp.Void]) {
+	c.t.Helper()
+	if err := chromedp.Do(c.ctx, steps...); err != nil {
+		c.t.Fatalf("browser: %v; page problems: %v; page: %s", err, c.problems(), c.describe())
+	}
+}
+
+// describe is the page's location and visible text, for failure messages.
+func (c *console) describe() string {
+	ctx, cancel := context.WithTimeout(c.tab, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 1500)`))
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return s
+}
+
+// eval returns the value of a JavaScript expression in the page.
+func eval[T any](c *console, js string) T {
+	c.t.Helper()
+	v, err := chromedp.Run(c.ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		c.t.Fatalf("evaluate %s: %v; page problems: %v", js, err, c.problems())
+	}
+	return v
+}
+
+// text waits for sel and returns its text.
+func (c *console) text(sel string) string {
+	c.t.Helper()
+	c.run(chromedp.WaitVisible(chromedp.CSS(sel)))
+	s, err := chromedp.Run(c.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		c.t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// waitText waits until sel's text contains want.
+func (c *console) waitText(sel, want string) {
+	c.t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return !!e && e.textContent.includes(%q); })()`, sel, want)
+	c.waitJS(js, fmt.Sprintf("%s to show %q", sel, want))
+}
+
+// waitJS waits, in the page, until a boolean expression holds.
+func (c *console) waitJS(js, what string) {
+	c.t.Helper()
+	if _, err := chromedp.Run(c.ctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		c.t.Fatalf("not within 15s: %s (%v); page problems: %v", what, err, c.problems())
+	}
+}
+
+func (c *console) exists(sel string) bool {
+	c.t.Helper()
+	return eval[bool](c, fmt.Sprintf(`!!document.querySelector(%q)`, sel))
+}
+
+// open loads the console at a page. The first load waits for the page;
+// later ones change the hash, as a click on a link does (a navigation to
+// the same document has no load to wait for).
+func (c *console) open(page string) {
+	c.t.Helper()
+	if eval[string](c, `location.pathname`) != "/admin/ui/" {
+		c.run(chromedp.Navigate(c.gw.base + "/admin/ui/#/" + page))
+		return
+	}
+	c.run(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = %q; undefined`, "#/"+page)))
+}
+
+func (c *console) signIn(key string) {
+	c.t.Helper()
+	c.open("tenants")
+	c.fill("#signin-key", key)
+	c.run(chromedp.Click(chromedp.CSS("#signin-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("#shell nav")))
+}
+
+// fill replaces the value of the input at sel.
+func (c *console) fill(sel, value string) {
+	c.t.Helper()
+	c.run(chromedp.WaitVisible(chromedp.CSS(sel)))
+	c.set(sel, "")
+	c.run(chromedp.SendKeys(chromedp.CSS(sel), value))
+}
+
+// set sets the value of an input or select at sel as a script would, with
+// the input and change events a person's edit fires.
+func (c *console) set(sel, value string) {
+	c.t.Helper()
+	ok := eval[bool](c, fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.value = %q;
+		e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`, sel, value))
+	if !ok {
+		c.t.Fatalf("no %s; page: %s", sel, c.describe())
+	}
+}
+
+func (c *console) click(sel string) {
+	c.t.Helper()
+	c.run(chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+}
+
+// screenshot writes the viewport as name.png into CONSOLE_SCREENSHOTS (a
+// path relative to the repository's root, or absolute) when that is set.
+func (c *console) screenshot(name string) {
+	c.t.Helper()
+	dir := os.Getenv("CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join("..", "..", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	png, err := chromedp.Run(c.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// field is the input whose data-field is the API field path.
+func field(path string) string { return fmt.Sprintf(`[data-field=%q]`, path) }
+
+// fieldError is the error shown next to that input.
+func (c *console) fieldError(form, path string) string {
+	c.t.Helper()
+	return eval[string](c, fmt.Sprintf(`(() => { const i = document.querySelector(%q + ' ' + %q); const e = i && document.getElementById(i.getAttribute('aria-describedby')); return e && !e.hidden ? e.textContent : ''; })()`, form, field(path)))
+}
+
+func adminJSON(t *testing.T, gw *instance, method, path string, body any, out any) int {
+	t.Helper()
+	status, _, b := gw.do(method, path, body, map[string]string{"X-Admin-Key": testAdminKey})
+	if out != nil {
+		_ = json.Unmarshal(b, out)
+	}
+	return status
+}
+
+func TestConsoleSignIn(t *testing.T) {
+	t.Parallel()
+	gw := startGateway(t, nil)
+	c := newConsole(t, gw)
+
+	c.open("tenants")
+	c.run(chromedp.WaitVisible(chromedp.CSS("#signin-key")),
+		chromedp.SendKeys(chromedp.CSS("#signin-key"), "not-the-key"),
+		chromedp.Click(chromedp.CSS("#signin-form button[type=submit]")))
+	c.waitText("#signin-error", "not accepted")
+	if c.exists("#shell:not([hidden])") {
+		t.Fatal("a wrong key reached the console")
+	}
+	c.screenshot("signin-failed")
+
+	c.signIn(testAdminKey)
+	if got := c.text("#role"); got != "admin" {
+		t.Errorf("role badge %q, want admin (root key)", got)
+	}
+	where := eval[struct {
+		URL     string `json:"url"`
+		Session string `json:"session"`
+		Local   int    `json:"local"`
+		Cookie  string `json:"cookie"`
+	}](c, `({url: location.href, session: sessionStorage.getItem('gateway.adminKey'), local: localStorage.length, cookie: document.cookie})`)
+	if strings.Contains(where.URL, testAdminKey) || where.Local != 0 || where.Cookie != "" {
+		t.Errorf("the key left the tab's session storage: %+v", where)
+	}
+	if where.Session != testAdminKey {
+		t.Errorf("sessionStorage holds %q, want the key", where.Session)
+	}
+
+	// The CSP is enforced, and the listener sees a violation: an inline
+	// script does not run.
+	if eval[bool](c, `(() => { const s = document.createElement('script'); s.textContent = 'window.inlineRan = true'; document.body.append(s); return !!window.inlineRan; })()`) {
+		t.Fatal("an inline script ran despite the CSP")
+	}
+	var seen []string
+	testenv.WaitFor(t, "the CSP violation reported", 5*time.Second, func() bool {
+		for _, p := range c.problems() {
+			if strings.Contains(p, "Content Security Policy") {
+				seen = append(seen, p)
+			}
+		}
+		return len(seen) > 0
+	})
+	if len(seen) == 0 {
+		t.Fatal("the blocked inline script was not reported: the CSP listener would miss violations")
+	}
+
+	c.click("#signout")
+	c.run(chromedp.WaitVisible(chromedp.CSS("#signin-key")))
+	if eval[string](c, `sessionStorage.getItem('gateway.adminKey') || ''`) != "" {
+		t.Error("sign out left the key in sessionStorage")
+	}
+}
