@@ -349,3 +349,169 @@ func TestConsoleSignIn(t *testing.T) {
 		t.Error("sign out left the key in sessionStorage")
 	}
 }
+
+// headSeq is the store's head as /admin/status reports it.
+func headSeqOf(t *testing.T, gw *instance) int64 {
+	t.Helper()
+	var st struct {
+		StoreHeadSeq int64 `json:"storeHeadSeq"`
+	}
+	if status := adminJSON(t, gw, "GET", "/admin/status", nil, &st); status != 200 {
+		t.Fatalf("status: %d", status)
+	}
+	return st.StoreHeadSeq
+}
+
+// One person's session: create a tenant and a route through the forms (a
+// validation error shown next to its field first), rotate and suspend, see
+// the upstreams' health, find the events in the timeline, open the state
+// before the route, roll back to it after the diff, watch the instances.
+func TestConsoleTenantRouteTimelineAndRollback(t *testing.T) {
+	t.Parallel()
+	gw := startGateway(t, nil)
+	up := upstreamServer(t, 0)
+	c := newConsole(t, gw)
+	c.signIn(testAdminKey)
+
+	// Tenants: create through the form; the key is shown once.
+	c.open("tenants")
+	c.click("#new-tenant")
+	c.fill("#tenant-create "+field("name"), "acme")
+	c.fill("#tenant-create "+field("rateLimit.limit"), "50")
+	c.screenshot("tenant-create")
+	c.click("#tenant-create button[type=submit]")
+	c.waitText("#new-key", "shown this once")
+	firstKey := eval[string](c, `document.getElementById('new-key-value').value`)
+	var tenants struct {
+		Items []struct {
+			ID, Name, Status string
+			RateLimit        *struct{ Limit int }
+		}
+	}
+	adminJSON(t, gw, "GET", "/admin/tenants", nil, &tenants)
+	if len(tenants.Items) != 1 || tenants.Items[0].Name != "acme" || tenants.Items[0].RateLimit == nil || tenants.Items[0].RateLimit.Limit != 50 {
+		t.Fatalf("after the create form the API lists %+v", tenants.Items)
+	}
+	tenantID := tenants.Items[0].ID
+	if !strings.HasPrefix(firstKey, "gw_") {
+		t.Fatalf("the key shown is %q", firstKey)
+	}
+	if status, _, _ := gw.do("GET", "/anything", nil, map[string]string{"X-API-Key": firstKey}); status == 401 || status == 403 {
+		t.Fatalf("the key the console showed is refused: %d", status)
+	}
+	c.waitText("#tenant-list", "acme")
+
+	// A validation error of the API lands next to its field.
+	c.fill("#tenant-edit "+field("rateLimit.windowMs"), "5")
+	c.click("#tenant-edit button[type=submit]")
+	c.waitJS(fmt.Sprintf(`!!document.querySelector('#tenant-edit %s[aria-invalid="true"]')`, field("rateLimit.windowMs")), "windowMs marked invalid")
+	if msg := c.fieldError("#tenant-edit", "rateLimit.windowMs"); msg == "" {
+		t.Fatal("no error message next to rateLimit.windowMs")
+	}
+
+	// Rotate: a new key, shown once; the old one stops working.
+	c.click("#rotate-key")
+	c.waitJS(fmt.Sprintf(`(() => { const e = document.getElementById('new-key-value'); return !!e && e.value !== %q; })()`, firstKey), "a new key shown")
+	if status, _, _ := gw.do("GET", "/anything", nil, map[string]string{"X-API-Key": firstKey}); status != 403 {
+		t.Errorf("the rotated-out key answers %d, want 403", status)
+	}
+	c.click("#toggle-status")
+	c.waitText("#toggle-status", "Activate")
+	var tenant struct{ Status string }
+	adminJSON(t, gw, "GET", "/admin/tenants/"+tenantID, nil, &tenant)
+	if tenant.Status != "suspended" {
+		t.Errorf("after Suspend the tenant is %q", tenant.Status)
+	}
+	c.click("#toggle-status")
+	c.waitText("#toggle-status", "Suspend")
+	c.screenshot("tenants")
+	beforeRoute := headSeqOf(t, gw)
+
+	// Routes: the form, with an upstream URL the API refuses first.
+	c.open("routes?tenantId=" + tenantID)
+	c.click("#new-route")
+	c.fill("#route-form "+field("path"), "/api")
+	c.fill("#route-form "+field("upstreams[0].url"), "ftp://nowhere")
+	c.click("#route-form " + field("resilience.healthCheck"))
+	c.fill("#route-form "+field("resilience.healthCheck.intervalMs"), "200")
+	c.fill("#route-form "+field("resilience.healthCheck.timeoutMs"), "100")
+	c.click("#route-form " + field("resilience.retry"))
+	c.click("#route-form " + field("resilience.circuitBreaker"))
+	c.fill("#route-form "+field("resilience.retry.retryableStatusCodes"), "502, 503")
+	c.click("#route-form " + field("transform.request.headers"))
+	c.fill("#route-form "+field("transform.request.headers.set"), "X-Env: test")
+	c.waitText("#route-json", `"X-Env": "test"`)
+	c.click("#save-route")
+	c.waitJS(fmt.Sprintf(`!!document.querySelector('#route-form %s[aria-invalid="true"]')`, field("upstreams[0].url")), "upstreams[0].url marked invalid")
+	if msg := c.fieldError("#route-form", "upstreams[0].url"); !strings.Contains(msg, "http") {
+		t.Errorf("next to upstreams[0].url: %q, want the API's message", msg)
+	}
+	c.screenshot("route-validation")
+	c.fill("#route-form "+field("upstreams[0].url"), up.URL)
+	c.click("#save-route")
+	c.waitText("#upstream-health", "healthy")
+	var routes struct {
+		Items []struct {
+			ID, Path   string
+			Resilience struct {
+				Retry       *struct{ RetryableStatusCodes []int }
+				HealthCheck *struct{ IntervalMs int }
+			}
+			Transform *struct {
+				Request struct {
+					Headers struct{ Set map[string]string }
+				}
+			}
+		}
+	}
+	adminJSON(t, gw, "GET", "/admin/tenants/"+tenantID+"/routes", nil, &routes)
+	if len(routes.Items) != 1 {
+		t.Fatalf("routes after the form: %+v", routes.Items)
+	}
+	r := routes.Items[0]
+	if r.Path != "/api" || r.Resilience.HealthCheck == nil || r.Resilience.HealthCheck.IntervalMs != 200 ||
+		r.Resilience.Retry == nil || fmt.Sprint(r.Resilience.Retry.RetryableStatusCodes) != "[502 503]" ||
+		r.Transform == nil || r.Transform.Request.Headers.Set["X-Env"] != "test" {
+		t.Errorf("the route the form made: %+v", r)
+	}
+	c.waitText("#upstream-health", "closed")
+	c.screenshot("route")
+
+	// Timeline: the new events, newest first, with their data.
+	c.open("events")
+	c.waitJS(`!!document.querySelector('#timeline [data-type="RouteCreated"]')`, "RouteCreated in the timeline")
+	for _, typ := range []string{"TenantCreated", "TenantApiKeyRotated", "TenantUpdated"} {
+		if !c.exists(fmt.Sprintf(`#timeline [data-type=%q]`, typ)) {
+			t.Errorf("no %s in the timeline", typ)
+		}
+	}
+	c.set("#event-filters "+field("type"), "RouteCreated")
+	c.click("#event-filters button[type=submit]")
+	c.waitJS(`document.querySelectorAll('#timeline .event').length === 1`, "the type filter leaves one event")
+	c.click("#timeline .event summary")
+	c.waitText("#timeline .event pre", `"/api"`)
+	c.screenshot("events")
+
+	// Time travel: the state before the route, then roll back to it.
+	c.open(fmt.Sprintf("state?at=%d", beforeRoute))
+	c.waitText("#state-summary", "1 tenants, 0 routes")
+	c.screenshot("state")
+	c.click("#rollback-preview")
+	c.waitText("#rollback-diff", "deleted")
+	if routesNow := len(routes.Items); routesNow != 1 {
+		t.Fatal("the preview changed something")
+	}
+	c.screenshot("rollback-diff")
+	c.click("#rollback-confirm")
+	c.waitText("#rollback-done", "Rolled back")
+	adminJSON(t, gw, "GET", "/admin/tenants/"+tenantID+"/routes", nil, &routes)
+	if len(routes.Items) != 0 {
+		t.Errorf("after the rollback the tenant still has %d routes", len(routes.Items))
+	}
+
+	// Instances: this one, caught up with the head.
+	c.open("instances")
+	head := headSeqOf(t, gw)
+	c.waitText("#instances-body .applied", fmt.Sprint(head))
+	c.screenshot("instances")
+}
