@@ -7,6 +7,8 @@ import { can } from './app.js';
 
 const ROW = 44; // px, fixed so that the list can be virtual
 
+const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
 // loadTenants reads every tenant, 500 a page, calling progress after each.
 export async function loadTenants(progress) {
   const all = [];
@@ -95,7 +97,8 @@ export function tenantsPage(main) {
 
   function replace(t) {
     const i = all.findIndex((x) => x.id === t.id);
-    if (i >= 0) all[i] = t; else all.unshift(t);
+    if (i >= 0) all[i] = t; else all.push(t);
+    all.sort(byName);
     filter();
   }
 
@@ -233,7 +236,7 @@ export function tenantsPage(main) {
   const started = performance.now();
   loadTenants((items, done) => {
     if (stopped) return;
-    all = items.slice();
+    all = items.slice().sort(byName);
     filter();
     if (done) {
       list.dataset.loaded = 'true';
