@@ -68,8 +68,8 @@ export function routesPage(main) {
     update();
     const health = h('section', { class: 'card', id: 'upstream-health', 'aria-label': 'Upstream health' });
     editor.replaceChildren(
-      h('div', { class: 'split editor-split' }, form, h('div', { class: 'json-side' }, h('h3', {}, route ? 'JSON of this route' : 'JSON to send'), preview)),
-      route ? health : null);
+      h('div', { class: 'split editor-split' }, form,
+        h('div', { class: 'json-side' }, route ? health : null, h('h3', {}, route ? 'JSON of this route' : 'JSON to send'), preview)));
 
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -109,7 +109,7 @@ export function routesPage(main) {
       refresh();
       poll = setInterval(refresh, 2000);
     }
-    form.querySelector('input, select')?.focus();
+    form.querySelector('input:not([readonly]), select')?.focus();
   }
 
   (async () => {
