@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -634,4 +636,66 @@ func TestConsoleViewerSeesNoWriteButtons(t *testing.T) {
 	c.open("state?at=1")
 	c.waitText("#state-summary", "tenants")
 	noWrites("state")
+}
+
+// GET /admin/routes/:id/upstreams reports what the proxy sees: an upstream
+// whose health endpoint fails turns unhealthy, one that refuses connections
+// opens its breaker.
+func TestRouteUpstreamsReportHealthAndBreaker(t *testing.T) {
+	t.Parallel()
+	gw := startGateway(t, nil)
+	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(sick.Close)
+	refused := "http://127.0.0.1:" + fmt.Sprint(freePort(t)) // nothing listens there
+	var tenant struct{ ID, APIKey string }
+	adminJSON(t, gw, "POST", "/admin/tenants", map[string]any{"name": "health"}, &tenant)
+	create := func(path, upstream string, resilience map[string]any) string {
+		t.Helper()
+		var route struct{ ID string }
+		status := adminJSON(t, gw, "POST", "/admin/routes", map[string]any{
+			"tenantId": tenant.ID, "path": path, "upstreams": []map[string]any{{"url": upstream}}, "resilience": resilience,
+		}, &route)
+		if status != 201 {
+			t.Fatalf("create route: %d", status)
+		}
+		return route.ID
+	}
+	checked := create("/checked", sick.URL, map[string]any{"healthCheck": map[string]any{"intervalMs": 100, "timeoutMs": 50, "unhealthyThreshold": 1}})
+	guarded := create("/guarded", refused, map[string]any{"circuitBreaker": map[string]any{"failureThreshold": 1, "timeout": 60000}})
+	type item struct {
+		URL            string
+		Healthy        bool
+		Breaker        string
+		HealthChecked  bool
+		BreakerEnabled bool
+	}
+	read := func(routeID string) item {
+		var out struct{ Items []item }
+		if status := adminJSON(t, gw, "GET", "/admin/routes/"+routeID+"/upstreams", nil, &out); status != 200 || len(out.Items) != 1 {
+			t.Fatalf("upstreams: %d %+v", status, out.Items)
+		}
+		return out.Items[0]
+	}
+	if got := read(checked); !got.HealthChecked || got.BreakerEnabled {
+		t.Errorf("the health-checked route: %+v", got)
+	}
+	if got := read(guarded); got.HealthChecked || !got.BreakerEnabled || got.Breaker != "closed" || !got.Healthy {
+		t.Errorf("the guarded route at first: %+v", got)
+	}
+	testenv.WaitFor(t, "the failing health endpoint marks its upstream unhealthy", 10*time.Second, func() bool {
+		return !read(checked).Healthy
+	})
+	if status, _, _ := gw.do("GET", "/guarded", nil, map[string]string{"X-API-Key": tenant.APIKey}); status != 502 {
+		t.Errorf("a refused upstream answers %d, want 502", status)
+	}
+	if got := read(guarded).Breaker; got != "open" {
+		t.Errorf("after a refused connection with failureThreshold 1 the breaker is %q, want open", got)
+	}
+	if status := adminJSON(t, gw, "GET", "/admin/routes/nope/upstreams", nil, nil); status != 404 {
+		t.Errorf("unknown route: %d, want 404", status)
+	}
 }
