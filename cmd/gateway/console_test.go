@@ -224,10 +224,16 @@ func (c *console) open(page string) {
 	c.run(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = %q; undefined`, "#/"+page)))
 }
 
-func (c *console) signIn(key string) {
+func (c *console) signIn(key string) { c.t.Helper(); c.signInAs(key, "") }
+
+// signInAs signs in giving a name for the audit log (X-Actor).
+func (c *console) signInAs(key, actor string) {
 	c.t.Helper()
 	c.open("tenants")
 	c.fill("#signin-key", key)
+	if actor != "" {
+		c.fill("#signin-actor", actor)
+	}
 	c.run(chromedp.Click(chromedp.CSS("#signin-form button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS("#shell nav")))
 }
@@ -375,7 +381,7 @@ func TestConsoleTenantRouteTimelineAndRollback(t *testing.T) {
 	gw := startGateway(t, nil)
 	up := upstreamServer(t, 0)
 	c := newConsole(t, gw)
-	c.signIn(testAdminKey)
+	c.signInAs(testAdminKey, "alice")
 
 	// Tenants: create through the form; the key is shown once.
 	c.open("tenants")
@@ -489,11 +495,19 @@ func TestConsoleTenantRouteTimelineAndRollback(t *testing.T) {
 			t.Errorf("no %s in the timeline", typ)
 		}
 	}
+	c.set("#event-filters "+field("actor"), "alice")
 	c.set("#event-filters "+field("type"), "RouteCreated")
 	c.click("#event-filters button[type=submit]")
 	c.waitJS(`document.querySelectorAll('#timeline .event').length === 1`, "the type filter leaves one event")
 	c.click("#timeline .event summary")
 	c.waitText("#timeline .event pre", `"/api"`)
+	c.waitText("#timeline .event summary", "by alice")
+	c.set("#event-filters "+field("actor"), "bob")
+	c.click("#event-filters button[type=submit]")
+	c.waitText("#timeline-info", "0 events")
+	c.set("#event-filters "+field("actor"), "alice")
+	c.click("#event-filters button[type=submit]")
+	c.waitJS(`document.querySelectorAll('#timeline .event').length === 1`, "back to one event")
 	c.screenshot("events")
 
 	// Time travel: the state before the route, then roll back to it.
