@@ -31,6 +31,9 @@
 //     key's /admin/state lists no adminKeys.
 //   - Only a caller who may manage keys makes a rollback revoke the keys
 //     created since; an operator's rollback leaves keys alone.
+//   - GET /admin/routes/:id/upstreams lists a route's upstreams with their
+//     live health and breaker state as this instance sees them (for the
+//     console); /admin/ui/ serves the console's files without a key (ui).
 package admin
 
 import (
