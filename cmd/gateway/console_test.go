@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -594,6 +596,25 @@ func TestConsoleTenThousandTenants(t *testing.T) {
 	c.waitJS(`document.documentElement.scrollWidth <= window.innerWidth`, "no sideways scrolling at 390 px")
 	c.screenshot("tenants-phone")
 	c.run(chromedp.EmulateViewport(1280, 800))
+
+	// Dark mode follows the system setting.
+	light := eval[string](c, `getComputedStyle(document.body).backgroundColor`)
+	c.run(colorScheme("dark"))
+	c.waitJS(fmt.Sprintf(`getComputedStyle(document.body).backgroundColor !== %q`, light), "a dark background under prefers-color-scheme: dark")
+	c.screenshot("tenants-dark")
+	c.run(colorScheme(""))
+}
+
+// colorScheme emulates the system's prefers-color-scheme ("" ends it).
+func colorScheme(scheme string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		p := emulation.SetEmulatedMediaParams{}
+		if scheme != "" {
+			p.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}
+		}
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, p)
+		return err
+	})
 }
 
 // eval0 runs a script for its effect.
