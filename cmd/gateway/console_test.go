@@ -515,6 +515,9 @@ func TestConsoleTenantRouteTimelineAndRollback(t *testing.T) {
 	// Time travel: the state before the route, then roll back to it.
 	c.open(fmt.Sprintf("state?at=%d", beforeRoute))
 	c.waitText("#state-summary", "1 tenants, 0 routes")
+	if eval[bool](c, `document.getElementById('state-out').innerText.includes('null')`) {
+		t.Error("the state page shows a stray null")
+	}
 	c.screenshot("state")
 	c.click("#rollback-preview")
 	c.waitText("#rollback-diff", "deleted")

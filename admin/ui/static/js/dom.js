@@ -21,6 +21,12 @@ export function h(tag, props, ...children) {
   return el;
 }
 
+// put replaces el's children, skipping null and false as h does
+// (replaceChildren would show them as text).
+export function put(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 let ids = 0;
 // uid gives a fresh id for label/input pairs.
 export function uid(prefix) { ids += 1; return `${prefix || 'f'}-${ids}`; }

@@ -1,7 +1,7 @@
 // Time travel: the whole state at any seq, the diff between two seqs, and
 // a rollback that shows its diff first and asks to confirm.
 import { api } from './api.js';
-import { h, field, json, toast, params, go } from './dom.js';
+import { h, put, field, json, toast, params, go } from './dom.js';
 import { can } from './app.js';
 
 const SHOWN = 200; // rows per table; the JSON view has everything
@@ -73,7 +73,7 @@ export async function statePage(main) {
     try {
       const r = await api.rollback(at);
       toast(`Rolled back to #${at}: ${r.changes.length} changes, now at #${r.appliedSeq ?? head}`);
-      rollbackBox.replaceChildren(h('p', { id: 'rollback-done', role: 'status' }, `Rolled back to #${at} with ${r.changes.length} changes${r.appliedSeq ? `; the log is now at #${r.appliedSeq}` : ''}.`),
+      put(rollbackBox, h('p', { id: 'rollback-done', role: 'status' }, `Rolled back to #${at} with ${r.changes.length} changes${r.appliedSeq ? `; the log is now at #${r.appliedSeq}` : ''}.`),
         r.appliedSeq ? h('button', { type: 'button', onclick: () => go('state', { at: r.appliedSeq }) }, 'Show the new state') : null);
     } catch (e) {
       ev.target.disabled = false;
@@ -89,13 +89,14 @@ function renderState(box, st) {
   const jsonView = h('pre', { class: 'json', tabindex: '0' });
   const details = h('details', {}, h('summary', {}, 'JSON of the whole state'), jsonView);
   details.addEventListener('toggle', () => { if (details.open && !jsonView.textContent) jsonView.textContent = json(st); });
-  box.replaceChildren(
+  put(box,
     h('h2', { id: 'state-title' }, `State at #${st.at}`),
     h('p', { id: 'state-summary' }, `${tenants.length} tenants, ${routes.length} routes`),
     h('h3', {}, 'Tenants'),
     table(['Name', 'Status', 'Rate limit', 'Version'], tenants.slice(0, SHOWN).map((t) => [t.name, t.status, t.rateLimit ? `${t.rateLimit.limit}/${t.rateLimit.windowMs} ms` : 'unlimited', t.version]), 'state-tenants'),
     tenants.length > SHOWN ? h('p', { class: 'muted' }, `… and ${tenants.length - SHOWN} more (see the JSON).`) : null,
     h('h3', {}, 'Routes'),
+    routes.length ? null : h('p', { class: 'muted' }, 'No routes.'),
     table(['Tenant', 'Method', 'Path', 'Upstreams', 'Version'], routes.slice(0, SHOWN).map((r) => [names.get(r.tenantId) || r.tenantId, r.method, r.path, r.upstreams.map((u) => u.url).join(' '), r.version]), 'state-routes'),
     details);
 }
