@@ -127,19 +127,19 @@ type Deps struct {
 
 // API serves /admin/...
 type API struct {
-	cfg       Config
-	keyHash   [32]byte
-	store     events.Store
-	proj      Projector
-	busKind   string
-	notify    func()
-	log       *slog.Logger
-	now       func() time.Time
-	tracer    trace.Tracer   // nil: no spans
-	lastHead  atomic.Int64   // last store head seen, reported while the store is down
-	writes    chan struct{}  // a one-slot semaphore: this instance's commands run one at a time
-	cluster   Instances      // GET /admin/instances
-	upstreams UpstreamStates // GET /admin/routes/:id/upstreams; nil: nothing known
+	cfg      Config
+	keyHash  [32]byte
+	store    events.Store
+	proj     Projector
+	busKind  string
+	notify   func()
+	log      *slog.Logger
+	now      func() time.Time
+	tracer   trace.Tracer   // nil: no spans
+	lastHead atomic.Int64   // last store head seen, reported while the store is down
+	writes   chan struct{}  // a one-slot semaphore: this instance's commands run one at a time
+	cluster  Instances      // GET /admin/instances
+	live     UpstreamStates // GET /admin/routes/:id/upstreams; nil: nothing known
 	// failed authentications: counted, and slowed down per address
 	authFailures Counter
 	failed       failures
@@ -189,18 +189,18 @@ func New(cfg Config, deps Deps) (*API, error) {
 		deps.Instances = solo
 	}
 	return &API{
-		cfg:       cfg,
-		keyHash:   sha256.Sum256([]byte(cfg.AdminKey)),
-		store:     deps.Store,
-		proj:      deps.Projector,
-		busKind:   deps.BusKind,
-		notify:    deps.Notify,
-		log:       deps.Log,
-		now:       deps.Now,
-		tracer:    activeTracer(deps.Tracer),
-		writes:    make(chan struct{}, 1),
-		cluster:   deps.Instances,
-		upstreams: deps.Upstreams,
+		cfg:     cfg,
+		keyHash: sha256.Sum256([]byte(cfg.AdminKey)),
+		store:   deps.Store,
+		proj:    deps.Projector,
+		busKind: deps.BusKind,
+		notify:  deps.Notify,
+		log:     deps.Log,
+		now:     deps.Now,
+		tracer:  activeTracer(deps.Tracer),
+		writes:  make(chan struct{}, 1),
+		cluster: deps.Instances,
+		live:    deps.Upstreams,
 
 		authFailures: deps.AuthFailures,
 	}, nil

@@ -47,8 +47,8 @@ func (a *API) routeUpstreams(c *fiber.Ctx) error {
 	items := make([]upstreamStatus, 0, len(r.Upstreams))
 	for _, up := range r.Upstreams {
 		st := UpstreamState{Healthy: true, Breaker: "closed"}
-		if a.upstreams != nil {
-			st = a.upstreams.UpstreamState(r.TenantID, r.ID, up.URL)
+		if a.live != nil {
+			st = a.live.UpstreamState(r.TenantID, r.ID, up.URL)
 		}
 		items = append(items, upstreamStatus{URL: up.URL, Weight: up.Weight, UpstreamState: st, HealthChecked: checked, BreakerEnabled: breaking})
 	}
