@@ -83,6 +83,7 @@ var permissions = map[string]rule{
 	"PATCH /admin/routes/:id":         {events.RoleOperator, routeParam},
 	"DELETE /admin/routes/:id":        {events.RoleOperator, routeParam},
 	"GET /admin/routes/:id/history":   {events.RoleViewer, routeParam},
+	"GET /admin/routes/:id/upstreams": {events.RoleViewer, routeParam},
 	"GET /admin/events":               {events.RoleViewer, anyTenant},
 	"GET /admin/state":                {events.RoleViewer, anyTenant},
 	"GET /admin/status":               {events.RoleViewer, anyTenant},
