@@ -200,7 +200,7 @@ function routeForm(route, tenant, writable) {
     h('fieldset', { disabled: !writable },
       h('legend', {}, 'Upstreams'),
       ups,
-      h('button', { type: 'button', id: 'add-upstream', dataset: { rerender: '1' }, onclick: () => addUpstream({}) }, 'Add upstream'),
+      writable ? h('button', { type: 'button', id: 'add-upstream', dataset: { rerender: '1' }, onclick: () => addUpstream({}) }, 'Add upstream') : null,
       field({ label: 'Load balancing', name: 'loadBalancing', value: r.loadBalancing || 'round-robin', options: ['round-robin', 'weighted', 'random'] })),
     h('fieldset', { disabled: !writable },
       h('legend', {}, 'Resilience'),
