@@ -303,7 +303,11 @@ func TestE2ELeasedRateLimitNeverOverAndNearlyFull(t *testing.T) {
 	// Not parallel: its bounds are timing figures, measured with the machine
 	// to itself rather than beside the other multi-instance tests.
 	const limit, window = 600, 2 * time.Second // leased: limits from 100 up
-	const jitter = 20 * time.Millisecond
+	// Admission is seen at the upstream, a hop after the limiter decided;
+	// on a loaded 2-core machine that hop took up to 190 ms. Over-admission
+	// the bound must catch is far larger: each instance limiting alone
+	// would admit limit+1 within a third of the window.
+	const jitter = 300 * time.Millisecond
 	ins := startInstances(t, 3, sharedEnv(t))
 	up := newE2EUpstream(t)
 	tenant, key := e2eTenant(t, ins[0], limit, window.Milliseconds())
@@ -345,8 +349,6 @@ func TestE2ELeasedRateLimitNeverOverAndNearlyFull(t *testing.T) {
 	if offered < 1.2*limit/window.Seconds() {
 		t.Fatalf("offered load %.0f req/s is not above the limit's rate; the machine is too busy to prove anything", offered)
 	}
-	// Admission is seen where the requests arrive upstream, a hop after the
-	// limiter decided: allow that hop's jitter.
 	if span < window-jitter {
 		t.Fatalf("%d requests admitted within %v, over the limit %d per %v", limit+1, span, limit, window)
 	}
