@@ -161,30 +161,39 @@ func (t *target) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, timeo
 		return nil, err
 	}
 	br := hc.AcquireReader(conn)
-	release := func(reuse bool) {
-		hc.ReleaseReader(br)
-		if reuse {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
-		}
-	}
 	if err = readHead(&resp.Header, br); err != nil {
-		release(false)
+		giveBack(hc, br, cc, false)
 		return nil, err
 	}
 	reuse := !req.ConnectionClose() && !resp.ConnectionClose()
 	cl := resp.Header.ContentLength()
 	switch {
 	case req.Header.IsHead() || bodyless(resp.StatusCode()):
-		release(reuse)
+		giveBack(hc, br, cc, reuse)
 		return nil, nil
 	case cl >= 0 && cl <= br.Buffered():
 		err = resp.ReadBody(br, 0)
-		release(reuse && err == nil)
+		giveBack(hc, br, cc, reuse && err == nil)
 		return nil, err
 	}
-	return newStream(conn, br, cl, timeout, reuse, release), nil
+	// Only a stream pays for the closure (an allocation).
+	return newStream(conn, br, cl, timeout, reuse, func(reuse bool) { giveBack(hc, br, cc, reuse) }), nil
+}
+
+// giveBack returns a connection's reader to its client's pool and the
+// connection itself, or closes it. Generic because fasthttp's connection
+// type is unexported: C is inferred from AcquireConn's result.
+func giveBack[C any](hc interface {
+	ReleaseReader(*bufio.Reader)
+	ReleaseConn(C)
+	CloseConn(C)
+}, br *bufio.Reader, cc C, reuse bool) {
+	hc.ReleaseReader(br)
+	if reuse {
+		hc.ReleaseConn(cc)
+	} else {
+		hc.CloseConn(cc)
+	}
 }
 
 // readHead reads a response head, skipping interim answers (100 Continue,
