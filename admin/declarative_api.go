@@ -76,7 +76,7 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	}
 	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)
 	changes = scopeChanges(principalOf(c), changes, fromSnap, toSnap)
-	return c.JSON(fiber.Map{"from": from, "to": to, "changes": nonNil(changes)})
+	return sendLarge(c, fiber.Map{"from": from, "to": to, "changes": nonNil(changes)})
 }
 
 // declApply handles POST /admin/apply.
@@ -99,7 +99,7 @@ func (a *API) declApply(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
-	return c.JSON(res)
+	return sendLarge(c, res)
 }
 
 // declRollback handles POST /admin/rollback {"toSeq": N}.
@@ -140,7 +140,7 @@ func (a *API) declRollback(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
-	return c.JSON(res)
+	return sendLarge(c, res)
 }
 
 // applyDocument plans the document against the current state and, unless

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	json "github.com/goccy/go-json"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tenantgate/gateway/projections"
@@ -17,6 +18,18 @@ func fail(c *fiber.Ctx, e *Error) error { return writeError(c, e) }
 func ok(c *fiber.Ctx, status int, version int64, body any) error {
 	c.Set(fiber.HeaderETag, `"`+strconv.FormatInt(version, 10)+`"`)
 	return c.Status(status).JSON(body)
+}
+
+// sendLarge answers 200 with v as JSON written by go-json: the same bytes as
+// c.JSON in about a third of the time, for the answers of diff and apply,
+// which list up to one change per aggregate (tens of MiB at 100,000 routes).
+func sendLarge(c *fiber.Ctx, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(b)
 }
 
 // param is a path parameter, copied: Fiber reuses its buffers.

@@ -3,7 +3,6 @@ package admin
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -11,6 +10,10 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	// go-json writes the same bytes as encoding/json (TestWriteStateDocument
+	// compares them) in about half the time: the state of 100,000 routes is
+	// 55 MiB, and writing it was half of a state?at query.
+	json "github.com/goccy/go-json"
 
 	"github.com/tenantgate/gateway/projections"
 )

@@ -55,6 +55,22 @@ func TestWriteStateDocumentSameBytes(t *testing.T) {
 			Upstreams: []events.Upstream{{URL: "http://u", Weight: 1}}})
 	}
 	check("routes")
+	// Maps (written with sorted keys), nested blocks and escapes in every
+	// kind of string, as go-json must write them too.
+	add(events.RouteCreated, "r-full", events.RouteSpec{TenantID: "t1", Method: "POST", Path: "/full", PathType: events.PathPrefix,
+		Upstreams: []events.Upstream{{URL: "http://u/<x>?a=1&b=2", Weight: 3}, {URL: "http://v", Weight: 1}},
+		Resilience: &events.Resilience{
+			Retry:    &events.Retry{Enabled: true, MaxRetries: 2, RetryableStatusCodes: []int{502, 503}},
+			Timeout:  &events.Timeout{Enabled: true, Default: 100, ByMethod: map[string]int{"POST": 9, "GET": 5, "DELETE": 7}},
+			Fallback: &events.Fallback{Enabled: true, StatusCode: 503, ContentType: "text/html", Body: "<b>\"down\"</b>\n\t\u2029\x01 é"},
+		},
+		Transform: &events.Transform{Request: &events.RequestTransform{Headers: &events.HeaderOps{
+			Set: map[string]string{"X-B": "2", "X-A": "1 & 2", "X-C": "<3>"}, Remove: []string{"Cookie", "X-Z"}}}},
+	})
+	if r, ok := s.Route("r-full"); !ok || r.Transform == nil {
+		t.Fatal("the route with every block was not applied")
+	}
+	check("a route with every block")
 }
 
 // TestStoreErrorTellsATimeoutFromAnOutage: a reachable store that ran past

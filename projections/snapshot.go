@@ -193,3 +193,19 @@ func (s *Snapshot) ConfigHash() string {
 	h := sha256.Sum256(s.configSum[:])
 	return hex.EncodeToString(h[:])
 }
+
+// SameConfig reports whether the tenant or route id is live in both s and
+// other with the same configuration (what the declarative document holds of
+// it: no key, version or timestamps), from the digests Apply keeps: a diff
+// of two states of 100,000 routes compares no field of an unchanged one.
+func (s *Snapshot) SameConfig(other *Snapshot, id string) bool {
+	if a, ok := s.tenants.get(id); ok {
+		b, ok := other.tenants.get(id)
+		return ok && a.config == b.config
+	}
+	if a, ok := s.routes.get(id); ok {
+		b, ok := other.routes.get(id)
+		return ok && a.config == b.config
+	}
+	return false
+}
