@@ -181,22 +181,6 @@ type eventRow struct {
 	Data             json.RawMessage `bun:"data"`
 }
 
-func (r *eventRow) envelope() Envelope {
-	return Envelope{
-		Seq:              r.Seq,
-		ID:               r.ID,
-		Type:             Type(r.Type),
-		AggregateType:    AggregateType(r.AggregateType),
-		AggregateID:      r.AggregateID,
-		AggregateVersion: r.AggregateVersion,
-		TenantID:         r.TenantID,
-		Actor:            r.Actor,
-		ActorKeyID:       r.ActorKeyID,
-		OccurredAt:       time.Time(r.OccurredAt),
-		Data:             r.Data,
-	}
-}
-
 // dbTime writes a time as RFC 3339 text, which PostgreSQL casts to
 // timestamptz and SQLite keeps as is, and reads either back.
 type dbTime time.Time
@@ -423,8 +407,7 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	var rows []eventRow
-	sel := conn.NewSelect().Model(&rows).Where("seq > ?", q.After).OrderExpr("seq ASC")
+	sel := conn.NewSelect().TableExpr("events").Column(eventColumns...).Where("seq > ?", q.After).OrderExpr("seq ASC")
 	if q.Until > 0 {
 		sel = sel.Where("seq <= ?", q.Until)
 	}
@@ -446,14 +429,41 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 	if q.Limit > 0 {
 		sel = sel.Limit(q.Limit)
 	}
-	if err := sel.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	rows, err := sel.Rows(ctx)
+	if err != nil {
 		return nil, s.wrap(ctx, fmt.Errorf("events: read: %w", err))
 	}
-	out := make([]Envelope, len(rows))
-	for i := range rows {
-		out[i] = rows[i].envelope()
+	defer rows.Close()
+	out, err := scanEvents(rows, q.Limit)
+	if err != nil {
+		return nil, s.wrap(ctx, fmt.Errorf("events: read: %w", err))
 	}
 	return out, nil
+}
+
+// eventColumns are the events table's columns in the order scanEvents reads.
+var eventColumns = []string{"seq", "id", "type", "aggregate_type", "aggregate_id", "aggregate_version", "tenant_id", "actor", "actor_key_id", "occurred_at", "data"}
+
+// scanEvents reads rows of eventColumns into envelopes, each column into its
+// field directly: Bun's model scan looked every column up by reflection, a
+// sixth of a replay's time.
+func scanEvents(rows *sql.Rows, sizeHint int) ([]Envelope, error) {
+	out := make([]Envelope, 0, min(max(sizeHint, 0), 5000))
+	for rows.Next() {
+		var (
+			ev           Envelope
+			typ, aggType string
+			at           dbTime
+			data         []byte
+		)
+		if err := rows.Scan(&ev.Seq, &ev.ID, &typ, &aggType, &ev.AggregateID, &ev.AggregateVersion,
+			&ev.TenantID, &ev.Actor, &ev.ActorKeyID, &at, &data); err != nil {
+			return nil, err
+		}
+		ev.Type, ev.AggregateType, ev.OccurredAt, ev.Data = Type(typ), AggregateType(aggType), time.Time(at), data
+		out = append(out, ev)
+	}
+	return out, rows.Err()
 }
 
 // conn takes a connection from the pool within writeTimeout.

@@ -15,21 +15,65 @@ const replayPage = 5000
 // the declarative commands build their states with. Events that cannot be
 // applied advance seq, as on every instance; skipped, if not nil, hears of
 // each. It never touches a projector.
+//
+// The next page is read while one is applied (a store read and Apply cost
+// about the same), and all pages apply to one edit, so each part of the
+// state is copied at most once for the whole replay.
 func ReplayStore(ctx context.Context, store events.Store, s *Snapshot, until int64, skipped func(events.Envelope, error)) (*Snapshot, error) {
+	return replayStore(ctx, store, s, until, skipped, replayPage)
+}
+
+// replayStore is ReplayStore reading pages of pageSize events.
+func replayStore(ctx context.Context, store events.Store, s *Snapshot, until int64, skipped func(events.Envelope, error), pageSize int) (*Snapshot, error) {
 	if s == nil {
 		s = Empty()
 	}
-	for until == 0 || s.Seq() < until {
-		evs, err := store.Read(ctx, events.Query{After: s.Seq(), Until: until, Limit: replayPage})
-		if err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
+	if until > 0 && s.Seq() >= until {
+		return s, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan readPage, 1)
+	go readPagesAhead(ctx, store, s.Seq(), until, pageSize, pages)
+	defer func() {
+		cancel()
+		for range pages { // the reader ends before we return
 		}
-		if len(evs) == 0 {
-			break
+	}()
+	ed := newEdit(s)
+	for pg := range pages {
+		if pg.err != nil {
+			return nil, fmt.Errorf("read events: %w", pg.err)
 		}
-		if s, err = ApplyBatch(s, evs, skipped); err != nil {
+		if _, err := ed.applyAll(pg.evs, skipped); err != nil {
 			return nil, fmt.Errorf("apply events: %w", err)
 		}
 	}
-	return s, nil
+	return ed.s, nil
+}
+
+// readPage is one page of events, or the error that ended the reading.
+type readPage struct {
+	evs []events.Envelope
+	err error
+}
+
+// readPagesAhead sends the pages of events after seq from up to until (0: all)
+// in order, and closes out after the last one, an error, or ctx's end.
+func readPagesAhead(ctx context.Context, store events.Store, from, until int64, pageSize int, out chan<- readPage) {
+	defer close(out)
+	for until == 0 || from < until {
+		evs, err := store.Read(ctx, events.Query{After: from, Until: until, Limit: pageSize})
+		if err == nil && len(evs) == 0 {
+			return
+		}
+		select {
+		case out <- readPage{evs: evs, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil || len(evs) < pageSize {
+			return
+		}
+		from = evs[len(evs)-1].Seq
+	}
 }

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 
@@ -36,5 +37,39 @@ func TestReplayStoreEqualsReplayAtEverySeq(t *testing.T) {
 	}
 	if full, _ := Replay(evs); got.StateHash() != full.StateHash() {
 		t.Fatal("continuing from a partial state differs from a full replay")
+	}
+	// Many pages, read ahead while the previous one applies: the same state
+	// at every page boundary and between them.
+	for _, until := range []int64{7, 8, 49, 50, 293, 0} {
+		n := until
+		if n == 0 {
+			n = int64(len(evs))
+		}
+		want, _ := Replay(evs[:n])
+		got, err := replayStore(testContext(t), store, nil, until, nil, 7)
+		if err != nil {
+			t.Fatalf("pages of 7, until %d: %v", until, err)
+		}
+		if got.Seq() != n || got.StateHash() != want.StateHash() {
+			t.Fatalf("pages of 7, until %d: seq %d, want %d (or another state)", until, got.Seq(), n)
+		}
+	}
+}
+
+// TestReplayStoreEndsWithItsContext: a replay whose context ends fails with
+// the store's error instead of returning a partial state, and its reader
+// goroutine is gone when it returns (the race detector and the closed store
+// would catch a read after it).
+func TestReplayStoreEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(8, 8)), 200).evs
+	if _, err := store.Append(testContext(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testContext(t))
+	cancel()
+	if s, err := replayStore(ctx, store, nil, 0, nil, 3); err == nil {
+		t.Fatalf("a cancelled replay returned seq %d and no error", s.Seq())
 	}
 }
