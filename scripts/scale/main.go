@@ -182,7 +182,9 @@ func run(c config) error {
 		}
 		d := time.Since(t0)
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		add("gateway replay --verify (from zero, every checkpoint compared)", fmt.Sprintf("%s, %s events/s; %s", ms(d), rate(head, d), lines[len(lines)-1]), ">= 200,000 events/s")
+		// Its last line times the replay (the store's replay speed) apart
+		// from loading the checkpoints it compares.
+		add("gateway replay --verify (from zero, every checkpoint compared)", fmt.Sprintf("%s in all; %s", ms(d), lines[len(lines)-1]), ">= 200,000 events/s")
 	}
 
 	if !strings.Contains(c.skip, "apply") {
@@ -224,18 +226,19 @@ func measureApply(c config, bin, work string, add func(name, value, goal string)
 		return err
 	}
 	defer cleanup()
+	y, j, doc = nil, nil, declarative.Document{} // the files hold them now
 	t0 := time.Now()
 	cmd := exec.Command(bin, "apply", "-f", yamlPath)
 	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	err = cmd.Run()
+	peak, err := runWatchingPeak(cmd)
 	d := time.Since(t0)
+	name := fmt.Sprintf("gateway apply -f (YAML, %s, %d routes)", fileSize(yamlPath), c.routes)
 	if err != nil {
-		add(fmt.Sprintf("gateway apply -f (YAML, %d MiB, %d routes)", len(y)>>20, c.routes), fmt.Sprintf("FAILED after %s: %s", ms(d), lastLine(stderr.String())), "<= 5 s, <= 400 MiB")
+		add(name, fmt.Sprintf("FAILED after %s: %s", ms(d), lastLine(stderr.String())), "<= 5 s, <= 400 MiB")
 	} else {
-		peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
-		add(fmt.Sprintf("gateway apply -f (YAML, %d MiB, %d routes)", len(y)>>20, c.routes), fmt.Sprintf("%s, peak RSS %s", ms(d), mib(peak)), "<= 5 s, <= 400 MiB")
+		add(name, fmt.Sprintf("%s, peak RSS %s", ms(d), mib(peak)), "<= 5 s, <= 400 MiB")
 	}
 
 	env2, cleanup2, err := freshStore(c, work, "apply-http")
@@ -249,16 +252,56 @@ func measureApply(c config, bin, work string, add func(name, value, goal string)
 	}
 	defer gw.stop()
 	before := gw.rss()
+	j, err = os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
 	t0 = time.Now()
 	status, body, err := gw.post("/admin/apply", j)
 	d = time.Since(t0)
-	name := fmt.Sprintf("POST /admin/apply (JSON, %d MiB, %d routes)", len(j)>>20, c.routes)
+	name = fmt.Sprintf("POST /admin/apply (JSON, %d MiB, %d routes)", len(j)>>20, c.routes)
 	if err != nil || status != http.StatusOK {
 		add(name, fmt.Sprintf("FAILED after %s: %d %v %s", ms(d), status, err, truncate(body, 200)), "<= 5 s, <= 400 MiB")
 		return nil
 	}
 	add(name, fmt.Sprintf("%s, gateway peak RSS %s (%s before)", ms(d), mib(gw.hwm()), mib(before)), "<= 5 s, <= 400 MiB")
 	return nil
+}
+
+// runWatchingPeak runs cmd and returns the peak RSS of its process, read
+// from its /proc status while it runs. Not from its rusage: Go starts a
+// child with vfork, so the child's ru_maxrss starts at this process's own
+// peak (the documents it generated, gigabytes), not at the child's.
+func runWatchingPeak(cmd *exec.Cmd) (int64, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	g := &gateway{cmd: cmd}
+	var peak int64
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return peak, err
+		case <-tick.C:
+			// VmHWM only grows, so the last reading before the exit is
+			// the peak up to a few milliseconds before it.
+			if hwm := g.hwm(); hwm > peak {
+				peak = hwm
+			}
+		}
+	}
+}
+
+func fileSize(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "?"
+	}
+	return size(int(fi.Size()))
 }
 
 func truncate(b []byte, n int) string {
