@@ -2,8 +2,10 @@ package admin
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -84,23 +86,65 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 // declEntries decodes the list under key item by item: its id, then the
 // rest without the maintained fields with decode. Items that fail add their
 // details (at "key[i]...") and are left out.
+//
+// A long list is decoded on every core, in runs of consecutive items merged
+// back in order (decode is pure): validating 100,000 routes was a quarter of
+// an apply's time.
 func declEntries[T any](key string, val any, maintained []string, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
 	items, d := declItems(val, key)
 	*details = append(*details, d...)
-	var out []T
-	for i, item := range items {
-		path := key + "[" + strconv.Itoa(i) + "]"
-		id, rest, d := declID(item, path, maintained)
-		*details = append(*details, d...)
-		if rest == nil {
-			continue
+	type run struct {
+		out      []T
+		details  []Detail
+		panicked any
+	}
+	decodeRun := func(first int, items []any) run {
+		var r run
+		for i, item := range items {
+			path := key + "[" + strconv.Itoa(first+i) + "]"
+			id, rest, d := declID(item, path, maintained)
+			r.details = append(r.details, d...)
+			if rest == nil {
+				continue
+			}
+			v, err := decode(id, rest)
+			if err != nil {
+				r.details = append(r.details, prefixDetails(path, err)...)
+				continue
+			}
+			r.out = append(r.out, v)
 		}
-		v, err := decode(id, rest)
-		if err != nil {
-			*details = append(*details, prefixDetails(path, err)...)
-			continue
+		return r
+	}
+	const parallelFrom = 2048
+	workers := runtime.GOMAXPROCS(0)
+	if len(items) < parallelFrom || workers < 2 {
+		r := decodeRun(0, items)
+		*details = append(*details, r.details...)
+		return r.out
+	}
+	size := (len(items) + workers - 1) / workers
+	runs := make([]run, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*size, len(items)), min((w+1)*size, len(items))
+		wg.Go(func() {
+			defer func() {
+				if v := recover(); v != nil {
+					runs[w].panicked = v // raised again below, where the handler's recover sees it
+				}
+			}()
+			runs[w] = decodeRun(lo, items[lo:hi])
+		})
+	}
+	wg.Wait()
+	out := make([]T, 0, len(items))
+	for _, r := range runs {
+		if r.panicked != nil {
+			panic(r.panicked)
 		}
-		out = append(out, v)
+		out = append(out, r.out...)
+		*details = append(*details, r.details...)
 	}
 	return out
 }
