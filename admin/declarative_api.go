@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/gofiber/fiber/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantgate/gateway/admin/declarative"
 	"github.com/tenantgate/gateway/events"
@@ -66,12 +67,13 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	if len(details) > 0 {
 		return fail(c, errValidation(details...))
 	}
-	fromSnap, rerr := a.replay(ctx, from)
-	if rerr != nil {
-		return fail(c, a.storeError(rerr))
-	}
-	toSnap, rerr := a.replay(ctx, to)
-	if rerr != nil {
+	// The two states are built side by side: each is a checkpoint's load
+	// and the events after it, and they share nothing.
+	var fromSnap, toSnap *projections.Snapshot
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { fromSnap, err = a.replay(gctx, from); return err })
+	g.Go(func() (err error) { toSnap, err = a.replay(gctx, to); return err })
+	if rerr := g.Wait(); rerr != nil {
 		return fail(c, a.storeError(rerr))
 	}
 	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)

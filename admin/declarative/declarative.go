@@ -259,7 +259,7 @@ func fieldChanges(from, to []field) map[string]FieldChange {
 		if to != nil {
 			name, fc.To = to[i].name, nilIfEmpty(to[i].value)
 		}
-		if (fc.From == nil && fc.To == nil) || (from != nil && to != nil && sameJSON(fc.From, fc.To)) {
+		if (fc.From == nil && fc.To == nil) || (from != nil && to != nil && (identical(fc.From, fc.To) || sameJSON(fc.From, fc.To))) {
 			continue
 		}
 		out[name] = fc
@@ -278,6 +278,29 @@ func nilIfEmpty(v any) any {
 		}
 	}
 	return v
+}
+
+// identical reports, without encoding them, that two field values are
+// equal: equal strings (every scalar field), or the very same block or
+// slice (an update keeps the blocks it does not touch). Otherwise sameJSON
+// decides.
+func identical(a, b any) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ra, rb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if ra.Type() != rb.Type() {
+		return false
+	}
+	switch ra.Kind() {
+	case reflect.String:
+		return ra.String() == rb.String()
+	case reflect.Pointer:
+		return ra.Pointer() == rb.Pointer()
+	case reflect.Slice:
+		return ra.Len() == rb.Len() && ra.Pointer() == rb.Pointer()
+	}
+	return false
 }
 
 // sameJSON uses go-json, which writes the same bytes as encoding/json in

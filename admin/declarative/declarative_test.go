@@ -369,6 +369,16 @@ func TestDiffListsFieldsChangedBetweenSeqs(t *testing.T) {
 	if all := Diff(projections.Empty(), h.at(a)); len(all) != 5 || all[0].Change != Created {
 		t.Errorf("diff from the empty state = %v", summary(all))
 	}
+	// Changed and changed back: new versions, the same configuration, so
+	// only the key rotation is a difference.
+	h.apply(sampleDoc(), "admin")
+	back := h.at(int64(len(h.log)))
+	if r, _ := back.Route(routeA1); r.Version < 2 {
+		t.Fatalf("route a1 at version %d: the document changed nothing back", r.Version)
+	}
+	if s := summary(Diff(h.at(a), back)); strings.Join(s, ",") != "updated tenant 0a" {
+		t.Errorf("diff to a state changed back = %v, want only tenant a's key", s)
+	}
 }
 
 func TestEventsRejectsChangesNotFromPlan(t *testing.T) {
