@@ -44,6 +44,14 @@ func ToJSON(data []byte) ([]byte, error) {
 	if len(trimmed) > 0 && trimmed[0] == '{' {
 		return data, nil
 	}
+	if out, ok := toJSONBySections(data); ok {
+		return out, nil
+	}
+	return wholeToJSON(data)
+}
+
+// wholeToJSON is ToJSON of a YAML document parsed in one piece.
+func wholeToJSON(data []byte) ([]byte, error) {
 	var v any
 	if err := yaml.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("declarative: YAML: %w", err)
