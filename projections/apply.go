@@ -86,6 +86,9 @@ func Replay(evs []events.Envelope) (*Snapshot, error) {
 type edit struct {
 	tok *token
 	s   *Snapshot
+	// pre, if set, holds the data of the events being applied, decoded
+	// beforehand (see predecode.go).
+	pre *decodedPage
 }
 
 // newEdit starts an edit of the state that follows s.
@@ -199,7 +202,7 @@ func (b *edit) tenantCreated(ev events.Envelope) error {
 		return fmt.Errorf("tenant %q already exists", ev.AggregateID)
 	}
 	var d events.TenantCreatedData
-	if err := decode(ev, &d); err != nil {
+	if err := b.decode(ev, &d); err != nil {
 		return err
 	}
 	kh, err := decodeKeyHash(d.APIKeyHash)
@@ -221,7 +224,7 @@ func (b *edit) tenantUpdated(ev events.Envelope) error {
 		return err
 	}
 	var d events.TenantUpdatedData
-	if err := decode(ev, &d); err != nil {
+	if err := b.decode(ev, &d); err != nil {
 		return err
 	}
 	t := *old
@@ -239,7 +242,7 @@ func (b *edit) tenantKeyRotated(ev events.Envelope) error {
 		return err
 	}
 	var d events.TenantAPIKeyRotatedData
-	if err := decode(ev, &d); err != nil {
+	if err := b.decode(ev, &d); err != nil {
 		return err
 	}
 	kh, err := decodeKeyHash(d.APIKeyHash)
@@ -315,7 +318,7 @@ func (b *edit) routeCreated(ev events.Envelope) error {
 		return fmt.Errorf("route %q already exists", ev.AggregateID)
 	}
 	var spec events.RouteSpec
-	if err := decode(ev, &spec); err != nil {
+	if err := b.decode(ev, &spec); err != nil {
 		return err
 	}
 	if spec.TenantID == "" {
@@ -348,7 +351,7 @@ func (b *edit) routeUpdated(ev events.Envelope) error {
 		return err
 	}
 	var d events.RouteUpdatedData
-	if err := decode(ev, &d); err != nil {
+	if err := b.decode(ev, &d); err != nil {
 		return err
 	}
 	r := *old

@@ -16,9 +16,10 @@ const replayPage = 5000
 // applied advance seq, as on every instance; skipped, if not nil, hears of
 // each. It never touches a projector.
 //
-// The next page is read while one is applied (a store read and Apply cost
-// about the same), and all pages apply to one edit, so each part of the
-// state is copied at most once for the whole replay.
+// The next page is read, and its event data decoded, while one is applied
+// (together they cost about what Apply does), and all pages apply to one
+// edit, so each part of the state is copied at most once for the whole
+// replay.
 func ReplayStore(ctx context.Context, store events.Store, s *Snapshot, until int64, skipped func(events.Envelope, error)) (*Snapshot, error) {
 	return replayStore(ctx, store, s, until, skipped, replayPage)
 }
@@ -44,17 +45,25 @@ func replayStore(ctx context.Context, store events.Store, s *Snapshot, until int
 		if pg.err != nil {
 			return nil, fmt.Errorf("read events: %w", pg.err)
 		}
+		ed.pre = pg.decoded
 		if _, err := ed.applyAll(pg.evs, skipped); err != nil {
 			return nil, fmt.Errorf("apply events: %w", err)
 		}
 	}
+	ed.pre = nil
+	if err := ctx.Err(); err != nil {
+		// The reader may have stopped at ctx's end before the last page.
+		return nil, fmt.Errorf("read events: %w", err)
+	}
 	return ed.s, nil
 }
 
-// readPage is one page of events, or the error that ended the reading.
+// readPage is one page of events with their data decoded, or the error
+// that ended the reading.
 type readPage struct {
-	evs []events.Envelope
-	err error
+	evs     []events.Envelope
+	decoded *decodedPage
+	err     error
 }
 
 // readPagesAhead sends the pages of events after seq from up to until (0: all)
@@ -66,8 +75,12 @@ func readPagesAhead(ctx context.Context, store events.Store, from, until int64, 
 		if err == nil && len(evs) == 0 {
 			return
 		}
+		pg := readPage{evs: evs, err: err}
+		if err == nil {
+			pg.decoded = predecode(evs)
+		}
 		select {
-		case out <- readPage{evs: evs, err: err}:
+		case out <- pg:
 		case <-ctx.Done():
 			return
 		}

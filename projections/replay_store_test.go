@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/tenantgate/gateway/events"
@@ -38,20 +39,28 @@ func TestReplayStoreEqualsReplayAtEverySeq(t *testing.T) {
 	if full, _ := Replay(evs); got.StateHash() != full.StateHash() {
 		t.Fatal("continuing from a partial state differs from a full replay")
 	}
-	// Many pages, read ahead while the previous one applies: the same state
-	// at every page boundary and between them.
+	// Many pages, read and their data decoded ahead while the previous one
+	// applies: the same state at every page boundary and between them, and
+	// the same events skipped for the same reasons (the log has garbage).
 	for _, until := range []int64{7, 8, 49, 50, 293, 0} {
 		n := until
 		if n == 0 {
 			n = int64(len(evs))
 		}
-		want, _ := Replay(evs[:n])
-		got, err := replayStore(testContext(t), store, nil, until, nil, 7)
+		var wantSkipped, gotSkipped []string
+		want, err := ApplyBatch(Empty(), evs[:n], func(ev events.Envelope, err error) { wantSkipped = append(wantSkipped, err.Error()) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := replayStore(testContext(t), store, nil, until, func(ev events.Envelope, err error) { gotSkipped = append(gotSkipped, err.Error()) }, 7)
 		if err != nil {
 			t.Fatalf("pages of 7, until %d: %v", until, err)
 		}
 		if got.Seq() != n || got.StateHash() != want.StateHash() {
 			t.Fatalf("pages of 7, until %d: seq %d, want %d (or another state)", until, got.Seq(), n)
+		}
+		if !slices.Equal(gotSkipped, wantSkipped) || (n == int64(len(evs)) && len(wantSkipped) == 0) {
+			t.Fatalf("pages of 7, until %d: skipped %q, want %q", until, gotSkipped, wantSkipped)
 		}
 	}
 }
