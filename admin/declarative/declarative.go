@@ -315,7 +315,14 @@ func sameJSON(a, b any) bool {
 // not nil, says from the states' digests that an aggregate's configuration
 // is the same in both, so its fields need no comparing.
 func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unchanged func(id string) bool) []Change {
-	same := func(id string) bool { return unchanged != nil && unchanged(id) }
+	// same: equal for sure; with digests, unequal digests are a change for
+	// sure too, and only the fields are left to compare.
+	same := func(id string, a, b any) bool {
+		if unchanged != nil {
+			return unchanged(id)
+		}
+		return sameJSON(a, b)
+	}
 	fromT := indexBy(from.Tenants, func(t TenantConfig) string { return t.ID })
 	toT := indexBy(to.Tenants, func(t TenantConfig) string { return t.ID })
 	fromR := indexBy(from.Routes, func(r RouteConfig) string { return r.ID })
@@ -342,7 +349,7 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unch
 				Fields: fieldChanges(nil, tenantFields(t, toPrefixes)), tenant: &want})
 			continue
 		}
-		if fromPrefixes[t.ID] == toPrefixes[t.ID] && (same(t.ID) || sameJSON(old, t)) {
+		if fromPrefixes[t.ID] == toPrefixes[t.ID] && same(t.ID, old, t) {
 			continue
 		}
 		if fc := fieldChanges(tenantFields(old, fromPrefixes), tenantFields(t, toPrefixes)); len(fc) > 0 {
@@ -358,7 +365,7 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unch
 				Fields: fieldChanges(nil, routeFields(r)), route: &want})
 			continue
 		}
-		if same(r.ID) || sameJSON(old, r) {
+		if same(r.ID, old, r) {
 			continue // the common case, compared in one go
 		}
 		if fc := fieldChanges(routeFields(old), routeFields(r)); len(fc) > 0 {
