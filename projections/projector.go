@@ -447,6 +447,11 @@ func (p *Projector) startUp(ctx context.Context) bool {
 		retry = min(2*retry, maxRetry)
 	}
 	fails.recovered()
+	// Loading a checkpoint and catching up leave several times the state's
+	// size as garbage (the decoded data, the pages read): collect it and
+	// give it back to the OS once, or RSS keeps it for the gateway's life
+	// (with 100,000 routes, 2.3 KiB per route instead of 1.4).
+	debug.FreeOSMemory()
 	p.ready.Store(true)
 	p.log.Info("projector ready", "seq", p.AppliedSeq())
 	return true
