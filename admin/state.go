@@ -155,13 +155,26 @@ func (a *API) state(c *fiber.Ctx) error {
 }
 
 // replay rebuilds the state after event at: from this instance's snapshot
-// when it is that state or the nearest one below, else from the nearest
-// checkpoint, so it costs the events since then, not the whole log.
+// when it is that state or the nearest one below, else from the state at the
+// last checkpoint seq it passed (in memory) or the nearest checkpoint, so it
+// costs the events since then, not the whole log.
 // Skipped events leave the state as every instance has it.
 func (a *API) replay(ctx context.Context, at int64) (*projections.Snapshot, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	return projections.StateAt(ctx, a.store, at, a.proj.Snapshot(), a.log)
+	near := a.proj.Snapshot()
+	if r, ok := a.proj.(retainer); ok && near.Seq() > at {
+		if s := r.Retained(); s != nil && s.Seq() <= at {
+			near = s // a state behind the current one, held in memory
+		}
+	}
+	return projections.StateAt(ctx, a.store, at, near, a.log)
+}
+
+// retainer is a projector that also holds the state at the last checkpoint
+// seq it passed (*projections.Projector does).
+type retainer interface {
+	Retained() *projections.Snapshot
 }
 
 func (a *API) head(ctx context.Context) (int64, error) {

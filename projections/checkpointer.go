@@ -38,6 +38,9 @@ type Checkpointer struct {
 	wake    chan struct{}
 	// saved is the highest seq known to have a checkpoint (written or found).
 	saved atomic.Int64
+	// latest is the newest state at a checkpoint seq this instance had
+	// (restored, or passed while applying).
+	latest atomic.Pointer[Snapshot]
 }
 
 // NewCheckpointer returns a checkpointer writing to store every `every`
@@ -68,6 +71,7 @@ func (c *Checkpointer) Observe(f func(*Snapshot)) { c.observe = f }
 
 // offer queues s (a snapshot no edit will change any more) for writing.
 func (c *Checkpointer) offer(s *Snapshot) {
+	c.latest.Store(s)
 	if c.observe != nil {
 		c.observe(s)
 	}
@@ -156,6 +160,13 @@ func (c *Checkpointer) markSaved(seq int64) {
 	}
 }
 
+// Latest is the newest state at a checkpoint seq that this instance
+// restored or applied its way through (nil before the first), kept in
+// memory so that history queries after it need no checkpoint load. It
+// shares with the current snapshot all but what changed since, at most an
+// interval of events.
+func (c *Checkpointer) Latest() *Snapshot { return c.latest.Load() }
+
 // Saved is the highest seq this checkpointer wrote or found a checkpoint of.
 func (c *Checkpointer) Saved() int64 { return c.saved.Load() }
 
@@ -171,6 +182,7 @@ func (c *Checkpointer) Restore(ctx context.Context, atOrBelow int64) (*Snapshot,
 	if s != nil {
 		from = s.Seq()
 		c.markSaved(from)
+		c.latest.Store(s)
 	}
 	if newest, err := c.store.Checkpoints(ctx, "", atOrBelow, 1); err == nil && len(newest) == 1 &&
 		newest[0].Seq > from && newest[0].ApplyVersion != ApplyVersion {

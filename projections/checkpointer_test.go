@@ -260,6 +260,15 @@ func TestProjectorWritesCheckpointsAtFixedSeqs(t *testing.T) {
 						list, err := sql.Checkpoints(testContext(t), ApplyVersion, head, 1)
 						return err == nil && len(list) == 1 && list[0].Seq == head
 					})
+					// Each projector holds the state at that seq in memory.
+					want, _ := Replay(evs[:head])
+					for _, p := range ps {
+						r := p.Retained()
+						if r == nil || r.Seq() != head {
+							t.Fatalf("retained state %v at head %d, want the state at %d", r, head, head)
+						}
+						assertSameState(t, r, want)
+					}
 				}
 			}
 			list, err := sql.Checkpoints(testContext(t), "", 1<<62, 0)

@@ -114,6 +114,16 @@ func (p *Projector) AppliedSeq() int64 { return p.snap.Load().Seq() }
 // Ready reports whether the start-up catch-up from the store has finished.
 func (p *Projector) Ready() bool { return p.ready.Load() }
 
+// Retained is the newest state at a checkpoint seq this projector has held
+// (Checkpointer.Latest), nil without a checkpointer or before the first:
+// where a history query a little behind the current state can start.
+func (p *Projector) Retained() *Snapshot {
+	if p.cfg.Checkpoints == nil {
+		return nil
+	}
+	return p.cfg.Checkpoints.Latest()
+}
+
 // Changed returns a channel that is closed when a snapshot newer than the
 // current one is published. Take it before reading Snapshot, so that no
 // change can fall between the two; a burst of changes wakes a slow reader
