@@ -226,7 +226,6 @@ func measureApply(c config, bin, work string, add func(name, value, goal string)
 		return err
 	}
 	defer cleanup()
-	y, j, doc = nil, nil, declarative.Document{} // the files hold them now
 	t0 := time.Now()
 	cmd := exec.Command(bin, "apply", "-f", yamlPath)
 	cmd.Env = env
