@@ -155,24 +155,25 @@ func (s *stream) abort() {
 // away: fasthttp notices a client gone only when a write to it fails, and a
 // quiet stream (server-sent events between two events) writes nothing.
 type streams struct {
-	mu   sync.Mutex
-	open map[*stream]struct{}
-	once sync.Once
-	stop chan struct{}
+	mu       sync.Mutex
+	open     map[*stream]struct{}
+	watching bool // a watch goroutine runs; it ends when no stream is left
 }
 
 // streamWatch is how often open streams check that their client is there.
 const streamWatch = 250 * time.Millisecond
 
 func (ss *streams) add(s *stream) {
-	ss.once.Do(func() {
-		ss.open = make(map[*stream]struct{})
-		ss.stop = make(chan struct{})
-		go ss.watch()
-	})
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.open == nil {
+		ss.open = make(map[*stream]struct{})
+	}
 	ss.open[s] = struct{}{}
-	ss.mu.Unlock()
+	if !ss.watching {
+		ss.watching = true
+		go ss.watch()
+	}
 }
 
 func (ss *streams) remove(s *stream) {
@@ -191,17 +192,20 @@ func (ss *streams) snapshot() []*stream {
 	return list
 }
 
-// watch aborts the streams whose client went away. The sockets are looked
-// at outside the lock: streams start and end meanwhile.
+// watch aborts the streams whose client went away, until none is open.
+// The sockets are looked at outside the lock: streams start and end
+// meanwhile.
 func (ss *streams) watch() {
 	t := time.NewTicker(streamWatch)
 	defer t.Stop()
-	for {
-		select {
-		case <-ss.stop:
+	for range t.C {
+		ss.mu.Lock()
+		if len(ss.open) == 0 {
+			ss.watching = false
+			ss.mu.Unlock()
 			return
-		case <-t.C:
 		}
+		ss.mu.Unlock()
 		for _, s := range ss.snapshot() {
 			if s.client != nil && peerClosed(s.client) {
 				s.abort()
