@@ -81,7 +81,7 @@ func (b *edit) adminKeyCreated(ev events.Envelope) error {
 		return fmt.Errorf("admin key %q already exists", ev.AggregateID)
 	}
 	var d events.AdminKeyCreatedData
-	if err := decode(ev, &d); err != nil {
+	if err := b.decode(ev, &d); err != nil {
 		return err
 	}
 	switch d.Role {

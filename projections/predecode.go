@@ -37,6 +37,8 @@ func dataOf(t events.Type) any {
 		return new(events.RouteSpec)
 	case events.RouteUpdated:
 		return new(events.RouteUpdatedData)
+	case events.AdminKeyCreated:
+		return new(events.AdminKeyCreatedData)
 	}
 	return nil
 }
