@@ -452,12 +452,18 @@ func (p *Proxy) send(x *exchange, up *fasthttp.Request, resp *fasthttp.Response,
 	if t == nil {
 		return nil, errInvalidUpstream
 	}
+	aim(x, up, t)
+	return t.roundTrip(up, resp, timeout)
+}
+
+// aim points up at t: its scheme, host and base path joined to the
+// forwarded path (the query stays the client's).
+func aim(x *exchange, up *fasthttp.Request, t *target) {
 	uri := up.URI()
 	uri.SetScheme(t.scheme)
 	uri.SetHost(t.host)
 	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
 	uri.SetPathBytes(x.buf)
-	return t.roundTrip(up, resp, timeout)
 }
 
 // respond answers with the upstream's answer, the route's fallback, or the

@@ -112,11 +112,7 @@ func (p *Proxy) handshake(x *exchange, up *fasthttp.Request, resp *fasthttp.Resp
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(deadline)
-	uri := up.URI()
-	uri.SetScheme(t.scheme)
-	uri.SetHost(t.host)
-	x.buf = joinPath(x.buf[:0], t.base, x.fwdPath)
-	uri.SetPathBytes(x.buf)
+	aim(x, up, t)
 	up.Header.Set("Connection", "Upgrade")
 	up.Header.Set("Upgrade", "websocket")
 	bw := bufio.NewWriterSize(conn, 4<<10)
