@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,21 +272,7 @@ func TestWebSocketRateLimitAndIdleTimeout(t *testing.T) {
 }
 
 // rssBytes is VmRSS of process pid.
-func rssBytes(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
-}
+func rssBytes(t *testing.T, pid int) int64 { return procStatus(t, pid, "VmRSS") }
 
 func TestWebSocketThousandTunnelsAndSIGTERM(t *testing.T) {
 	up := newWSUpstream(t)
