@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -304,9 +305,9 @@ const maxRecord = 16 << 20
 // state hash recomputed from the rebuilt snapshot must equal the stored one.
 // Any failure wraps ErrBadCheckpoint.
 //
-// Reading and decoding the records (and their digests) runs in a goroutine
-// beside the one filing them into the snapshot, so a load costs about the
-// slower of the two, not their sum.
+// Reading the records runs in a goroutine, decoding them (and their
+// digests) on one worker per core, beside the goroutine filing them into
+// the snapshot in order: a load costs about the slowest of the three.
 func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: seq %d: %s", ErrBadCheckpoint, cp.Seq, fmt.Sprintf(format, args...))
@@ -332,25 +333,31 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 		return nil, bad("no last event id (%v)", err)
 	}
 
-	batches := make(chan recordBatch, 8)
+	// One future per run of records, in order: the reader fills them from
+	// decode workers, this goroutine files them.
+	batches := make(chan chan recordBatch, 2*decodeWorkers())
 	stop := make(chan struct{})
 	go func() {
 		defer close(batches)
 		if err := r.decodeAll(batches, stop); err != nil {
+			failed := make(chan recordBatch, 1)
+			failed <- recordBatch{err: err}
 			select {
-			case batches <- recordBatch{err: err}:
+			case batches <- failed:
 			case <-stop:
 			}
 		}
 	}()
 	defer func() {
 		close(stop)
-		for range batches { // let the reader end before zr closes
+		for f := range batches { // let the reader and the workers end before zr closes
+			<-f
 		}
 	}()
 	b := newEdit(Empty())
 	sec := -1
-	for batch := range batches {
+	for f := range batches {
+		batch := <-f
 		if batch.err != nil {
 			return nil, bad("%v", batch.err)
 		}
@@ -422,10 +429,32 @@ func (r *recordReader) str() (string, error) {
 	return string(b), err
 }
 
-// decodeAll reads and decodes every section's records into batches, in
-// order, until the end marker; it stops early when stop closes.
-func (r *recordReader) decodeAll(out chan<- recordBatch, stop <-chan struct{}) error {
+// decodeWorkers is how many runs of records decode at once: one per core,
+// beside the reader and the filer.
+func decodeWorkers() int { return max(1, runtime.GOMAXPROCS(0)) }
+
+// decodeAll reads every section's records in order until the end marker, in
+// runs, and decodes each run (and its digests) on a worker of its own: out
+// gets one future per run, in order, each filled once its run is decoded.
+// It stops early when stop closes; the futures already sent are filled
+// all the same.
+func (r *recordReader) decodeAll(out chan<- chan recordBatch, stop <-chan struct{}) error {
 	const batchSize = 512
+	workers := make(chan struct{}, decodeWorkers())
+	send := func(run rawRun) bool {
+		f := make(chan recordBatch, 1)
+		select {
+		case out <- f:
+		case <-stop:
+			return false
+		}
+		workers <- struct{}{}
+		go func() {
+			defer func() { <-workers }()
+			f <- run.decode()
+		}()
+		return true
+	}
 	for si, sec := range sections {
 		name, err := r.str()
 		if err != nil || name != sec.name {
@@ -435,42 +464,33 @@ func (r *recordReader) decodeAll(out chan<- recordBatch, stop <-chan struct{}) e
 		if err != nil || n < 0 {
 			return fmt.Errorf("%s: count %d (%v)", sec.name, n, err)
 		}
-		batch := recordBatch{sec: si, count: int(n)}
-		send := func() bool {
-			select {
-			case out <- batch:
-				return true
-			case <-stop:
-				return false
-			}
+		// Each run is sized as the one before: records of a section are alike.
+		size := 0
+		newRun := func(first int) rawRun {
+			return rawRun{sec: si, count: int(n), first: first, data: make([]byte, 0, size), ends: make([]int, 0, min(int(n)-first, batchSize))}
 		}
+		run := newRun(0)
 		for i := range int(n) {
-			size, err := r.int()
+			recSize, err := r.int()
 			if err != nil {
 				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
 			}
-			rec, err := r.read(size)
+			rec, err := r.read(recSize)
 			if err != nil {
 				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
 			}
-			d := decoder{b: rec}
-			v, err := sec.decode(&d)
-			if err == nil && len(d.b) != 0 {
-				err = fmt.Errorf("%d bytes left over", len(d.b))
-			}
-			if err != nil {
-				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
-			}
-			batch.items = append(batch.items, v)
-			if len(batch.items) == batchSize {
-				if !send() {
+			run.data = append(run.data, rec...)
+			run.ends = append(run.ends, len(run.data))
+			if len(run.ends) == batchSize {
+				if !send(run) {
 					return nil
 				}
-				batch = recordBatch{sec: si, count: int(n), first: i + 1}
+				size = len(run.data) + len(run.data)/8
+				run = newRun(i + 1)
 			}
 		}
-		// An empty batch too: the section's begin must run.
-		if !send() {
+		// An empty run too: the section's begin must run.
+		if !send(run) {
 			return nil
 		}
 	}
@@ -482,6 +502,35 @@ func (r *recordReader) decodeAll(out chan<- recordBatch, stop <-chan struct{}) e
 	}
 	r.complete = true
 	return nil
+}
+
+// rawRun is a run of records of one section as read, not yet decoded:
+// record k is data[ends[k-1]:ends[k]].
+type rawRun struct {
+	sec   int
+	count int // records in the section
+	first int // index of the run's first record in the section
+	data  []byte
+	ends  []int
+}
+
+func (run rawRun) decode() recordBatch {
+	sec := sections[run.sec]
+	batch := recordBatch{sec: run.sec, count: run.count, first: run.first, items: make([]decoded, 0, len(run.ends))}
+	start := 0
+	for k, end := range run.ends {
+		d := decoder{b: run.data[start:end]}
+		start = end
+		v, err := sec.decode(&d)
+		if err == nil && len(d.b) != 0 {
+			err = fmt.Errorf("%d bytes left over", len(d.b))
+		}
+		if err != nil {
+			return recordBatch{err: fmt.Errorf("%s[%d]: %w", sec.name, run.first+k, err)}
+		}
+		batch.items = append(batch.items, v)
+	}
+	return batch
 }
 
 // CheckpointStore keeps checkpoints; *events.SQLStore is one.
