@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/sync/errgroup"
@@ -78,7 +80,20 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	}
 	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)
 	changes = scopeChanges(principalOf(c), changes, fromSnap, toSnap)
-	return sendLarge(c, fiber.Map{"from": from, "to": to, "changes": nonNil(changes)})
+	return a.sendStream(c, "diff", func(w *bufio.Writer) error {
+		return writeDiff(w, from, to, changes)
+	})
+}
+
+// writeDiff writes the answer of GET /admin/diff: the bytes json.Marshal
+// writes for {"changes", "from", "to"} (keys in that order, as for a map).
+func writeDiff(w *bufio.Writer, from, to int64, changes []declarative.Change) error {
+	_, _ = w.WriteString(`{"changes":`)
+	if err := writeArray(w, changes, false); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, `,"from":%d,"to":%d}`, from, to)
+	return w.Flush()
 }
 
 // declApply handles POST /admin/apply.

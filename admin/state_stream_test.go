@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantgate/gateway/admin/declarative"
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
@@ -71,6 +73,34 @@ func TestWriteStateDocumentSameBytes(t *testing.T) {
 		t.Fatal("the route with every block was not applied")
 	}
 	check("a route with every block")
+	// Enough routes for several runs encoded side by side.
+	for i := range 3*arrayRun + 7 {
+		add(events.RouteCreated, fmt.Sprintf("r-many-%04d", i), events.RouteSpec{TenantID: "t1", Path: fmt.Sprintf("/many/%d", i), PathType: events.PathExact,
+			Upstreams: []events.Upstream{{URL: "http://u", Weight: 1 + i%3}}})
+	}
+	check("routes in several runs")
+}
+
+// TestWriteDiffSameBytes: the streamed diff is what json.Marshal writes for
+// the map the answer once was, with no changes or with several runs of them.
+func TestWriteDiffSameBytes(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 2*arrayRun + 3} {
+		var changes []declarative.Change
+		for i := range n {
+			changes = append(changes, declarative.Change{AggregateType: events.AggregateRoute, AggregateID: fmt.Sprint("r", i), Change: declarative.Updated,
+				Fields: map[string]declarative.FieldChange{"path": {From: "/a", To: fmt.Sprintf("/b/%d<&>", i)}, "method": {From: nil, To: "GET"}}})
+		}
+		want, _ := json.Marshal(map[string]any{"from": 3, "to": 1 << 40, "changes": nonNil(changes)})
+		var got bytes.Buffer
+		w := bufio.NewWriter(&got)
+		if err := writeDiff(w, 3, 1<<40, changes); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != string(want) {
+			t.Fatalf("%d changes:\n%s\nwant\n%s", n, got.String(), want)
+		}
+	}
 }
 
 // TestStoreErrorTellsATimeoutFromAnOutage: a reachable store that ran past
