@@ -383,16 +383,44 @@ func (b *edit) putRoute(r *Route) { b.addRoute(r, routeDigests(r)) }
 
 // addRoute files r, whose digests are dg; its tenant exists.
 func (b *edit) addRoute(r *Route, dg digests) {
+	b.fileRoute(r, dg)
 	s, tok := b.s, b.tok
-	e := routeEntry{r: r, digests: dg}
-	e.addTo(&s.sum, &s.configSum)
-	s.routes = s.routes.set(tok, r.ID, e)
 	old, _ := s.tables.get(r.TenantID)
 	tb := old.editable(tok)
 	tb.add(tok, r)
 	if tb != old {
 		s.tables = s.tables.set(tok, r.TenantID, tb)
 	}
+}
+
+// fileRoute files r, whose digests are dg, by id, and not in its tenant's
+// table (addRoute does both; a checkpoint load files the tables after).
+func (b *edit) fileRoute(r *Route, dg digests) {
+	s := b.s
+	e := routeEntry{r: r, digests: dg}
+	e.addTo(&s.sum, &s.configSum)
+	s.routes = s.routes.set(b.tok, r.ID, e)
+}
+
+// fileTables files every route in its tenant's table, each table sized once
+// for its routes: after a checkpoint load filed the routes by id, this
+// spares each tenant's maps from growing route by route.
+func (b *edit) fileTables() {
+	s, tok := b.s, b.tok
+	count := make(map[string]int, s.tenants.len())
+	s.routes.all(func(_ string, e routeEntry) bool {
+		count[e.r.TenantID]++
+		return true
+	})
+	s.tables = presized[string, *table, stringHasher](tok, len(count))
+	for id, n := range count {
+		s.tables = s.tables.set(tok, id, &table{owner: tok, routes: presized[string, *Route, stringHasher](tok, n)})
+	}
+	s.routes.all(func(_ string, e routeEntry) bool {
+		tb, _ := s.tables.get(e.r.TenantID)
+		tb.add(tok, e.r)
+		return true
+	})
 }
 
 func (b *edit) dropRoute(r *Route) {

@@ -183,25 +183,39 @@ func BenchmarkApplyOneByOne(b *testing.B) {
 }
 
 // BenchmarkSnapshotMemory reports the heap the benchmark state takes, per
-// route (tenants included).
+// route (tenants included), built by a replay and loaded from a checkpoint.
 func BenchmarkSnapshotMemory(b *testing.B) {
 	st := loadBench(b)
-	evs := st.log.evs
-	var s *Snapshot
-	var before, after runtime.MemStats
-	for b.Loop() {
-		s = nil //nolint:ineffassign // drop the previous state before measuring the heap
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		var err error
-		if s, err = Replay(evs); err != nil {
-			b.Fatal(err)
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
+	cp, err := EncodeCheckpoint(st.snap)
+	if err != nil {
+		b.Fatal(err)
 	}
-	runtime.KeepAlive(s)
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(s.Routes())), "bytes/route")
+	builds := []struct {
+		name  string
+		build func() (*Snapshot, error)
+	}{
+		{"replay", func() (*Snapshot, error) { return Replay(st.log.evs) }},
+		{"checkpoint", func() (*Snapshot, error) { return DecodeCheckpoint(cp) }},
+	}
+	for _, bd := range builds {
+		b.Run(bd.name, func(b *testing.B) {
+			var s *Snapshot
+			var before, after runtime.MemStats
+			for b.Loop() {
+				s = nil //nolint:ineffassign // drop the previous state before measuring the heap
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				var err error
+				if s, err = bd.build(); err != nil {
+					b.Fatal(err)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+			}
+			runtime.KeepAlive(s)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(s.Routes())), "bytes/route")
+		})
+	}
 }
 
 // BenchmarkCheckpoint encodes and decodes (verifying) the checkpoint of the

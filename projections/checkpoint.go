@@ -99,6 +99,8 @@ type section struct {
 	put func(b *edit, v decoded) error
 	// begin, if set, prepares the edit for the section's n records.
 	begin func(b *edit, n int)
+	// end, if set, runs once the section's records are all put.
+	end func(b *edit)
 }
 
 // decoded is one record ready to be filed, its digests computed.
@@ -173,9 +175,10 @@ var sections = []section{
 				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
 			}
 			r.TenantID = t.t.ID // one copy of the id string per tenant
-			b.addRoute(r, v.dg)
+			b.fileRoute(r, v.dg)
 			return nil
 		},
+		end: func(b *edit) { b.fileTables() },
 	},
 	indexSection("tenantNames", func(s *Snapshot) **strMap[*Tenant] { return &s.byName },
 		func(e *encoder, k string) { e.str(k) }, func(d *decoder) string { return d.str() }, strings.Compare),
@@ -362,6 +365,7 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 			return nil, bad("%v", batch.err)
 		}
 		if batch.sec != sec {
+			endSection(b, sec)
 			sec = batch.sec
 			if sections[sec].begin != nil {
 				sections[sec].begin(b, batch.count)
@@ -376,11 +380,19 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	if !r.complete {
 		return nil, bad("incomplete")
 	}
+	endSection(b, sec)
 	b.s.seq, b.s.lastID = seq, lastID
 	if got := b.s.StateHash(); got != cp.StateHash {
 		return nil, bad("state hash %s, the checkpoint says %s", got, cp.StateHash)
 	}
 	return b.s, nil
+}
+
+// endSection runs section sec's end, if it has one (sec -1: none yet).
+func endSection(b *edit, sec int) {
+	if sec >= 0 && sections[sec].end != nil {
+		sections[sec].end(b)
+	}
 }
 
 // recordBatch is a run of decoded records of one section (or what stopped
