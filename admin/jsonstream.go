@@ -2,9 +2,11 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"sync"
 
 	// go-json writes the same bytes as encoding/json (TestWriteStateDocument
 	// compares them) in about half the time.
@@ -40,10 +42,15 @@ const arrayRun = 256
 // A bufio.Writer's error sticks, so the caller's Flush reports it.
 func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
 	_, _ = w.WriteString("[")
-	err := inRuns(len(items), arrayRun, func(lo, hi int) ([]byte, error) {
-		return encodeItems(items[lo:hi], lo > 0, indent)
-	}, func(b []byte) error {
-		_, err := w.Write(b)
+	err := inRuns(len(items), arrayRun, func(lo, hi int) (*bytes.Buffer, error) {
+		buf := runBuffers.Get().(*bytes.Buffer)
+		buf.Reset()
+		return buf, encodeItems(buf, items[lo:hi], lo > 0, indent)
+	}, func(buf *bytes.Buffer) error {
+		_, err := w.Write(buf.Bytes())
+		if buf.Cap() <= 1<<20 {
+			runBuffers.Put(buf)
+		}
 		return err
 	})
 	if err != nil {
@@ -56,35 +63,37 @@ func writeArray[T any](w *bufio.Writer, items []T, indent bool) error {
 	return err
 }
 
-// encodeItems encodes a run of an array's items, each after a comma when
-// the run does not begin the array.
-func encodeItems[T any](items []T, afterOthers, indent bool) ([]byte, error) {
-	var out []byte
+// encodeItems encodes a run of an array's items into buf, each after a
+// comma when the run does not begin the array. One Encoder per run reuses
+// its buffer across items (json.Marshal allocates one per item).
+func encodeItems[T any](buf *bytes.Buffer, items []T, afterOthers, indent bool) error {
+	enc := json.NewEncoder(buf)
+	if indent {
+		enc.SetIndent("    ", "  ")
+	}
 	for i, item := range items {
 		if i > 0 || afterOthers {
-			out = append(out, ',')
+			buf.WriteByte(',')
 		}
-		var b []byte
-		var err error
 		if indent {
-			out = append(out, "\n    "...)
-			b, err = json.MarshalIndent(item, "    ", "  ")
-		} else {
-			b, err = json.Marshal(item)
+			buf.WriteString("\n    ")
 		}
-		if err != nil {
-			return nil, err
+		if err := enc.Encode(item); err != nil {
+			return err
 		}
-		out = append(out, b...)
+		buf.Truncate(buf.Len() - 1) // Encode ends each value with a newline
 	}
-	return out, nil
+	return nil
 }
+
+// runBuffers hold encoded runs between their worker and the writer.
+var runBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // inRuns calls encode for each run [lo, hi) of n items, size items at a
 // time, on up to one worker per core, and write with their results in
 // order. It stops at the first error; runs still encoding then finish
 // unread.
-func inRuns(n, size int, encode func(lo, hi int) ([]byte, error), write func([]byte) error) error {
+func inRuns[R any](n, size int, encode func(lo, hi int) (R, error), write func(R) error) error {
 	if n <= size { // one run or none: no goroutine
 		if n == 0 {
 			return nil
@@ -96,7 +105,7 @@ func inRuns(n, size int, encode func(lo, hi int) ([]byte, error), write func([]b
 		return write(b)
 	}
 	type result struct {
-		b   []byte
+		r   R
 		err error
 	}
 	// A run is encoded once its future is queued, so the queue's length
@@ -114,18 +123,18 @@ func inRuns(n, size int, encode func(lo, hi int) ([]byte, error), write func([]b
 				return
 			}
 			go func(lo, hi int) {
-				b, err := encode(lo, hi)
-				f <- result{b, err}
+				r, err := encode(lo, hi)
+				f <- result{r, err}
 			}(lo, min(lo+size, n))
 		}
 	}()
 	for f := range futures {
-		r := <-f
-		if r.err == nil {
-			r.err = write(r.b)
+		res := <-f
+		if res.err == nil {
+			res.err = write(res.r)
 		}
-		if r.err != nil {
-			return r.err
+		if res.err != nil {
+			return res.err
 		}
 	}
 	return nil

@@ -126,3 +126,37 @@ func TestStoreErrorTellsATimeoutFromAnOutage(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkWriteState writes the state document of 20,000 routes.
+func BenchmarkWriteState(b *testing.B) {
+	s := projections.Empty()
+	seq := int64(0)
+	add := func(typ events.Type, id string, data any) {
+		raw, _ := json.Marshal(data)
+		seq++
+		s, _ = projections.Apply(s, events.Envelope{Seq: seq, ID: fmt.Sprint(seq), Type: typ, AggregateID: id, AggregateVersion: 1,
+			TenantID: "t1", OccurredAt: time.Unix(seq, 0), Data: raw})
+	}
+	add(events.TenantCreated, "t1", events.TenantCreatedData{Name: "a", Status: events.TenantActive, APIKeyHash: fmt.Sprintf("%064d", 0)})
+	for i := range 20_000 {
+		add(events.RouteCreated, fmt.Sprintf("r-%05d", i), events.RouteSpec{TenantID: "t1", Method: "GET", Path: fmt.Sprintf("/svc/%d", i), PathType: events.PathPrefix,
+			Upstreams:  []events.Upstream{{URL: "http://10.0.0.1:8080", Weight: 2}, {URL: "http://10.0.0.2:8080", Weight: 1}},
+			Resilience: &events.Resilience{Retry: &events.Retry{Enabled: true, MaxRetries: 2, RetryableStatusCodes: []int{502, 503}}}})
+	}
+	var n int64
+	for b.Loop() {
+		var w countingWriter
+		if err := WriteStateDocument(&w, s, false); err != nil {
+			b.Fatal(err)
+		}
+		n = int64(w)
+	}
+	b.SetBytes(n)
+}
+
+type countingWriter int64
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	*w += countingWriter(len(p))
+	return len(p), nil
+}

@@ -262,6 +262,9 @@ func (b *edit) tenantDeleted(ev events.Envelope) error {
 		return err
 	}
 	// Routes normally go first, each by its own RouteDeleted; drop any left.
+	if b.s.unfiled {
+		b.fileTables() // to find them
+	}
 	if tb, ok := b.s.tables.get(old.ID); ok {
 		var left []string
 		tb.routes.all(func(id string, _ *Route) bool {
@@ -384,6 +387,9 @@ func (b *edit) putRoute(r *Route) { b.addRoute(r, routeDigests(r)) }
 // addRoute files r, whose digests are dg; its tenant exists.
 func (b *edit) addRoute(r *Route, dg digests) {
 	b.fileRoute(r, dg)
+	if b.s.unfiled {
+		return
+	}
 	s, tok := b.s, b.tok
 	old, _ := s.tables.get(r.TenantID)
 	tb := old.editable(tok)
@@ -394,7 +400,8 @@ func (b *edit) addRoute(r *Route, dg digests) {
 }
 
 // fileRoute files r, whose digests are dg, by id, and not in its tenant's
-// table (addRoute does both; a checkpoint load files the tables after).
+// table (addRoute does both; a checkpoint load files the tables after, or
+// leaves them unfiled).
 func (b *edit) fileRoute(r *Route, dg digests) {
 	s := b.s
 	e := routeEntry{r: r, digests: dg}
@@ -421,6 +428,7 @@ func (b *edit) fileTables() {
 		tb.add(tok, e.r)
 		return true
 	})
+	s.unfiled = false
 }
 
 func (b *edit) dropRoute(r *Route) {
@@ -428,6 +436,9 @@ func (b *edit) dropRoute(r *Route) {
 	e, _ := s.routes.get(r.ID)
 	e.addTo(&s.sum, &s.configSum)
 	s.routes = s.routes.delete(tok, r.ID)
+	if s.unfiled {
+		return
+	}
 	if old, ok := s.tables.get(r.TenantID); ok {
 		tb := old.editable(tok)
 		tb.remove(tok, r)

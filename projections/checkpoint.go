@@ -99,8 +99,6 @@ type section struct {
 	put func(b *edit, v decoded) error
 	// begin, if set, prepares the edit for the section's n records.
 	begin func(b *edit, n int)
-	// end, if set, runs once the section's records are all put.
-	end func(b *edit)
 }
 
 // decoded is one record ready to be filed, its digests computed.
@@ -174,11 +172,10 @@ var sections = []section{
 			if !ok {
 				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
 			}
-			r.TenantID = t.t.ID // one copy of the id string per tenant
-			b.fileRoute(r, v.dg)
+			r.TenantID = t.t.ID  // one copy of the id string per tenant
+			b.fileRoute(r, v.dg) // the tables after all routes
 			return nil
 		},
-		end: func(b *edit) { b.fileTables() },
 	},
 	indexSection("tenantNames", func(s *Snapshot) **strMap[*Tenant] { return &s.byName },
 		func(e *encoder, k string) { e.str(k) }, func(d *decoder) string { return d.str() }, strings.Compare),
@@ -311,7 +308,11 @@ const maxRecord = 16 << 20
 // Reading the records runs in a goroutine, decoding them (and their
 // digests) on one worker per core, beside the goroutine filing them into
 // the snapshot in order: a load costs about the slowest of the three.
-func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
+func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) { return decodeCheckpoint(cp, true) }
+
+// decodeCheckpoint is DecodeCheckpoint; unless forServing, the routes are
+// left unfiled in tables (a history query's state: a third of the load).
+func decodeCheckpoint(cp events.Checkpoint, forServing bool) (*Snapshot, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: seq %d: %s", ErrBadCheckpoint, cp.Seq, fmt.Sprintf(format, args...))
 	}
@@ -365,7 +366,6 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 			return nil, bad("%v", batch.err)
 		}
 		if batch.sec != sec {
-			endSection(b, sec)
 			sec = batch.sec
 			if sections[sec].begin != nil {
 				sections[sec].begin(b, batch.count)
@@ -380,19 +380,16 @@ func DecodeCheckpoint(cp events.Checkpoint) (*Snapshot, error) {
 	if !r.complete {
 		return nil, bad("incomplete")
 	}
-	endSection(b, sec)
+	if forServing {
+		b.fileTables()
+	} else {
+		b.s.unfiled = true
+	}
 	b.s.seq, b.s.lastID = seq, lastID
 	if got := b.s.StateHash(); got != cp.StateHash {
 		return nil, bad("state hash %s, the checkpoint says %s", got, cp.StateHash)
 	}
 	return b.s, nil
-}
-
-// endSection runs section sec's end, if it has one (sec -1: none yet).
-func endSection(b *edit, sec int) {
-	if sec >= 0 && sections[sec].end != nil {
-		sections[sec].end(b)
-	}
 }
 
 // recordBatch is a run of decoded records of one section (or what stopped
@@ -562,6 +559,12 @@ var _ CheckpointStore = (*events.SQLStore)(nil)
 // or below seq atOrBelow, or nil when there is none. Checkpoints that do not
 // verify are logged and skipped. Only a store error is returned as an error.
 func LatestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, log *slog.Logger) (*Snapshot, error) {
+	return latestCheckpoint(ctx, cs, atOrBelow, true, log)
+}
+
+// latestCheckpoint is LatestCheckpoint, the state for serving or, unless
+// forServing, for a history query (see decodeCheckpoint).
+func latestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, forServing bool, log *slog.Logger) (*Snapshot, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -579,7 +582,7 @@ func LatestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, 
 			if err != nil {
 				return nil, fmt.Errorf("projections: load checkpoint %d: %w", info.Seq, err)
 			}
-			s, err := DecodeCheckpoint(cp)
+			s, err := decodeCheckpoint(cp, forServing)
 			if err != nil {
 				log.Warn("checkpoint skipped: it does not verify", "seq", info.Seq, "err", err)
 				continue
@@ -599,7 +602,8 @@ func LatestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, 
 // its seq is at most at), the newest usable checkpoint at or below at (when
 // store keeps checkpoints), or the empty state; and applies the store's
 // events from there to at (0 is the empty state). It costs the events between at and where it
-// starts, not the whole log.
+// starts, not the whole log. A state from a checkpoint is for reading (its
+// routes are filed in matcher tables only if something matches against it).
 func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, log *slog.Logger) (*Snapshot, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -638,7 +642,7 @@ func nearerCheckpoint(ctx context.Context, cs CheckpointStore, from, at int64, l
 	if len(list) == 0 || list[0].Seq <= from {
 		return nil, nil
 	}
-	s, err := LatestCheckpoint(ctx, cs, at, log)
+	s, err := latestCheckpoint(ctx, cs, at, false, log)
 	if err != nil || s == nil || s.Seq() <= from {
 		return nil, err
 	}

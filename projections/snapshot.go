@@ -22,6 +22,10 @@ type Snapshot struct {
 	byName  *strMap[*Tenant]
 	routes  *strMap[routeEntry] // by id
 	tables  *strMap[*table]     // by tenant id
+	// unfiled: the routes are not filed in tables (a state loaded from a
+	// checkpoint for a history query, which never matches a request); the
+	// tables are built from routes when first needed.
+	unfiled bool
 	// named admin keys: by id, by key digest, by name
 	keys       *strMap[adminKeyEntry]
 	keysByHash *digestMap[*AdminKey]
@@ -45,6 +49,8 @@ type routeEntry struct {
 }
 
 type snapCache struct {
+	filedOnce   sync.Once
+	filed       *Snapshot
 	tenantsOnce sync.Once
 	tenants     []*Tenant
 	routesOnce  sync.Once
@@ -62,7 +68,7 @@ func (s *Snapshot) next() *Snapshot {
 	}
 	return &Snapshot{
 		seq: s.seq, lastID: s.lastID, tenants: s.tenants, byKey: s.byKey, byName: s.byName,
-		routes: s.routes, tables: s.tables, keys: s.keys, keysByHash: s.keysByHash, keysByName: s.keysByName,
+		routes: s.routes, tables: s.tables, unfiled: s.unfiled, keys: s.keys, keysByHash: s.keysByHash, keysByName: s.keysByName,
 		sum: s.sum, configSum: s.configSum, cache: &snapCache{},
 	}
 }
@@ -87,6 +93,9 @@ func (s *Snapshot) Authenticate(keyHash [32]byte) (*Tenant, bool) {
 func (s *Snapshot) Match(t *Tenant, method, path string) (*Route, bool) {
 	if t == nil {
 		return nil, false
+	}
+	if s.unfiled {
+		return s.withTables().Match(t, method, path)
 	}
 	tb, ok := s.tables.get(t.ID)
 	if !ok {
@@ -154,6 +163,9 @@ func (s *Snapshot) Routes() []*Route {
 
 // TenantRoutes returns a tenant's routes ordered by id (nil when none).
 func (s *Snapshot) TenantRoutes(tenantID string) []*Route {
+	if s.unfiled {
+		return s.withTables().TenantRoutes(tenantID)
+	}
 	tb, ok := s.tables.get(tenantID)
 	if !ok || tb.routes.len() == 0 {
 		return nil
@@ -165,6 +177,21 @@ func (s *Snapshot) TenantRoutes(tenantID string) []*Route {
 	})
 	sortRoutes(out)
 	return out
+}
+
+// withTables is s with its routes filed in tables, built once. Only a
+// history state needs it, and only if something matches against it: the
+// projector serves filed states alone.
+func (s *Snapshot) withTables() *Snapshot {
+	if !s.unfiled {
+		return s
+	}
+	s.cache.filedOnce.Do(func() {
+		b := newEdit(s)
+		b.fileTables()
+		s.cache.filed = b.s
+	})
+	return s.cache.filed
 }
 
 func sortRoutes(rs []*Route) {
