@@ -302,6 +302,14 @@ func TestDiffBetweenSeqs(t *testing.T) {
 	t.Parallel()
 	e := newDeclEnv(t, declSqliteStore)
 	acme, _, r1, r2 := declSeed(t, e)
+	// Enough aggregates that the three events after a cost less than a
+	// checkpoint's load: the state at b is built from the state at a.
+	for i := range 4 {
+		e.create(t, "/admin/tenants", fmt.Sprintf(`{"name":"bystander-%d"}`, i))
+	}
+	if !projections.ReplayIsCheaper(e.proj.Snapshot().Size(), 3) {
+		t.Fatal("the seed is too small for the forward diff to build one state from the other")
+	}
 	a := e.head(t)
 	e.call(t, "PATCH", "/admin/routes/"+r1, `{"path":"/api/v2","loadBalancing":"random"}`).must(t, 200, nil)
 	e.call(t, "PATCH", "/admin/tenants/"+acme, `{"rateLimit":null}`).must(t, 200, nil)
@@ -394,6 +402,14 @@ func TestDiffBetweenSeqs(t *testing.T) {
 	e.call(t, "GET", fmt.Sprintf("/admin/diff?from=%d&to=%d", b, b), "").must(t, 200, &empty)
 	if empty.Changes == nil || len(empty.Changes) != 0 {
 		t.Errorf("diff of a seq with itself = %v, want []", empty.Changes)
+	}
+
+	// Once the head moved on, the state at b is no longer the current one
+	// and is built from the state at a: the same answer.
+	first := e.call(t, "GET", fmt.Sprintf("/admin/diff?from=%d&to=%d", a, b), "")
+	e.create(t, "/admin/tenants", `{"name":"later"}`)
+	if again := e.call(t, "GET", fmt.Sprintf("/admin/diff?from=%d&to=%d", a, b), ""); string(again.raw) != string(first.raw) {
+		t.Errorf("diff once the head moved on:\n%s\nwant\n%s", again.raw, first.raw)
 	}
 }
 

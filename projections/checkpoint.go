@@ -602,7 +602,8 @@ func latestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, 
 // its seq is at most at), the newest usable checkpoint at or below at (when
 // store keeps checkpoints), or the empty state; and applies the store's
 // events from there to at (0 is the empty state). It costs the events between at and where it
-// starts, not the whole log. A state from a checkpoint is for reading (its
+// starts, not the whole log; a checkpoint only when it costs less than the
+// events from near (ReplayIsCheaper). A state from a checkpoint is for reading (its
 // routes are filed in matcher tables only if something matches against it).
 func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, log *slog.Logger) (*Snapshot, error) {
 	if log == nil {
@@ -618,7 +619,7 @@ func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, 
 		}
 		start = near
 	}
-	if cs, ok := store.(CheckpointStore); ok && at > start.Seq() {
+	if cs, ok := store.(CheckpointStore); ok && at > start.Seq() && !ReplayIsCheaper(start.Size(), at-start.Seq()) {
 		cp, err := nearerCheckpoint(ctx, cs, start.Seq(), at, log)
 		if err != nil {
 			return nil, err
@@ -631,6 +632,12 @@ func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, 
 		log.Debug("replay skipped an event", "at", at, "seq", ev.Seq, "err", err)
 	})
 }
+
+// ReplayIsCheaper reports whether applying events events to a state of size
+// aggregates costs less than loading a checkpoint of that size: an event
+// costs about twice what one aggregate's record does (both decode and
+// digest one aggregate; an event also reads a row and copies the old one).
+func ReplayIsCheaper(size int, events int64) bool { return events*2 <= int64(size) }
 
 // nearerCheckpoint is LatestCheckpoint at or below at, when there is one
 // beyond seq from (nil otherwise, so the caller keeps its start).

@@ -73,6 +73,10 @@ func (s *Snapshot) next() *Snapshot {
 	}
 }
 
+// Size is the number of live tenants and routes: what loading the state
+// from a checkpoint costs, in records.
+func (s *Snapshot) Size() int { return s.tenants.len() + s.routes.len() }
+
 // Seq is the seq of the last event applied.
 func (s *Snapshot) Seq() int64 { return s.seq }
 
