@@ -70,6 +70,10 @@ const (
 // storeTimeout bounds each call to the store and each wait on the projector.
 const storeTimeout = 5 * time.Second
 
+// historyKeep is how long the checkpoint states history queries loaded are
+// kept after the last load (see projections.History).
+const historyKeep = 2 * time.Minute
+
 // maxActorChars is the longest X-Actor accepted.
 const maxActorChars = 200
 
@@ -135,11 +139,12 @@ type API struct {
 	notify   func()
 	log      *slog.Logger
 	now      func() time.Time
-	tracer   trace.Tracer   // nil: no spans
-	lastHead atomic.Int64   // last store head seen, reported while the store is down
-	writes   chan struct{}  // a one-slot semaphore: this instance's commands run one at a time
-	cluster  Instances      // GET /admin/instances
-	live     UpstreamStates // GET /admin/routes/:id/upstreams; nil: nothing known
+	tracer   trace.Tracer         // nil: no spans
+	lastHead atomic.Int64         // last store head seen, reported while the store is down
+	past     *projections.History // states of the past, for history queries
+	writes   chan struct{}        // a one-slot semaphore: this instance's commands run one at a time
+	cluster  Instances            // GET /admin/instances
+	live     UpstreamStates       // GET /admin/routes/:id/upstreams; nil: nothing known
 	// failed authentications: counted, and slowed down per address
 	authFailures Counter
 	failed       failures
@@ -192,6 +197,7 @@ func New(cfg Config, deps Deps) (*API, error) {
 		cfg:     cfg,
 		keyHash: sha256.Sum256([]byte(cfg.AdminKey)),
 		store:   deps.Store,
+		past:    projections.NewHistory(deps.Store, historyKeep, deps.Log),
 		proj:    deps.Projector,
 		busKind: deps.BusKind,
 		notify:  deps.Notify,

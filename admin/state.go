@@ -109,26 +109,20 @@ func (a *API) state(c *fiber.Ctx) error {
 	return a.sendState(c, snap)
 }
 
-// replay rebuilds the state after event at: from this instance's snapshot
-// when it is that state or the nearest one below, else from the nearest of
-// the state at the last checkpoint seq it passed (in memory), the states in
-// also (such as the other end of a diff) and the nearest checkpoint, so it
-// costs the events since then, not the whole log.
+// replay rebuilds the state after event at, starting from the nearest of
+// this instance's snapshot, the state at the last checkpoint seq it passed
+// (in memory), the states in also (such as the other end of a diff), the
+// checkpoint states recent queries loaded, and the nearest checkpoint; so
+// it costs the events since then, not the whole log.
 // Skipped events leave the state as every instance has it.
 func (a *API) replay(ctx context.Context, at int64, also ...*projections.Snapshot) (*projections.Snapshot, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	near := a.proj.Snapshot()
-	candidates := also
+	near := append(also, a.proj.Snapshot())
 	if r, ok := a.proj.(retainer); ok {
-		candidates = append(candidates, r.Retained())
+		near = append(near, r.Retained())
 	}
-	for _, s := range candidates {
-		if s != nil && s.Seq() <= at && (near.Seq() > at || s.Seq() > near.Seq()) {
-			near = s // a state behind the current one, held in memory
-		}
-	}
-	return projections.StateAt(ctx, a.store, at, near, a.log)
+	return a.past.StateAt(ctx, at, near...)
 }
 
 // retainer is a projector that also holds the state at the last checkpoint

@@ -606,6 +606,12 @@ func latestCheckpoint(ctx context.Context, cs CheckpointStore, atOrBelow int64, 
 // events from near (ReplayIsCheaper). A state from a checkpoint is for reading (its
 // routes are filed in matcher tables only if something matches against it).
 func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, log *slog.Logger) (*Snapshot, error) {
+	return stateAt(ctx, store, at, []*Snapshot{near}, nil, log)
+}
+
+// stateAt is StateAt starting from the nearest of several states in
+// memory; loaded, if set, hears of each checkpoint state it loads.
+func stateAt(ctx context.Context, store events.Store, at int64, near []*Snapshot, loaded func(*Snapshot), log *slog.Logger) (*Snapshot, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -613,19 +619,24 @@ func StateAt(ctx context.Context, store events.Store, at int64, near *Snapshot, 
 	if at <= 0 {
 		return start, nil
 	}
-	if near != nil && near.Seq() <= at {
-		if near.Seq() == at {
-			return near, nil
+	for _, s := range near {
+		if s != nil && s.Seq() <= at && s.Seq() > start.Seq() {
+			start = s
 		}
-		start = near
 	}
-	if cs, ok := store.(CheckpointStore); ok && at > start.Seq() && !ReplayIsCheaper(start.Size(), at-start.Seq()) {
+	if start.Seq() == at {
+		return start, nil
+	}
+	if cs, ok := store.(CheckpointStore); ok && !ReplayIsCheaper(start.Size(), at-start.Seq()) {
 		cp, err := nearerCheckpoint(ctx, cs, start.Seq(), at, log)
 		if err != nil {
 			return nil, err
 		}
 		if cp != nil {
 			start = cp
+			if loaded != nil {
+				loaded(cp)
+			}
 		}
 	}
 	return ReplayStore(ctx, store, start, at, func(ev events.Envelope, err error) {

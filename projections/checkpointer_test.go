@@ -18,7 +18,13 @@ import (
 // replay started.
 type countingStore struct {
 	*events.SQLStore
-	read atomic.Int64
+	read   atomic.Int64
+	loaded atomic.Int64 // checkpoints
+}
+
+func (c *countingStore) LoadCheckpoint(ctx context.Context, seq int64, version string) (events.Checkpoint, error) {
+	c.loaded.Add(1)
+	return c.SQLStore.LoadCheckpoint(ctx, seq, version)
 }
 
 func (c *countingStore) Read(ctx context.Context, q events.Query) ([]events.Envelope, error) {
@@ -291,5 +297,63 @@ func TestProjectorWritesCheckpointsAtFixedSeqs(t *testing.T) {
 				assertSameState(t, got, want)
 			}
 		})
+	}
+}
+
+// TestHistoryKeepsWhatItLoaded: a query near a checkpoint a query before it
+// loaded starts from that state (no second load, only the events after
+// it), gives the state a replay gives, and the states are forgotten once
+// keep passes without a load.
+func TestHistoryKeepsWhatItLoaded(t *testing.T) {
+	t.Parallel()
+	const every = 250
+	sql, evs := checkpointedStore(t, openSQLite, 15, 1200, every)
+	counted := &countingStore{SQLStore: sql}
+	h := NewHistory(counted, time.Hour, nil)
+	at := func(seq int64) {
+		t.Helper()
+		got, err := h.StateAt(testContext(t), seq)
+		if err != nil {
+			t.Fatalf("at %d: %v", seq, err)
+		}
+		want, _ := Replay(evs[:seq])
+		assertSameState(t, got, want)
+	}
+	at(2*every + 10)
+	if n := counted.loaded.Load(); n != 1 {
+		t.Fatalf("first query loaded %d checkpoints, want 1", n)
+	}
+	before := counted.read.Load()
+	at(2*every + 40) // the same checkpoint is the nearest start
+	if n, read := counted.loaded.Load(), counted.read.Load()-before; n != 1 || read != 40 {
+		t.Fatalf("second query: %d checkpoints loaded in all, %d events read; want 1 and 40", n, read)
+	}
+	at(4*every + 5) // another one: loaded, and both kept
+	at(2*every + 1)
+	if n := counted.loaded.Load(); n != 2 {
+		t.Fatalf("%d checkpoints loaded, want 2", n)
+	}
+	// Forgotten once keep passes without a load.
+	h = NewHistory(counted, 50*time.Millisecond, nil)
+	at(2*every + 10)
+	if n := counted.loaded.Load(); n != 3 {
+		t.Fatalf("a new history: %d checkpoints loaded in all, want 3", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		kept := len(h.recent)
+		h.mu.Unlock()
+		if kept == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d states still kept long after keep", kept)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	at(2*every + 10)
+	if n := counted.loaded.Load(); n != 4 {
+		t.Fatalf("after keep: %d checkpoints loaded in all, want 4 (the forgotten one again)", n)
 	}
 }
