@@ -232,3 +232,34 @@ func TestPastVersionsOneByOneAndInOnePass(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteResultWritesWhatWriteJSONWrites compares the streamed answer of
+// an apply with the whole one: creates, updates and deletes, text that
+// JSON escapes, keys and a seq, and the empty answers.
+func TestWriteResultWritesWhatWriteJSONWrites(t *testing.T) {
+	h := newHistory(t)
+	first, b := h.apply(sampleDoc(), "t")
+	doc := sampleDoc()
+	doc.Routes = doc.Routes[1:]
+	doc.Routes[0].Path = "/a<&>\u2028\"quoted\""
+	doc.Tenants[1].RateLimit = nil
+	second, _ := h.apply(doc, "t")
+	seq := int64(42)
+	for name, res := range map[string]Result{
+		"created":   {Changes: first, AppliedSeq: &seq, APIKeys: b.Keys},
+		"mixed":     {Changes: second, AppliedSeq: &seq, APIKeys: []IssuedKey{}},
+		"unchanged": {Changes: []Change{}, APIKeys: []IssuedKey{}},
+		"nil lists": {},
+	} {
+		var whole, streamed strings.Builder
+		if err := WriteJSON(&whole, res); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteResult(&streamed, res); err != nil {
+			t.Fatal(err)
+		}
+		if streamed.String() != whole.String() {
+			t.Errorf("%s: WriteResult wrote\n%s\nWriteJSON\n%s", name, streamed.String(), whole.String())
+		}
+	}
+}

@@ -100,7 +100,19 @@ func toJSONBySections(data []byte) (out []byte, ok bool) {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmpString(sections[a].key, sections[b].key) })
+	// Sized up front: grown by doubling, the 50 MiB of a large document
+	// were copied over and over.
+	size := 2
+	for _, s := range sections {
+		size += len(s.key) + 10
+	}
+	for _, r := range runs {
+		for _, item := range r.json {
+			size += len(item) + 1
+		}
+	}
 	var buf bytes.Buffer
+	buf.Grow(size)
 	buf.WriteByte('{')
 	for n, si := range order {
 		if n > 0 {

@@ -94,7 +94,7 @@ func applyCommand(ctx context.Context, cfg Config, args []string, stdout io.Writ
 	if err != nil {
 		return documentError(*file, err)
 	}
-	return declarative.WriteJSON(stdout, res)
+	return declarative.WriteResult(stdout, res)
 }
 
 // decodeDocumentFile reads a yaml or json document and validates it with
