@@ -112,11 +112,11 @@ func writeDiff(w *bufio.Writer, from, to int64, changes []declarative.Change) er
 
 // declApply handles POST /admin/apply.
 func (a *API) declApply(c *fiber.Ctx) error {
-	who, body, err := commandInput(c)
+	who, err := actor(c)
 	if err != nil {
 		return fail(c, err)
 	}
-	doc, dryRun, err := decodeDocument(body, true)
+	doc, dryRun, err := decodeDocumentBody(c.Request().Body(), true)
 	if err != nil {
 		return fail(c, err)
 	}

@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"runtime"
 	"slices"
 	"strconv"
@@ -23,16 +26,92 @@ import (
 // a state document decodes too. Whole-document consistency (unique ids and
 // names, routes of tenants in the document) is checked by declarative.Plan.
 func DecodeDocument(body []byte) (declarative.Document, error) {
-	v, perr := parseJSON(body)
-	if perr != nil {
-		return declarative.Document{}, perr
-	}
-	doc, _, err := decodeDocument(v, false)
+	doc, _, err := decodeDocumentBody(body, false)
 	if err != nil {
 		return declarative.Document{}, err
 	}
 	return doc, nil
 }
+
+// decodeDocumentBody is decodeDocument of a body, which it reads a run of
+// list items at a time: parsed whole, the generic values of 100,000 routes
+// held 400 MiB at once, only to be copied into the document. Any body it
+// cannot stream (not an object, a key twice, a list that is not an array,
+// malformed JSON) is parsed whole, which gives the answer it always gave.
+func decodeDocumentBody(body []byte, withDryRun bool) (declarative.Document, bool, *Error) {
+	whole := func() (declarative.Document, bool, *Error) {
+		v, perr := parseJSON(body)
+		if perr != nil {
+			return declarative.Document{}, false, perr
+		}
+		return decodeDocument(v, withDryRun)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return whole()
+	}
+	var details []Detail
+	doc := declarative.Document{Tenants: []declarative.TenantConfig{}, Routes: []declarative.RouteConfig{}}
+	rest := map[string]any{} // the other keys, decoded as decodeDocument does
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		key, isKey := tok.(string)
+		if err != nil || !isKey || seen[key] {
+			return whole()
+		}
+		seen[key] = true
+		if key != "tenants" && key != "routes" {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return whole()
+			}
+			rest[key] = v
+			continue
+		}
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+			return whole() // null, or not an array: said as it always was
+		}
+		for first := 0; dec.More(); {
+			items := make([]any, 0, streamedItems)
+			for len(items) < streamedItems && dec.More() {
+				var v any
+				if err := dec.Decode(&v); err != nil {
+					return whole()
+				}
+				items = append(items, v)
+			}
+			if key == "tenants" {
+				doc.Tenants = append(doc.Tenants, declEntries(key, first, items, maintainedTenant, &details, decodeTenantConfig)...)
+			} else {
+				doc.Routes = append(doc.Routes, declEntries(key, first, items, maintainedRoute, &details, decodeRouteConfig)...)
+			}
+			first += len(items)
+		}
+		if _, err := dec.Token(); err != nil { // ']'
+			return whole()
+		}
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return whole()
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return whole() // trailing data
+	}
+	_, dryRun, derr := decodeDocument(rest, withDryRun) // rest holds no tenants or routes
+	if derr != nil {
+		details = append(details, derr.Details...)
+	}
+	if len(details) > 0 {
+		return declarative.Document{}, false, errValidation(details...)
+	}
+	return doc, dryRun, nil
+}
+
+// streamedItems is how many list items decodeDocumentBody holds parsed at
+// once: enough for declEntries to decode them on every core.
+const streamedItems = 8192
 
 // Fields of the GET /admin/state document that the gateway maintains itself.
 // A document may carry them where the state has them, and they are ignored,
@@ -57,15 +136,13 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 	for key, val := range obj {
 		switch {
 		case key == "tenants":
-			doc.Tenants = append(doc.Tenants, declEntries(key, val, maintainedTenant, &details, func(id string, rest any) (declarative.TenantConfig, *Error) {
-				f, err := decodeTenant(rest)
-				return declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit}, err
-			})...)
+			items, d := declItems(val, key)
+			details = append(details, d...)
+			doc.Tenants = append(doc.Tenants, declEntries(key, 0, items, maintainedTenant, &details, decodeTenantConfig)...)
 		case key == "routes":
-			doc.Routes = append(doc.Routes, declEntries(key, val, maintainedRoute, &details, func(id string, rest any) (declarative.RouteConfig, *Error) {
-				spec, err := decodeRoute(rest)
-				return declarative.RouteConfig{ID: id, RouteSpec: spec}, err
-			})...)
+			items, d := declItems(val, key)
+			details = append(details, d...)
+			doc.Routes = append(doc.Routes, declEntries(key, 0, items, maintainedRoute, &details, decodeRouteConfig)...)
 		case key == "dryRun" && withDryRun:
 			b, isBool := val.(bool)
 			if !isBool && val != nil {
@@ -83,25 +160,34 @@ func decodeDocument(v any, withDryRun bool) (declarative.Document, bool, *Error)
 	return doc, dryRun, nil
 }
 
-// declEntries decodes the list under key item by item: its id, then the
-// rest without the maintained fields with decode. Items that fail add their
-// details (at "key[i]...") and are left out.
+func decodeTenantConfig(id string, rest any) (declarative.TenantConfig, *Error) {
+	f, err := decodeTenant(rest)
+	return declarative.TenantConfig{ID: id, Name: f.Name, Status: f.Status, RateLimit: f.RateLimit}, err
+}
+
+func decodeRouteConfig(id string, rest any) (declarative.RouteConfig, *Error) {
+	spec, err := decodeRoute(rest)
+	return declarative.RouteConfig{ID: id, RouteSpec: spec}, err
+}
+
+// declEntries decodes items, the list under key from item first on, item
+// by item: its id, then the rest without the maintained fields with
+// decode. Items that fail add their details (at "key[i]...") and are left
+// out.
 //
 // A long list is decoded on every core, in runs of consecutive items merged
 // back in order (decode is pure): validating 100,000 routes was a quarter of
 // an apply's time.
-func declEntries[T any](key string, val any, maintained []string, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
-	items, d := declItems(val, key)
-	*details = append(*details, d...)
+func declEntries[T any](key string, first int, items []any, maintained []string, details *[]Detail, decode func(id string, rest any) (T, *Error)) []T {
 	type run struct {
 		out      []T
 		details  []Detail
 		panicked any
 	}
-	decodeRun := func(first int, items []any) run {
+	decodeRun := func(from int, items []any) run {
 		var r run
 		for i, item := range items {
-			path := key + "[" + strconv.Itoa(first+i) + "]"
+			path := key + "[" + strconv.Itoa(first+from+i) + "]"
 			id, rest, d := declID(item, path, maintained)
 			r.details = append(r.details, d...)
 			if rest == nil {

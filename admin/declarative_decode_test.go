@@ -8,11 +8,14 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/tenantgate/gateway/admin/declarative"
 )
 
 // TestDecodeDocumentLongListsInOrder: a document long enough to be decoded
-// on every core gives its routes in document order and its problems at their
-// own items' paths, as item-by-item decoding does.
+// on every core, and read in several runs of items, gives its routes in
+// document order and its problems at their own items' paths, as
+// item-by-item decoding does.
 func TestDecodeDocumentLongListsInOrder(t *testing.T) {
 	t.Parallel()
 	tenant := uuid.NewString()
@@ -34,7 +37,8 @@ func TestDecodeDocumentLongListsInOrder(t *testing.T) {
 		return body, ids
 	}
 
-	body, ids := build(5000)
+	n := 2*streamedItems + 100
+	body, ids := build(n)
 	doc, err := DecodeDocument(body)
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +52,8 @@ func TestDecodeDocumentLongListsInOrder(t *testing.T) {
 		}
 	}
 
-	bad := []int{3, 2047, 2500, 2501, 4999}
-	body, _ = build(5000, bad...)
+	bad := []int{3, 2047, 2500, 2501, streamedItems - 1, streamedItems, 2*streamedItems + 1, n - 1}
+	body, _ = build(n, bad...)
 	_, err = DecodeDocument(body)
 	var ae *Error
 	if !errors.As(err, &ae) {
@@ -65,5 +69,38 @@ func TestDecodeDocumentLongListsInOrder(t *testing.T) {
 	slices.Sort(want) // errValidation orders details by field
 	if !slices.Equal(got, want) {
 		t.Fatalf("details at %v, want %v", got, want)
+	}
+}
+
+// TestDecodeDocumentStreamedAsWhole: reading a body a run of items at a
+// time answers what parsing it whole answers, for documents and for bodies
+// it hands over to the whole parse.
+func TestDecodeDocumentStreamedAsWhole(t *testing.T) {
+	t.Parallel()
+	const tid, rid = "0190a0b0-0000-7000-8000-00000000000a", "0190a0b0-0000-7000-8000-0000000000a1"
+	tenant := `{"id":"` + tid + `","name":"a"}`
+	route := `{"id":"` + rid + `","tenantId":"` + tid + `","path":"/a","upstreams":[{"url":"http://u:1"}]}`
+	for _, body := range []string{
+		`{"tenants":[` + tenant + `],"routes":[` + route + `],"dryRun":true}`,
+		`{"at":3,"adminKeys":[],"routes":[` + route + `],"tenants":[` + tenant + `]}`,
+		`{"tenants":[` + tenant + `,{"id":"x"}],"routes":[{"path":"b"}],"plan":1,"dryRun":"yes"}`,
+		`{"tenants":null,"routes":{}}`, `{"tenants":[1,"a",null]}`, `{"tenants":[` + tenant + `],"tenants":[]}`,
+		`{"tenants":[` + tenant + `]} {}`, `{"tenants":[` + tenant + `,]}`, `{"tenants":[`, `{}`, `{"a"}`,
+		`[]`, `null`, ``, `  `, `{"tenants":[` + tenant + `]}` + "\n",
+	} {
+		for _, withDryRun := range []bool{false, true} {
+			doc, dry, err := decodeDocumentBody([]byte(body), withDryRun)
+			wantDoc, wantDry, wantErr := declarative.Document{}, false, (*Error)(nil)
+			v, perr := parseJSON([]byte(body))
+			if perr != nil {
+				wantErr = perr
+			} else {
+				wantDoc, wantDry, wantErr = decodeDocument(v, withDryRun)
+			}
+			if !sameJSON(doc, wantDoc) || dry != wantDry || !sameJSON(err, wantErr) {
+				t.Errorf("%s (dryRun allowed: %v): streamed %s %v %s, whole %s %v %s", body, withDryRun,
+					mustJSON(t, doc), dry, mustJSON(t, err), mustJSON(t, wantDoc), wantDry, mustJSON(t, wantErr))
+			}
+		}
 	}
 }
