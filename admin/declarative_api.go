@@ -130,7 +130,7 @@ func (a *API) declApply(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
-	return sendLarge(c, res)
+	return a.sendResult(c, res)
 }
 
 // declRollback handles POST /admin/rollback {"toSeq": N}.
@@ -171,7 +171,7 @@ func (a *API) declRollback(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(c, err)
 	}
-	return sendLarge(c, res)
+	return a.sendResult(c, res)
 }
 
 // applyDocument plans the document against the current state and, unless

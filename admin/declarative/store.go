@@ -171,9 +171,21 @@ func ApplyToStore(ctx context.Context, store events.Store, desired Document, opt
 // time: the answer of an apply of 100,000 routes is 150 MiB of indented
 // JSON, which WriteJSON builds whole and then indents in a second copy.
 // go-json writes each change, as it does for the admin API's answer.
-func WriteResult(w io.Writer, res Result) error {
+func WriteResult(w io.Writer, res Result) error { return writeResult(w, res, true) }
+
+// WriteResultCompact writes res as go-json's Marshal does, one change at a
+// time (the admin API's answer).
+func WriteResultCompact(w io.Writer, res Result) error { return writeResult(w, res, false) }
+
+func writeResult(w io.Writer, res Result, indent bool) error {
+	nl, nlItem, colon := "", "", ":"
+	marshal := func(v any, prefix string) ([]byte, error) { return gojson.Marshal(v) }
+	if indent {
+		nl, nlItem, colon = "\n  ", "\n    ", ": "
+		marshal = func(v any, prefix string) ([]byte, error) { return gojson.MarshalIndent(v, prefix, "  ") }
+	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	_, _ = bw.WriteString("{\n  \"changes\": ")
+	_, _ = bw.WriteString("{" + nl + `"changes"` + colon)
 	if res.Changes == nil {
 		_, _ = bw.WriteString("null")
 	} else {
@@ -183,31 +195,35 @@ func WriteResult(w io.Writer, res Result) error {
 		if i > 0 {
 			_ = bw.WriteByte(',')
 		}
-		_, _ = bw.WriteString("\n    ")
-		b, err := gojson.MarshalIndent(c, "    ", "  ")
+		_, _ = bw.WriteString(nlItem)
+		b, err := marshal(c, "    ")
 		if err != nil {
 			return err
 		}
 		_, _ = bw.Write(b)
 	}
 	if len(res.Changes) > 0 {
-		_, _ = bw.WriteString("\n  ")
+		_, _ = bw.WriteString(nl)
 	}
 	if res.Changes != nil {
 		_ = bw.WriteByte(']')
 	}
-	_, _ = bw.WriteString(",\n  \"appliedSeq\": ")
-	seq, err := gojson.Marshal(res.AppliedSeq)
+	_, _ = bw.WriteString("," + nl + `"appliedSeq"` + colon)
+	seq, err := marshal(res.AppliedSeq, "  ")
 	if err != nil {
 		return err
 	}
 	_, _ = bw.Write(seq)
-	_, _ = bw.WriteString(",\n  \"apiKeys\": ")
-	keys, err := gojson.MarshalIndent(res.APIKeys, "  ", "  ")
+	_, _ = bw.WriteString("," + nl + `"apiKeys"` + colon)
+	keys, err := marshal(res.APIKeys, "  ")
 	if err != nil {
 		return err
 	}
 	_, _ = bw.Write(keys)
-	_, _ = bw.WriteString("\n}\n")
+	if indent {
+		_, _ = bw.WriteString("\n}\n")
+	} else {
+		_ = bw.WriteByte('}')
+	}
 	return bw.Flush() // a bufio.Writer keeps its first error
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	gojson "github.com/goccy/go-json"
+
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/migrations"
 )
@@ -233,8 +235,8 @@ func TestPastVersionsOneByOneAndInOnePass(t *testing.T) {
 	}
 }
 
-// TestWriteResultWritesWhatWriteJSONWrites compares the streamed answer of
-// an apply with the whole one: creates, updates and deletes, text that
+// TestWriteResultWritesWhatWriteJSONWrites compares the streamed answers of
+// an apply with the whole ones (indented and compact): creates, updates and deletes, text that
 // JSON escapes, keys and a seq, and the empty answers.
 func TestWriteResultWritesWhatWriteJSONWrites(t *testing.T) {
 	h := newHistory(t)
@@ -251,7 +253,7 @@ func TestWriteResultWritesWhatWriteJSONWrites(t *testing.T) {
 		"unchanged": {Changes: []Change{}, APIKeys: []IssuedKey{}},
 		"nil lists": {},
 	} {
-		var whole, streamed strings.Builder
+		var whole, streamed, compact strings.Builder
 		if err := WriteJSON(&whole, res); err != nil {
 			t.Fatal(err)
 		}
@@ -260,6 +262,16 @@ func TestWriteResultWritesWhatWriteJSONWrites(t *testing.T) {
 		}
 		if streamed.String() != whole.String() {
 			t.Errorf("%s: WriteResult wrote\n%s\nWriteJSON\n%s", name, streamed.String(), whole.String())
+		}
+		marshaled, err := gojson.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteResultCompact(&compact, res); err != nil {
+			t.Fatal(err)
+		}
+		if compact.String() != string(marshaled) {
+			t.Errorf("%s: WriteResultCompact wrote\n%s\nMarshal\n%s", name, compact.String(), marshaled)
 		}
 	}
 }
