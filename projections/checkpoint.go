@@ -241,13 +241,24 @@ func EncodeCheckpoint(s *Snapshot) (events.Checkpoint, error) {
 	if err != nil {
 		return events.Checkpoint{}, err
 	}
-	w := bufio.NewWriterSize(zw, 64<<10)
+	if err := writeCheckpoint(zw, s); err != nil {
+		return events.Checkpoint{}, err
+	}
+	if err := zw.Close(); err != nil {
+		return events.Checkpoint{}, err
+	}
+	return events.Checkpoint{Seq: s.seq, ApplyVersion: ApplyVersion, StateHash: s.StateHash(), Data: out.Bytes(), CreatedAt: time.Now()}, nil
+}
+
+// writeCheckpoint writes the uncompressed encoding of s to out.
+func writeCheckpoint(out io.Writer, s *Snapshot) error {
+	w := bufio.NewWriterSize(out, 64<<10)
 	var head encoder
 	head.str(checkpointMagic)
 	head.int(s.seq)
 	head.str(s.lastID)
 	if _, err := w.Write(head.b); err != nil {
-		return events.Checkpoint{}, err
+		return err
 	}
 	sc := getScratch()
 	defer putScratch(sc)
@@ -262,7 +273,7 @@ func EncodeCheckpoint(s *Snapshot) (events.Checkpoint, error) {
 		head.str(sec.name)
 		head.int(int64(sec.count(s)))
 		if _, err := w.Write(head.b); err != nil {
-			return events.Checkpoint{}, err
+			return err
 		}
 		err := sec.each(s, func(encode func(*encoder)) error {
 			sc.enc.b = sc.enc.b[:0]
@@ -274,21 +285,61 @@ func EncodeCheckpoint(s *Snapshot) (events.Checkpoint, error) {
 			return err
 		})
 		if err != nil {
-			return events.Checkpoint{}, err
+			return err
 		}
 	}
 	head.b = head.b[:0]
 	head.str("") // the end
 	if _, err := w.Write(head.b); err != nil {
-		return events.Checkpoint{}, err
+		return err
 	}
-	if err := w.Flush(); err != nil {
-		return events.Checkpoint{}, err
+	return w.Flush()
+}
+
+// CheckpointHolds reports whether cp holds exactly s, as this build encodes
+// it: its version, seq and state hash are s's, and its data decompresses to
+// the bytes EncodeCheckpoint writes for s. It is how `replay --verify`
+// checks a checkpoint against the state the events give, at the cost of
+// encoding s, without decoding and rebuilding the checkpoint's state; a
+// checkpoint it refuses may still be one that DecodeCheckpoint loads (one
+// written by an older encoder of the same Apply version), so the caller
+// decodes those to say what they hold.
+func CheckpointHolds(cp events.Checkpoint, s *Snapshot) bool {
+	if cp.ApplyVersion != ApplyVersion || cp.Seq != s.seq || cp.StateHash != s.StateHash() {
+		return false
 	}
-	if err := zw.Close(); err != nil {
-		return events.Checkpoint{}, err
+	zr, err := zstd.NewReader(bytes.NewReader(cp.Data))
+	if err != nil {
+		return false
 	}
-	return events.Checkpoint{Seq: s.seq, ApplyVersion: ApplyVersion, StateHash: s.StateHash(), Data: out.Bytes(), CreatedAt: time.Now()}, nil
+	defer zr.Close()
+	cw := &comparingWriter{r: zr}
+	if err := writeCheckpoint(cw, s); err != nil {
+		return false
+	}
+	var extra [1]byte
+	n, err := zr.Read(extra[:])
+	return n == 0 && errors.Is(err, io.EOF)
+}
+
+// comparingWriter compares what is written with what r reads, failing the
+// write at the first difference.
+type comparingWriter struct {
+	r   io.Reader
+	buf []byte
+}
+
+var errDiffers = errors.New("projections: checkpoint data differs")
+
+func (c *comparingWriter) Write(p []byte) (int, error) {
+	if cap(c.buf) < len(p) {
+		c.buf = make([]byte, len(p))
+	}
+	got := c.buf[:len(p)]
+	if _, err := io.ReadFull(c.r, got); err != nil || !bytes.Equal(got, p) {
+		return 0, errDiffers
+	}
+	return len(p), nil
 }
 
 // ErrBadCheckpoint: a checkpoint that must not be used (another Apply

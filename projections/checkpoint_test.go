@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/tenantgate/gateway/events"
 )
 
@@ -231,6 +233,60 @@ func TestDecodeCheckpointRefusesBadOnes(t *testing.T) {
 			got, err := DecodeCheckpoint(cp)
 			if !errors.Is(err, ErrBadCheckpoint) || got != nil {
 				t.Fatalf("DecodeCheckpoint = %v, %v; want ErrBadCheckpoint", got, err)
+			}
+		})
+	}
+}
+
+// TestCheckpointHolds: a checkpoint holds the state it was encoded from and
+// no other; one of another state is refused even when its row names the
+// right seq and state hash, and so is every one DecodeCheckpoint refuses.
+func TestCheckpointHolds(t *testing.T) {
+	t.Parallel()
+	s, _ := Replay(randomLog(t, rand.New(rand.NewPCG(5, 5)), 300).evs)
+	other, _ := Replay(randomLog(t, rand.New(rand.NewPCG(6, 6)), 300).evs)
+	good, err := EncodeCheckpoint(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !CheckpointHolds(good, s) {
+		t.Fatal("a checkpoint does not hold the state it was encoded from")
+	}
+	if other.StateHash() == s.StateHash() {
+		t.Fatal("want another state")
+	}
+	forged, err := EncodeCheckpoint(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain bytes.Buffer
+	if err := writeCheckpoint(&plain, s); err != nil {
+		t.Fatal(err)
+	}
+	zw, _ := zstd.NewWriter(nil)
+	flipped := bytes.Clone(good.Data)
+	flipped[len(flipped)/2] ^= 0x40
+	tests := []struct {
+		name   string
+		mutate func(*events.Checkpoint)
+	}{
+		{"another state named as this one", func(cp *events.Checkpoint) { cp.Data = forged.Data }},
+		{"data after the end", func(cp *events.Checkpoint) { cp.Data = zw.EncodeAll(append(plain.Bytes(), 0), nil) }},
+		{"data cut before the end", func(cp *events.Checkpoint) { cp.Data = zw.EncodeAll(plain.Bytes()[:plain.Len()-1], nil) }},
+		{"other version", func(cp *events.Checkpoint) { cp.ApplyVersion = "0123456789abcdef" }},
+		{"flipped byte", func(cp *events.Checkpoint) { cp.Data = flipped }},
+		{"truncated", func(cp *events.Checkpoint) { cp.Data = cp.Data[:len(cp.Data)-9] }},
+		{"empty", func(cp *events.Checkpoint) { cp.Data = nil }},
+		{"wrong hash", func(cp *events.Checkpoint) { cp.StateHash = Empty().StateHash() }},
+		{"wrong seq", func(cp *events.Checkpoint) { cp.Seq++ }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cp := good
+			tc.mutate(&cp)
+			if CheckpointHolds(cp, s) {
+				t.Fatal("CheckpointHolds = true")
 			}
 		})
 	}

@@ -41,8 +41,10 @@ func saveShutdownCheckpoint(ctx context.Context, cfg Config, cp *projections.Che
 
 // verifyCheckpoints replays the log from zero and compares the state at
 // every checkpoint's seq with the checkpoint: each one of this build's Apply
-// version must decode and hold exactly that state. It reports each on out
-// and fails if any does not.
+// version must hold exactly that state. A checkpoint whose data is the
+// encoding of that state passes without being decoded (a third of the
+// cost); any other is decoded and passes only if it gives that state. It
+// reports each on out and fails if any does not.
 func verifyCheckpoints(ctx context.Context, store *events.SQLStore, out io.Writer) error {
 	all, err := store.Checkpoints(ctx, "", 1<<62, 0)
 	if err != nil {
@@ -75,6 +77,12 @@ func verifyCheckpoints(ctx context.Context, store *events.SQLStore, out io.Write
 		if err != nil {
 			return err
 		}
+		if projections.CheckpointHolds(cp, snap) {
+			decoding += time.Since(t0)
+			fmt.Fprintf(out, "seq %d: ok, state %s\n", info.Seq, snap.StateHash())
+			continue
+		}
+		// Not the bytes this build writes: decode it to say what it holds.
 		got, err := projections.DecodeCheckpoint(cp)
 		decoding += time.Since(t0)
 		switch {
@@ -88,7 +96,7 @@ func verifyCheckpoints(ctx context.Context, store *events.SQLStore, out io.Write
 			fmt.Fprintf(out, "seq %d: ok, state %s\n", info.Seq, got.StateHash())
 		}
 	}
-	fmt.Fprintf(out, "replayed %d events in %d ms (%.0f events/s); %d checkpoints of this Apply version loaded in %d ms, %d bad\n",
+	fmt.Fprintf(out, "replayed %d events in %d ms (%.0f events/s); %d checkpoints of this Apply version checked in %d ms, %d bad\n",
 		snap.Seq(), replayed.Milliseconds(), float64(snap.Seq())/max(replayed.Seconds(), 1e-9), checked, decoding.Milliseconds(), bad)
 	if bad > 0 {
 		return errors.New("replay --verify: some checkpoints do not match the events (they are skipped at load; delete them to write new ones)")
