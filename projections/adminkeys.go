@@ -80,8 +80,8 @@ func (b *edit) adminKeyCreated(ev events.Envelope) error {
 	if _, ok := b.s.keys.get(ev.AggregateID); ok {
 		return fmt.Errorf("admin key %q already exists", ev.AggregateID)
 	}
-	var d events.AdminKeyCreatedData
-	if err := b.decode(ev, &d); err != nil {
+	d, err := decodeData[events.AdminKeyCreatedData](b, ev)
+	if err != nil {
 		return err
 	}
 	switch d.Role {

@@ -201,8 +201,8 @@ func (b *edit) tenantCreated(ev events.Envelope) error {
 	if _, ok := b.s.tenants.get(ev.AggregateID); ok {
 		return fmt.Errorf("tenant %q already exists", ev.AggregateID)
 	}
-	var d events.TenantCreatedData
-	if err := b.decode(ev, &d); err != nil {
+	d, err := decodeData[events.TenantCreatedData](b, ev)
+	if err != nil {
 		return err
 	}
 	kh, err := decodeKeyHash(d.APIKeyHash)
@@ -223,8 +223,8 @@ func (b *edit) tenantUpdated(ev events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	var d events.TenantUpdatedData
-	if err := b.decode(ev, &d); err != nil {
+	d, err := decodeData[events.TenantUpdatedData](b, ev)
+	if err != nil {
 		return err
 	}
 	t := *old
@@ -241,8 +241,8 @@ func (b *edit) tenantKeyRotated(ev events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	var d events.TenantAPIKeyRotatedData
-	if err := b.decode(ev, &d); err != nil {
+	d, err := decodeData[events.TenantAPIKeyRotatedData](b, ev)
+	if err != nil {
 		return err
 	}
 	kh, err := decodeKeyHash(d.APIKeyHash)
@@ -320,8 +320,8 @@ func (b *edit) routeCreated(ev events.Envelope) error {
 	if _, ok := b.s.routes.get(ev.AggregateID); ok {
 		return fmt.Errorf("route %q already exists", ev.AggregateID)
 	}
-	var spec events.RouteSpec
-	if err := b.decode(ev, &spec); err != nil {
+	spec, err := decodeData[events.RouteSpec](b, ev)
+	if err != nil {
 		return err
 	}
 	if spec.TenantID == "" {
@@ -334,7 +334,7 @@ func (b *edit) routeCreated(ev events.Envelope) error {
 		return fmt.Errorf("tenant %q of route does not exist", spec.TenantID)
 	}
 	at := eventTime(ev)
-	r := &Route{ID: ev.AggregateID, RouteSpec: spec, Version: ev.AggregateVersion, CreatedAt: at, UpdatedAt: at}
+	r := &Route{ID: ev.AggregateID, RouteSpec: *spec, Version: ev.AggregateVersion, CreatedAt: at, UpdatedAt: at}
 	compile(r, nil)
 	b.putRoute(r)
 	return nil
@@ -353,8 +353,8 @@ func (b *edit) routeUpdated(ev events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	var d events.RouteUpdatedData
-	if err := b.decode(ev, &d); err != nil {
+	d, err := decodeData[events.RouteUpdatedData](b, ev)
+	if err != nil {
 		return err
 	}
 	r := *old

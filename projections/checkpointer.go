@@ -211,7 +211,9 @@ func applyCheckpointed(cp *Checkpointer, ed *edit, evs []events.Envelope, skippe
 		}
 		if ed.s.seq == due {
 			cp.offer(ed.s)
+			pre := ed.pre
 			ed = newEdit(ed.s)
+			ed.pre = pre
 		}
 	}
 	return ed, done, nil

@@ -1,16 +1,15 @@
 package projections
 
 import (
-	"reflect"
-
 	"github.com/tenantgate/gateway/events"
 )
 
 // Decoding event data is a third of a replay's time and needs nothing of
-// the state, so a replay decodes the next page's data on the goroutine that
-// reads it, while this one applies the page before (Apply itself stays
-// single-threaded, as it must). The results are exactly decode's: the value,
-// or the error it returns.
+// the state, so a replay (ReplayStore) and a projector's catch-up decode the
+// next page's data on the goroutine that reads it, while the page before is
+// applied (Apply itself stays single-threaded, as it must). The results are
+// exactly decode's: the value, or the error it returns; Apply takes the
+// value itself, not a copy.
 
 // decodedPage is the decoded data of consecutive events from seq first on.
 type decodedPage struct {
@@ -60,21 +59,25 @@ func predecode(evs []events.Envelope) *decodedPage {
 	return p
 }
 
-// decode is the package's decode, taking ev's data from b.pre when it was
-// decoded beforehand into a value of v's type.
-func (b *edit) decode(ev events.Envelope, v any) error {
+// decodeData returns ev's data as a T: the value decoded beforehand, when
+// b.pre has it (the caller owns it: each event is applied once), or one
+// decoded now.
+func decodeData[T any](b *edit, ev events.Envelope) (*T, error) {
 	if b.pre != nil {
 		if i := ev.Seq - b.pre.first; i >= 0 && i < int64(len(b.pre.data)) {
 			if d := b.pre.data[i]; d.v != nil {
-				dst, src := reflect.ValueOf(v), reflect.ValueOf(d.v)
-				if dst.Type() == src.Type() {
-					if d.err == nil {
-						dst.Elem().Set(src.Elem())
+				if v, ok := d.v.(*T); ok {
+					if d.err != nil {
+						return nil, d.err
 					}
-					return d.err
+					return v, nil
 				}
 			}
 		}
 	}
-	return decode(ev, v)
+	v := new(T)
+	if err := decode(ev, v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }

@@ -211,9 +211,9 @@ func (p *Projector) catchUpTo(ctx context.Context, seq int64) error {
 }
 
 // catchUpLocked reads until the store has nothing more or, if until > 0,
-// until that seq is applied. A reader goroutine fetches the next page while
-// this one applies the current page, so a long catch-up costs about the
-// slower of reading and applying rather than their sum.
+// until that seq is applied. A reader goroutine fetches the next page, and
+// decodes its event data, while this one applies the current page, so a long
+// catch-up costs about the slower of the two rather than their sum.
 func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 	from := p.AppliedSeq()
 	if until > 0 && from >= until {
@@ -231,9 +231,11 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 		cancel()
 		<-done // no read outlives the catch-up (nor the writer lock)
 	}()
-	// Pages apply to one edit, published when the reader is behind (so the
-	// snapshot shows what is applied meanwhile) or every publishEvery pages:
-	// the fewer snapshots published, the less of the state is copied.
+	// Pages apply to one edit, published when the reader is behind and
+	// publishBehind pages wait (so the snapshot shows what is applied
+	// meanwhile) or every publishEvery pages: the fewer snapshots published,
+	// the less of the state is copied (the edit after a publish copies each
+	// part it changes, with 1000-event pages about all of a map).
 	var (
 		ed          *edit
 		unpublished [][]events.Envelope // applied to ed, for OnApplied
@@ -253,7 +255,9 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 		select {
 		case pg, ok = <-pages:
 		default:
-			publish()
+			if len(unpublished) >= publishBehind {
+				publish()
+			}
 			pg, ok = <-pages
 		}
 		if !ok {
@@ -270,8 +274,10 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 		if ed == nil {
 			ed = newEdit(p.snap.Load())
 		}
+		ed.pre = pg.decoded
 		var n int
 		ed, n, err = applyCheckpointed(p.cfg.Checkpoints, ed, pg.evs, p.logSkipped)
+		ed.pre = nil
 		if n > 0 {
 			unpublished = append(unpublished, pg.evs[:n])
 		}
@@ -301,11 +307,13 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 }
 
 // readAhead is how many pages a catch-up reads ahead of the one applied,
-// and publishEvery how many it applies at most before publishing; they bound
-// the memory a catch-up holds.
+// publishEvery how many it applies at most before publishing (they bound
+// the memory a catch-up holds), and publishBehind how many it applies at
+// least before publishing while it waits for the reader.
 const (
-	readAhead    = 4
-	publishEvery = 16
+	readAhead     = 4
+	publishEvery  = 16
+	publishBehind = 8
 )
 
 // page is one store read of a catch-up: events (never empty) or what ended
@@ -313,6 +321,7 @@ const (
 type page struct {
 	after    int64 // the read's Query.After
 	evs      []events.Envelope
+	decoded  *decodedPage // evs' data, decoded by the reader (predecode.go)
 	err      error
 	panicked any  // a panic in the read, re-raised by the writer
 	final    bool // no read follows
@@ -346,7 +355,7 @@ func (p *Projector) readPages(ctx context.Context, from, until int64, out chan<-
 		}
 		last := evs[len(evs)-1].Seq
 		final := len(evs) < p.cfg.BatchSize || (until > 0 && last >= until)
-		if !send(page{after: from, evs: evs, final: final}) {
+		if !send(page{after: from, evs: evs, decoded: predecode(evs), final: final}) {
 			return false
 		}
 		if final {

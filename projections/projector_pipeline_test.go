@@ -3,6 +3,8 @@ package projections
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -130,4 +132,37 @@ func TestCatchUpPipelined(t *testing.T) {
 			t.Errorf("WaitFor(25): applied %d after %d reads, want 30 after 3", got, reads)
 		}
 	})
+}
+
+// TestCatchUpEqualsReplay: a catch-up, whose reader decodes each page's
+// data ahead, ends in Replay's state over a log with garbage, in pages that
+// checkpoints fall inside of, and offers each checkpoint the state at its seq.
+func TestCatchUpEqualsReplay(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(8, 8)), 300).evs
+	if _, err := store.Append(testContext(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := NewCheckpointer(store, 5, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offered []*Snapshot
+	cp.Observe(func(s *Snapshot) { offered = append(offered, s) })
+	p := newTestProjector(t, ProjectorConfig{BatchSize: 7, Checkpoints: cp}, store, events.NewMemoryBus())
+	if err := p.CatchUp(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := Replay(evs); p.AppliedSeq() != want.Seq() || p.Snapshot().StateHash() != want.StateHash() {
+		t.Fatalf("caught up to seq %d, state %s; Replay gives seq %d, state %s", p.AppliedSeq(), p.Snapshot().StateHash(), want.Seq(), want.StateHash())
+	}
+	if len(offered) != len(evs)/5 {
+		t.Fatalf("%d checkpoints offered, want %d", len(offered), len(evs)/5)
+	}
+	for _, s := range offered {
+		if want, _ := Replay(evs[:s.Seq()]); s.StateHash() != want.StateHash() {
+			t.Fatalf("checkpoint at seq %d holds another state than Replay's", s.Seq())
+		}
+	}
 }
