@@ -36,6 +36,10 @@ type Checkpointer struct {
 	mu      sync.Mutex
 	pending *Snapshot
 	wake    chan struct{}
+	// caughtUp is closed once the projector's start-up catch-up ended
+	// (CaughtUp): until then checkpoints are written startUpGap apart.
+	caughtUp     chan struct{}
+	caughtUpOnce sync.Once
 	// saved is the highest seq known to have a checkpoint (written or found).
 	saved atomic.Int64
 	// latest is the newest state at a checkpoint seq this instance had
@@ -55,8 +59,21 @@ func NewCheckpointer(store CheckpointStore, every int64, log *slog.Logger) (*Che
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Checkpointer{store: store, every: every, log: log.With("component", "checkpointer"), wake: make(chan struct{}, 1)}, nil
+	return &Checkpointer{store: store, every: every, log: log.With("component", "checkpointer"), wake: make(chan struct{}, 1),
+		caughtUp: make(chan struct{})}, nil
 }
+
+// startUpGap is the least time between the starts of two checkpoint
+// writes while the projector catches up at start. A replay from zero passes
+// a checkpoint seq every few hundred milliseconds, and writing each kept a
+// core from the replay (a cold start took about twice as long); one every
+// few seconds still keeps the progress of a long catch-up. The newest state
+// offered meanwhile is written next; the others are dropped.
+const startUpGap = 5 * time.Second
+
+// CaughtUp tells the checkpointer that the projector's start-up catch-up
+// ended: from now on an offered checkpoint is written at once.
+func (c *Checkpointer) CaughtUp() { c.caughtUpOnce.Do(func() { close(c.caughtUp) }) }
 
 // Store is where the checkpoints go.
 func (c *Checkpointer) Store() CheckpointStore { return c.store }
@@ -105,10 +122,27 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 		c.pending = nil
 		c.mu.Unlock()
 		if s != nil {
+			began := time.Now()
 			if err := c.saveSafely(ctx, s); err != nil && ctx.Err() == nil {
 				c.log.Warn("checkpoint not written; the next one will be tried", "seq", s.Seq(), "err", err)
 			}
+			c.pauseWhileCatchingUp(ctx, time.Until(began.Add(startUpGap)))
 		}
+	}
+}
+
+// pauseWhileCatchingUp waits d, unless the projector has caught up (or does
+// meanwhile) or ctx ends.
+func (c *Checkpointer) pauseWhileCatchingUp(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.caughtUp:
+	case <-ctx.Done():
 	}
 }
 

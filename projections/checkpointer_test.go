@@ -357,3 +357,44 @@ func TestHistoryKeepsWhatItLoaded(t *testing.T) {
 		t.Fatalf("after keep: %d checkpoints loaded in all, want 4 (the forgotten one again)", n)
 	}
 }
+
+// TestCheckpointsAreSpacedWhileCatchingUp: before the projector has caught
+// up at start, a checkpoint is written, then the states offered within
+// startUpGap wait and only the newest of them is written, at once when the
+// catch-up ends.
+func TestCheckpointsAreSpacedWhileCatchingUp(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(21, 21)), 40).evs
+	cp := newCheckpointer(t, store, 10, nil)
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	saved := func() []int64 {
+		list, err := store.Checkpoints(testContext(t), ApplyVersion, 1<<62, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []int64
+		for _, c := range list {
+			seqs = append(seqs, c.Seq)
+		}
+		return seqs
+	}
+	state := func(at int) *Snapshot { s, _ := Replay(evs[:at]); return s }
+	cp.offer(state(10))
+	testenv.WaitFor(t, "the first checkpoint", 10*time.Second, func() bool { return len(saved()) == 1 })
+	cp.offer(state(20))
+	cp.offer(state(30))
+	if got := saved(); len(got) != 1 {
+		t.Fatalf("checkpoints %v written within the start-up gap, want only the first", got)
+	}
+	cp.CaughtUp()
+	testenv.WaitFor(t, "the newest waiting checkpoint", 10*time.Second, func() bool { return len(saved()) == 2 })
+	if got := saved(); got[0] != 30 || got[1] != 10 {
+		t.Fatalf("checkpoints %v, want 30 and 10 (20 dropped)", got)
+	}
+	cp.offer(state(40)) // caught up: at once
+	testenv.WaitFor(t, "a checkpoint once caught up", 10*time.Second, func() bool { return len(saved()) == 3 })
+}
