@@ -35,7 +35,10 @@ type Checkpointer struct {
 
 	mu      sync.Mutex
 	pending *Snapshot
-	wake    chan struct{}
+	// missed are the seqs of states replaced while pending: written later
+	// from the store's events, when nothing newer waits.
+	missed []int64
+	wake   chan struct{}
 	// caughtUp is closed once the projector's start-up catch-up ended
 	// (CaughtUp): until then checkpoints are written startUpGap apart.
 	caughtUp     chan struct{}
@@ -68,7 +71,7 @@ func NewCheckpointer(store CheckpointStore, every int64, log *slog.Logger) (*Che
 // a checkpoint seq every few hundred milliseconds, and writing each kept a
 // core from the replay (a cold start took about twice as long); one every
 // few seconds still keeps the progress of a long catch-up. The newest state
-// offered meanwhile is written next; the others are dropped.
+// offered meanwhile is written next; the others once caught up (Run).
 const startUpGap = 5 * time.Second
 
 // CaughtUp tells the checkpointer that the projector's start-up catch-up
@@ -97,7 +100,8 @@ func (c *Checkpointer) offer(s *Snapshot) {
 	}
 	c.mu.Lock()
 	if c.pending != nil && c.pending.Seq() < s.Seq() {
-		c.log.Debug("checkpoint dropped: a newer one is due before it was written", "seq", c.pending.Seq())
+		c.log.Debug("checkpoint put off: a newer one is due before it was written", "seq", c.pending.Seq())
+		c.missed = append(c.missed, c.pending.Seq())
 	}
 	if c.pending == nil || c.pending.Seq() < s.Seq() {
 		c.pending = s
@@ -109,26 +113,87 @@ func (c *Checkpointer) offer(s *Snapshot) {
 	}
 }
 
-// Run writes offered checkpoints until ctx ends.
+// Run writes offered checkpoints until ctx ends. Once the projector has
+// caught up and nothing newer waits, it writes the checkpoints it put off,
+// each rebuilt from the one before and the events between: a replay from
+// zero ends with a checkpoint every interval, as if written as it went.
 func (c *Checkpointer) Run(ctx context.Context) error {
+	var prev *Snapshot // the state the last put-off checkpoint was written from
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.wake:
-		}
 		c.mu.Lock()
 		s := c.pending
 		c.pending = nil
+		missed := int64(0)
+		if s == nil && c.isCaughtUp() && len(c.missed) > 0 {
+			missed, c.missed = c.missed[0], c.missed[1:]
+		}
 		c.mu.Unlock()
-		if s != nil {
+		switch {
+		case s != nil:
 			began := time.Now()
 			if err := c.saveSafely(ctx, s); err != nil && ctx.Err() == nil {
 				c.log.Warn("checkpoint not written; the next one will be tried", "seq", s.Seq(), "err", err)
 			}
 			c.pauseWhileCatchingUp(ctx, time.Until(began.Add(startUpGap)))
+		case missed > 0:
+			prev = c.writeMissed(ctx, missed, prev)
+		default:
+			prev = nil // no more put-off checkpoints: let that state go
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.wake:
+			case <-c.caughtUpOrNever():
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
+}
+
+// writeMissed writes the checkpoint at seq that was put off, from prev (the
+// state of the one before, when it is below seq) or the nearest checkpoint,
+// and the events up to seq. It returns the state written (prev on failure).
+func (c *Checkpointer) writeMissed(ctx context.Context, seq int64, prev *Snapshot) *Snapshot {
+	store, ok := c.store.(events.Store)
+	if !ok {
+		return prev
+	}
+	s, err := StateAt(ctx, store, seq, prev, c.log)
+	if err == nil && s.Seq() != seq {
+		err = fmt.Errorf("the store's events end at seq %d", s.Seq())
+	}
+	if err == nil {
+		err = c.saveSafely(ctx, s)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("put-off checkpoint not written", "seq", seq, "err", err)
+		}
+		return prev
+	}
+	return s
+}
+
+func (c *Checkpointer) isCaughtUp() bool {
+	select {
+	case <-c.caughtUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// caughtUpOrNever is closed once the projector caught up, while there are
+// put-off checkpoints to write; else it never is.
+func (c *Checkpointer) caughtUpOrNever() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.missed) == 0 {
+		return nil
+	}
+	return c.caughtUp
 }
 
 // pauseWhileCatchingUp waits d, unless the projector has caught up (or does
