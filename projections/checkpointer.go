@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,7 +120,12 @@ func (c *Checkpointer) offer(s *Snapshot) {
 // zero ends with a checkpoint every interval, as if written as it went.
 func (c *Checkpointer) Run(ctx context.Context) error {
 	var prev *Snapshot // the state the last put-off checkpoint was written from
+	scanned := false
 	for {
+		if !scanned && c.isCaughtUp() {
+			scanned = true
+			c.findMissing(ctx)
+		}
 		c.mu.Lock()
 		s := c.pending
 		c.pending = nil
@@ -152,12 +158,56 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 	}
 }
 
+// findMissing adds to the put-off checkpoints every seq due for one, up to
+// the newest this instance passed, that the store has none of this Apply
+// version for: those an earlier run put off and did not write before it
+// stopped, and all of them after an upgrade to another Apply version.
+func (c *Checkpointer) findMissing(ctx context.Context) {
+	latest := c.latest.Load()
+	if c.every == 0 || latest == nil {
+		return
+	}
+	have := map[int64]bool{}
+	for below := latest.Seq(); below > 0; {
+		list, err := c.store.Checkpoints(ctx, ApplyVersion, below, 1000)
+		if err != nil {
+			c.log.Warn("checkpoints not listed; the missing ones are not looked for", "err", err)
+			return
+		}
+		for _, cp := range list {
+			have[cp.Seq] = true
+		}
+		if len(list) < 1000 {
+			break
+		}
+		below = list[len(list)-1].Seq - 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seq := range c.missed {
+		have[seq] = true // already listed
+	}
+	for seq := c.every; seq < latest.Seq(); seq += c.every {
+		if !have[seq] {
+			c.missed = append(c.missed, seq)
+		}
+	}
+	slices.Sort(c.missed)
+	if n := len(c.missed); n > 0 {
+		c.log.Info("writing the checkpoints the store lacks", "count", n, "first", c.missed[0], "last", c.missed[n-1])
+	}
+}
+
 // writeMissed writes the checkpoint at seq that was put off, from prev (the
 // state of the one before, when it is below seq) or the nearest checkpoint,
 // and the events up to seq. It returns the state written (prev on failure).
 func (c *Checkpointer) writeMissed(ctx context.Context, seq int64, prev *Snapshot) *Snapshot {
 	store, ok := c.store.(events.Store)
 	if !ok {
+		return prev
+	}
+	// Another instance may have written it meanwhile.
+	if have, err := c.store.Checkpoints(ctx, ApplyVersion, seq, 1); err == nil && len(have) == 1 && have[0].Seq == seq {
 		return prev
 	}
 	s, err := StateAt(ctx, store, seq, prev, c.log)

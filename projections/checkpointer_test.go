@@ -405,3 +405,40 @@ func TestCheckpointsAreSpacedWhileCatchingUp(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingCheckpointsAreWrittenOnceCaughtUp: the checkpoints a store
+// lacks up to the newest state the instance passed (an earlier run stopped
+// before writing them, or they are of another Apply version) are written
+// once the projector caught up, each holding the state a replay gives.
+func TestMissingCheckpointsAreWrittenOnceCaughtUp(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(22, 22)), 60).evs
+	if _, err := store.Append(testContext(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	state := func(at int) *Snapshot { s, _ := Replay(evs[:at]); return s }
+	cp := newCheckpointer(t, store, 10, nil)
+	for _, at := range []int{10, 40} {
+		if err := cp.Save(testContext(t), state(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp.offer(state(50))
+	cp.CaughtUp()
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var list []events.Checkpoint
+	testenv.WaitFor(t, "the checkpoints at 20, 30 and 50", 10*time.Second, func() bool {
+		var err error
+		list, err = store.Checkpoints(testContext(t), ApplyVersion, 1<<62, 10)
+		return err == nil && len(list) == 5
+	})
+	for _, c := range list {
+		if c.Seq%10 != 0 || c.StateHash != state(int(c.Seq)).StateHash() {
+			t.Fatalf("checkpoint %d holds state %s, a replay gives %s", c.Seq, c.StateHash, state(int(c.Seq)).StateHash())
+		}
+	}
+}
