@@ -145,11 +145,15 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 			prev = c.writeMissed(ctx, missed, prev)
 		default:
 			prev = nil // no more put-off checkpoints: let that state go
+			caughtUp := c.caughtUpOrNever()
+			if !scanned {
+				caughtUp = c.caughtUp // then look for missing ones
+			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-c.wake:
-			case <-c.caughtUpOrNever():
+			case <-caughtUp:
 			}
 		}
 		if ctx.Err() != nil {
