@@ -44,6 +44,7 @@ type Checkpointer struct {
 	// (CaughtUp): until then checkpoints are written startUpGap apart.
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
+	caughtUpAt   atomic.Int64 // the seq it caught up to
 	// saved is the highest seq known to have a checkpoint (written or found).
 	saved atomic.Int64
 	// latest is the newest state at a checkpoint seq this instance had
@@ -76,8 +77,14 @@ func NewCheckpointer(store CheckpointStore, every int64, log *slog.Logger) (*Che
 const startUpGap = 5 * time.Second
 
 // CaughtUp tells the checkpointer that the projector's start-up catch-up
-// ended: from now on an offered checkpoint is written at once.
-func (c *Checkpointer) CaughtUp() { c.caughtUpOnce.Do(func() { close(c.caughtUp) }) }
+// ended at seq at: from now on an offered checkpoint is written at once,
+// and the ones the store lacks up to at are written in the background.
+func (c *Checkpointer) CaughtUp(at int64) {
+	c.caughtUpOnce.Do(func() {
+		c.caughtUpAt.Store(at)
+		close(c.caughtUp)
+	})
+}
 
 // Store is where the checkpoints go.
 func (c *Checkpointer) Store() CheckpointStore { return c.store }
@@ -163,16 +170,16 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 }
 
 // findMissing adds to the put-off checkpoints every seq due for one, up to
-// the newest this instance passed, that the store has none of this Apply
+// the seq the projector caught up to, that the store has none of this Apply
 // version for: those an earlier run put off and did not write before it
 // stopped, and all of them after an upgrade to another Apply version.
 func (c *Checkpointer) findMissing(ctx context.Context) {
-	latest := c.latest.Load()
-	if c.every == 0 || latest == nil {
+	upTo := c.caughtUpAt.Load()
+	if c.every == 0 || upTo <= 0 {
 		return
 	}
 	have := map[int64]bool{}
-	for below := latest.Seq(); below > 0; {
+	for below := upTo; below > 0; {
 		list, err := c.store.Checkpoints(ctx, ApplyVersion, below, 1000)
 		if err != nil {
 			c.log.Warn("checkpoints not listed; the missing ones are not looked for", "err", err)
@@ -191,7 +198,7 @@ func (c *Checkpointer) findMissing(ctx context.Context) {
 	for _, seq := range c.missed {
 		have[seq] = true // already listed
 	}
-	for seq := c.every; seq < latest.Seq(); seq += c.every {
+	for seq := c.every; seq <= upTo; seq += c.every {
 		if !have[seq] {
 			c.missed = append(c.missed, seq)
 		}

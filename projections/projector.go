@@ -480,7 +480,7 @@ func (p *Projector) startUp(ctx context.Context) bool {
 // checkpoints at once.
 func (p *Projector) caughtUp() {
 	if p.cfg.Checkpoints != nil {
-		p.cfg.Checkpoints.CaughtUp()
+		p.cfg.Checkpoints.CaughtUp(p.AppliedSeq())
 	}
 	p.ready.Store(true)
 }
