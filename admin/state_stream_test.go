@@ -14,20 +14,27 @@ import (
 	"github.com/tenantgate/gateway/projections"
 )
 
+// stateOfTenantT1 builds a state event by event, each of tenant t1.
+type stateOfTenantT1 struct {
+	s   *projections.Snapshot
+	seq int64
+}
+
+func (st *stateOfTenantT1) add(typ events.Type, id string, data any) {
+	raw, _ := json.Marshal(data)
+	st.seq++
+	st.s, _ = projections.Apply(st.s, events.Envelope{Seq: st.seq, ID: fmt.Sprint(st.seq), Type: typ, AggregateID: id, AggregateVersion: 1,
+		TenantID: "t1", OccurredAt: time.Unix(st.seq, 0), Data: raw})
+}
+
 // TestWriteStateDocumentSameBytes: the streamed state document is byte for
 // byte what json.Marshal (the admin API) and an indenting json.Encoder
 // (gateway replay) write for the whole document, empty or not, with
 // characters that JSON escapes.
 func TestWriteStateDocumentSameBytes(t *testing.T) {
 	t.Parallel()
-	s := projections.Empty()
-	seq := int64(0)
-	add := func(typ events.Type, id string, data any) {
-		raw, _ := json.Marshal(data)
-		seq++
-		s, _ = projections.Apply(s, events.Envelope{Seq: seq, ID: fmt.Sprint(seq), Type: typ, AggregateID: id, AggregateVersion: 1,
-			TenantID: "t1", OccurredAt: time.Unix(seq, 0), Data: raw})
-	}
+	st := &stateOfTenantT1{s: projections.Empty()}
+	add := st.add
 	check := func(what string) {
 		t.Helper()
 		for _, indent := range []bool{false, true} {
@@ -35,13 +42,13 @@ func TestWriteStateDocumentSameBytes(t *testing.T) {
 			if indent {
 				enc := json.NewEncoder(&want)
 				enc.SetIndent("", "  ")
-				_ = enc.Encode(NewStateDocument(s))
+				_ = enc.Encode(NewStateDocument(st.s))
 			} else {
-				b, _ := json.Marshal(NewStateDocument(s))
+				b, _ := json.Marshal(NewStateDocument(st.s))
 				want.Write(b)
 			}
 			var got bytes.Buffer
-			if err := WriteStateDocument(&got, s, indent); err != nil {
+			if err := WriteStateDocument(&got, st.s, indent); err != nil {
 				t.Fatal(err)
 			}
 			if got.String() != want.String() {
@@ -69,7 +76,7 @@ func TestWriteStateDocumentSameBytes(t *testing.T) {
 		Transform: &events.Transform{Request: &events.RequestTransform{Headers: &events.HeaderOps{
 			Set: map[string]string{"X-B": "2", "X-A": "1 & 2", "X-C": "<3>"}, Remove: []string{"Cookie", "X-Z"}}}},
 	})
-	if r, ok := s.Route("r-full"); !ok || r.Transform == nil {
+	if r, ok := st.s.Route("r-full"); !ok || r.Transform == nil {
 		t.Fatal("the route with every block was not applied")
 	}
 	check("a route with every block")
@@ -129,14 +136,8 @@ func TestStoreErrorTellsATimeoutFromAnOutage(t *testing.T) {
 
 // BenchmarkWriteState writes the state document of 20,000 routes.
 func BenchmarkWriteState(b *testing.B) {
-	s := projections.Empty()
-	seq := int64(0)
-	add := func(typ events.Type, id string, data any) {
-		raw, _ := json.Marshal(data)
-		seq++
-		s, _ = projections.Apply(s, events.Envelope{Seq: seq, ID: fmt.Sprint(seq), Type: typ, AggregateID: id, AggregateVersion: 1,
-			TenantID: "t1", OccurredAt: time.Unix(seq, 0), Data: raw})
-	}
+	st := &stateOfTenantT1{s: projections.Empty()}
+	add := st.add
 	add(events.TenantCreated, "t1", events.TenantCreatedData{Name: "a", Status: events.TenantActive, APIKeyHash: fmt.Sprintf("%064d", 0)})
 	for i := range 20_000 {
 		add(events.RouteCreated, fmt.Sprintf("r-%05d", i), events.RouteSpec{TenantID: "t1", Method: "GET", Path: fmt.Sprintf("/svc/%d", i), PathType: events.PathPrefix,
@@ -146,7 +147,7 @@ func BenchmarkWriteState(b *testing.B) {
 	var n int64
 	for b.Loop() {
 		var w countingWriter
-		if err := WriteStateDocument(&w, s, false); err != nil {
+		if err := WriteStateDocument(&w, st.s, false); err != nil {
 			b.Fatal(err)
 		}
 		n = int64(w)
