@@ -173,7 +173,9 @@ func TestStreamTimeoutPerGap(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
-	key := streamRoute(t, w, up.URL, withTimeout(300))
+	// 500 ms: five times a gap, so a busy machine does not cut a slow stream,
+	// and less than the 700 ms the whole of one takes.
+	key := streamRoute(t, w, up.URL, withTimeout(500))
 	gw, _ := gateway(t, Config{}, Deps{Snapshots: w})
 
 	start := time.Now()
