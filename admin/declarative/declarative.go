@@ -213,7 +213,7 @@ func Plan(current *projections.Snapshot, desired Document) ([]Change, error) {
 	if err := Check(current, desired); err != nil {
 		return nil, err
 	}
-	return compare(Export(current), desired, nil, nil, nil), nil
+	return compare(Export(current), desired, nil, nil), nil
 }
 
 // field is one top-level field's name and value.
@@ -306,18 +306,10 @@ func sameJSON(a, b any) bool {
 	return erra == nil && errb == nil && bytes.Equal(ja, jb)
 }
 
-// compare lists the changes from one document to the other. unchanged, if
-// not nil, says from the states' digests that an aggregate's configuration
-// is the same in both, so its fields need no comparing.
-func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unchanged func(id string) bool) []Change {
-	// same: equal for sure; with digests, unequal digests are a change for
-	// sure too, and only the fields are left to compare.
-	same := func(id string, a, b any) bool {
-		if unchanged != nil {
-			return unchanged(id)
-		}
-		return sameJSON(a, b)
-	}
+// compare lists the changes from one document to the other, comparing
+// every aggregate in both. fromPrefixes and toPrefixes, if not nil, add the
+// tenants' key prefixes to their fields.
+func compare(from, to Document, fromPrefixes, toPrefixes map[string]string) []Change {
 	fromT := indexBy(from.Tenants, func(t TenantConfig) string { return t.ID })
 	toT := indexBy(to.Tenants, func(t TenantConfig) string { return t.ID })
 	fromR := indexBy(from.Routes, func(r RouteConfig) string { return r.ID })
@@ -326,46 +318,40 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unch
 	var routeDeletes, tenantDeletes, tenantWrites, routeWrites []Change
 	for _, r := range sortedValues(fromR) {
 		if _, keep := toR[r.ID]; !keep {
-			routeDeletes = append(routeDeletes, Change{AggregateType: events.AggregateRoute, AggregateID: r.ID, Change: Deleted,
-				Fields: fieldChanges(routeFields(r), nil)})
+			c, _ := newChange(events.AggregateRoute, r.ID, routeFields(r), nil)
+			routeDeletes = append(routeDeletes, c)
 		}
 	}
 	for _, t := range sortedValues(fromT) {
 		if _, keep := toT[t.ID]; !keep {
-			tenantDeletes = append(tenantDeletes, Change{AggregateType: events.AggregateTenant, AggregateID: t.ID, Change: Deleted,
-				Fields: fieldChanges(tenantFields(t, fromPrefixes), nil)})
+			c, _ := newChange(events.AggregateTenant, t.ID, tenantFields(t, fromPrefixes), nil)
+			tenantDeletes = append(tenantDeletes, c)
 		}
 	}
 	for _, t := range sortedValues(toT) {
-		want := t
-		old, existed := fromT[t.ID]
-		if !existed {
-			tenantWrites = append(tenantWrites, Change{AggregateType: events.AggregateTenant, AggregateID: t.ID, Change: Created,
-				Fields: fieldChanges(nil, tenantFields(t, toPrefixes)), tenant: &want})
-			continue
+		var before []field
+		if old, existed := fromT[t.ID]; existed {
+			if fromPrefixes[t.ID] == toPrefixes[t.ID] && sameJSON(old, t) {
+				continue
+			}
+			before = tenantFields(old, fromPrefixes)
 		}
-		if fromPrefixes[t.ID] == toPrefixes[t.ID] && same(t.ID, old, t) {
-			continue
-		}
-		if fc := fieldChanges(tenantFields(old, fromPrefixes), tenantFields(t, toPrefixes)); len(fc) > 0 {
-			tenantWrites = append(tenantWrites, Change{AggregateType: events.AggregateTenant, AggregateID: t.ID, Change: Updated,
-				Fields: fc, tenant: &want})
+		if c, changed := newChange(events.AggregateTenant, t.ID, before, tenantFields(t, toPrefixes)); changed {
+			c.tenant = &t
+			tenantWrites = append(tenantWrites, c)
 		}
 	}
 	for _, r := range sortedValues(toR) {
-		want := r
-		old, existed := fromR[r.ID]
-		if !existed {
-			routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: r.ID, Change: Created,
-				Fields: fieldChanges(nil, routeFields(r)), route: &want})
-			continue
+		var before []field
+		if old, existed := fromR[r.ID]; existed {
+			if sameJSON(old, r) {
+				continue // the common case, compared in one go
+			}
+			before = routeFields(old)
 		}
-		if same(r.ID, old, r) {
-			continue // the common case, compared in one go
-		}
-		if fc := fieldChanges(routeFields(old), routeFields(r)); len(fc) > 0 {
-			routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: r.ID, Change: Updated,
-				Fields: fc, route: &want})
+		if c, changed := newChange(events.AggregateRoute, r.ID, before, routeFields(r)); changed {
+			c.route = &r
+			routeWrites = append(routeWrites, c)
 		}
 	}
 	out := slices.Concat(routeDeletes, tenantDeletes, tenantWrites, routeWrites)
@@ -373,6 +359,23 @@ func compare(from, to Document, fromPrefixes, toPrefixes map[string]string, unch
 		out = []Change{}
 	}
 	return out
+}
+
+// newChange is what happens to an aggregate whose fields go from before to
+// after (nil: absent), and false for an update that changes no field.
+func newChange(typ events.AggregateType, id string, before, after []field) (Change, bool) {
+	c := Change{AggregateType: typ, AggregateID: id, Fields: fieldChanges(before, after)}
+	switch {
+	case after == nil:
+		c.Change = Deleted
+	case before == nil:
+		c.Change = Created
+	case len(c.Fields) == 0:
+		return c, false
+	default:
+		c.Change = Updated
+	}
+	return c, true
 }
 
 func indexBy[T any](xs []T, id func(T) string) map[string]T {

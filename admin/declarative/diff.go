@@ -21,36 +21,36 @@ func Diff(from, to *projections.Snapshot) []Change {
 	mergeByID(from.Tenants(), to.Tenants(), func(t *projections.Tenant) string { return t.ID }, func(old, cur *projections.Tenant) {
 		switch {
 		case cur == nil:
-			tenantDeletes = append(tenantDeletes, Change{AggregateType: events.AggregateTenant, AggregateID: old.ID, Change: Deleted,
-				Fields: fieldChanges(historyTenantFields(old), nil)})
-		case old == nil:
-			want := tenantConfig(cur)
-			tenantWrites = append(tenantWrites, Change{AggregateType: events.AggregateTenant, AggregateID: cur.ID, Change: Created,
-				Fields: fieldChanges(nil, historyTenantFields(cur)), tenant: &want})
-		case old == cur || (old.KeyPrefix == cur.KeyPrefix && from.SameConfig(to, cur.ID)):
+			c, _ := newChange(events.AggregateTenant, old.ID, historyTenantFields(old), nil)
+			tenantDeletes = append(tenantDeletes, c)
+		case old != nil && (old == cur || (old.KeyPrefix == cur.KeyPrefix && from.SameConfig(to, cur.ID))):
 		default:
-			if fc := fieldChanges(historyTenantFields(old), historyTenantFields(cur)); len(fc) > 0 {
+			var before []field
+			if old != nil {
+				before = historyTenantFields(old)
+			}
+			if c, changed := newChange(events.AggregateTenant, cur.ID, before, historyTenantFields(cur)); changed {
 				want := tenantConfig(cur)
-				tenantWrites = append(tenantWrites, Change{AggregateType: events.AggregateTenant, AggregateID: cur.ID, Change: Updated,
-					Fields: fc, tenant: &want})
+				c.tenant = &want
+				tenantWrites = append(tenantWrites, c)
 			}
 		}
 	})
 	mergeByID(from.Routes(), to.Routes(), func(r *projections.Route) string { return r.ID }, func(old, cur *projections.Route) {
 		switch {
 		case cur == nil:
-			routeDeletes = append(routeDeletes, Change{AggregateType: events.AggregateRoute, AggregateID: old.ID, Change: Deleted,
-				Fields: fieldChanges(routeFields(routeConfig(old)), nil)})
-		case old == nil:
-			want := routeConfig(cur)
-			routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: cur.ID, Change: Created,
-				Fields: fieldChanges(nil, routeFields(want)), route: &want})
-		case old == cur || from.SameConfig(to, cur.ID):
+			c, _ := newChange(events.AggregateRoute, old.ID, routeFields(routeConfig(old)), nil)
+			routeDeletes = append(routeDeletes, c)
+		case old != nil && (old == cur || from.SameConfig(to, cur.ID)):
 		default:
+			var before []field
+			if old != nil {
+				before = routeFields(routeConfig(old))
+			}
 			want := routeConfig(cur)
-			if fc := fieldChanges(routeFields(routeConfig(old)), routeFields(want)); len(fc) > 0 {
-				routeWrites = append(routeWrites, Change{AggregateType: events.AggregateRoute, AggregateID: cur.ID, Change: Updated,
-					Fields: fc, route: &want})
+			if c, changed := newChange(events.AggregateRoute, cur.ID, before, routeFields(want)); changed {
+				c.route = &want
+				routeWrites = append(routeWrites, c)
 			}
 		}
 	})

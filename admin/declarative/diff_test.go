@@ -39,7 +39,7 @@ func TestDiffAgreesWithComparingExports(t *testing.T) {
 		for _, a := range seqs {
 			for _, b := range seqs {
 				from, to := states[a], states[b]
-				want := compare(Export(from), Export(to), prefixesOf(from), prefixesOf(to), nil)
+				want := compare(Export(from), Export(to), prefixesOf(from), prefixesOf(to))
 				if got, want := jsonOf(t, Diff(from, to)), jsonOf(t, want); got != want {
 					t.Fatalf("seed %d: Diff(%d, %d) =\n%s\nwant\n%s", seed, a, b, got, want)
 				}
