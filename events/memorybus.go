@@ -71,6 +71,20 @@ func (b *MemoryBus) LastSeq(context.Context) (int64, error) {
 	return b.last, nil
 }
 
+// DropAfter removes the events after seq; the next publish may be seq+1.
+func (b *MemoryBus) DropAfter(_ context.Context, seq int64) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last <= seq {
+		return 0, nil
+	}
+	i := sort.Search(len(b.events), func(i int) bool { return b.events[i].Seq > seq })
+	n := len(b.events) - i
+	b.events = b.events[:i]
+	b.last = seq
+	return n, nil
+}
+
 // Subscribe delivers the events published after seq `after`, in order, until
 // ctx ends or the bus is closed. A subscriber further behind than the
 // retained history first gets a Resync.

@@ -146,6 +146,34 @@ func (b *RedisBus) LastSeq(ctx context.Context) (int64, error) {
 	return seq, nil
 }
 
+// dropAfter deletes the entries after seq ARGV[1] and sets the stream's last
+// ID back to it, in one step: XADD refuses any ID not above the last one, so
+// without XSETID the store's next events could never be published.
+var dropAfter = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last = 0
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) end
+end
+if last <= tonumber(ARGV[1]) then return 0 end
+local stale = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+')
+for _, e in ipairs(stale) do redis.call('XDEL', KEYS[1], e[1]) end
+redis.call('XSETID', KEYS[1], ARGV[1] .. '-0')
+return #stale
+`)
+
+// DropAfter removes the stream's entries after seq and moves its last ID
+// back to seq, so that seq+1 can be published again. Subscribers already
+// past seq keep what they read; the projector's head check catches them.
+func (b *RedisBus) DropAfter(ctx context.Context, seq int64) (int, error) {
+	n, err := dropAfter.Run(ctx, b.client, []string{b.cfg.Stream}, seq).Int()
+	if err != nil {
+		return 0, fmt.Errorf("events: drop stream entries after seq %d: %w", seq, err)
+	}
+	return n, nil
+}
+
 func streamID(seq int64) string { return strconv.FormatInt(seq, 10) + "-0" }
 
 // parseStreamID returns the seq of an ID "<seq>-0".

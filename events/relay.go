@@ -30,8 +30,6 @@ type Relay struct {
 	cfg    RelayConfig
 	log    *slog.Logger
 	notify chan struct{}
-	// aheadWarned: the bus-ahead-of-store warning was logged (once per episode).
-	aheadWarned bool
 }
 
 // NewRelay returns a relay from store to bus. Zero or negative config values
@@ -127,17 +125,18 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if last > head {
-		// The stream holds seqs this store never wrote (another database, or
-		// a restored backup): new events would be skipped as "already
-		// published" until the store catches up. Consumers still catch up
-		// from the store on their own, but an operator should know.
-		if !r.aheadWarned {
-			r.aheadWarned = true
-			r.log.Warn("bus is ahead of the store; is the stream shared with another database?", "bus", last, "store", head)
+		// The stream holds seqs this store never wrote (it was restored
+		// from an older backup, or the stream is shared with another
+		// database). Consumers must not apply them, and XADD would refuse
+		// the store's next events as "already published": drop them.
+		n, err := r.bus.DropAfter(ctx, head)
+		if err != nil {
+			return 0, err
 		}
+		r.log.Warn("the bus held events the store does not have (store restored from a backup, or the stream shared with another database?); dropped them",
+			"bus", last, "store", head, "dropped", n)
 		return 0, nil
 	}
-	r.aheadWarned = false
 	if head == last {
 		return 0, nil
 	}

@@ -130,6 +130,42 @@ func TestRelayPublishesBacklog(t *testing.T) {
 	}
 }
 
+// TestRelayDropsWhatTheStoreDoesNotHave: a store restored from an older
+// backup is behind the stream. The relay drops the stream's entries the
+// store never wrote, so that no consumer applies them, and the store's own
+// next events (the same seqs, other events) are published.
+func TestRelayDropsWhatTheStoreDoesNotHave(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	defer store.Close()
+	client, prefix := testenv.RedisClient(t)
+	bus := newRedisBus(t, client, prefix, 0)
+	appendN(t, store, 2)
+	if err := bus.Publish(context.Background(), bustest.Events(1, 5)...); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, events.NewRelay(store, bus, events.RelayConfig{Interval: 20 * time.Millisecond}, nil))
+	testenv.WaitFor(t, "the stream cut back to the store's head", 10*time.Second, func() bool {
+		return len(streamSeqs(t, client, prefix+"events")) == 2
+	})
+	head := appendN(t, store, 2)
+	waitLastSeq(t, bus, head, 10*time.Second)
+	wantRange(t, streamSeqs(t, client, prefix+"events"), 1, 4)
+	stored, err := store.Read(context.Background(), events.Query{After: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := bus.Subscribe(bustest.Context(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range stored {
+		if d := bustest.Next(t, ch); d.Event.ID != want.ID {
+			t.Fatalf("stream seq %d holds event %s, the store's is %s", d.Event.Seq, d.Event.ID, want.ID)
+		}
+	}
+}
+
 // TestRelayNotify: with a one-hour interval only Notify can trigger the
 // passes that publish new events.
 func TestRelayNotify(t *testing.T) {

@@ -74,6 +74,11 @@ type Bus interface {
 	// have missed events (stream trimmed, deleted or Redis restarted) and
 	// must catch up from the store.
 	Subscribe(ctx context.Context, after int64) (<-chan Delivery, error)
+	// DropAfter removes the published events after seq, so that the next
+	// publish may be seq+1 again. The relay calls it when the bus holds seqs
+	// the store never wrote (the store was restored from a backup): no
+	// consumer may apply those. It returns how many it removed.
+	DropAfter(ctx context.Context, seq int64) (int, error)
 	// Kind names the implementation ("redis" or "memory").
 	Kind() string
 	Close() error

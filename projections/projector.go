@@ -59,7 +59,16 @@ type Projector struct {
 	// writer is the writer lock: a channel so that waiting for it can end
 	// with a context.
 	writer chan struct{}
+	// diverged is set once by tail when the store is behind the applied seq;
+	// Run then returns it.
+	diverged error
 }
+
+// ErrDiverged: this projector applied events the store does not hold. The
+// store was restored from an older backup, or the bus is shared with
+// another database. The state cannot be rolled back event by event, so Run
+// returns this error and the process restarts from the store.
+var ErrDiverged = errors.New("projections: this instance applied events the store does not have (store restored from a backup, or the bus shared with another database)")
 
 // Retry bounds while the store or the bus fail.
 const (
@@ -408,7 +417,11 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer p.running.Store(false)
 	retry := minRetry
 	for ctx.Err() == nil {
-		if p.runSafely(ctx) {
+		ok := p.runSafely(ctx)
+		if p.diverged != nil {
+			return p.diverged
+		}
+		if ok {
 			retry = minRetry
 			continue
 		}
@@ -519,6 +532,10 @@ func (p *Projector) restoreCheckpoint(ctx context.Context) error {
 // tail follows one subscription until ctx ends (true) or the subscription
 // channel closes (true: resubscribe) or fails to start (false: back off).
 func (p *Projector) tail(ctx context.Context) bool {
+	if p.busAhead(ctx) {
+		p.tryCatchUp(ctx, nil)
+		return false
+	}
 	subCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, err := p.bus.Subscribe(subCtx, p.AppliedSeq())
@@ -590,6 +607,11 @@ func (p *Projector) tail(ctx context.Context) bool {
 				continue
 			}
 			heads.recovered()
+			if head < p.AppliedSeq() && p.storeBehind(subCtx) {
+				p.diverged = fmt.Errorf("%w: applied seq %d, store head %d", ErrDiverged, p.AppliedSeq(), head)
+				p.log.Error("store is behind this instance: exiting to rebuild from the store", "applied", p.AppliedSeq(), "head", head)
+				return true
+			}
 			if stale || head > p.AppliedSeq() {
 				if head > p.AppliedSeq() {
 					p.log.Info("store ahead of bus, catching up", "applied", p.AppliedSeq(), "head", head)
@@ -598,6 +620,34 @@ func (p *Projector) tail(ctx context.Context) bool {
 			}
 		}
 	}
+}
+
+// busAhead reports whether the bus holds seqs the store never wrote (the
+// store was restored from an older backup): a subscription would deliver
+// them as the next events. The relay drops them; until then the projector
+// stays current from the store alone. The bus is read first: an event
+// published after that read is in the store by the time its head is read.
+func (p *Projector) busAhead(ctx context.Context) bool {
+	last, err := p.bus.LastSeq(ctx)
+	if err != nil {
+		return false // Subscribe fails too and says why
+	}
+	head, err := p.store.Head(ctx)
+	if err != nil || last <= head {
+		return false
+	}
+	p.log.Warn("the bus holds events the store does not have; not subscribing until the relay drops them", "bus", last, "store", head)
+	return true
+}
+
+// storeBehind reads the store's head again and reports whether it is still
+// below the applied seq. The head read of the tick may have begun before the
+// last bus events were applied; this one begins after, and a bus only
+// carries committed events, so a head below them here is a real divergence.
+func (p *Projector) storeBehind(ctx context.Context) bool {
+	applied := p.AppliedSeq()
+	head, err := p.store.Head(ctx)
+	return err == nil && head < applied
 }
 
 // deliver applies the deliveries' events that follow the applied seq in

@@ -535,3 +535,75 @@ func TestProjectorResubscribes(t *testing.T) {
 		t.Errorf("%d subscriptions, want a second one after the first closed", n)
 	}
 }
+
+// TestProjectorStopsWhenTheStoreIsBehind: a bus event the store never wrote
+// (the store was restored from an older backup) is applied like any other,
+// but the next head check finds the store behind, and Run returns
+// ErrDiverged for the process to restart from the store rather than serve
+// a history the store does not have.
+func TestProjectorStopsWhenTheStoreIsBehind(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	l := newLog(t)
+	l.tenant("acme")
+	l.tenant("beta")
+	l.tenant("lost-with-the-backup")
+	f := &feeder{t: t, store: store, evs: l.evs}
+	f.append(2)
+	bus := events.NewMemoryBus()
+	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: 50 * time.Millisecond}, store, bus)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	testenv.WaitFor(t, "ready on the store's two events", 30*time.Second, func() bool { return p.Ready() && p.AppliedSeq() == 2 })
+
+	// Two quiet head checks with the store level with the projector: it goes on.
+	time.Sleep(150 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v with the store level", err)
+	default:
+	}
+	f.publish(bus, l.evs[2:])
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDiverged) {
+			t.Fatalf("Run returned %v, want ErrDiverged", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run went on at seq %d with the store at 2", p.AppliedSeq())
+	}
+}
+
+// TestProjectorSkipsABusAheadOfTheStore: started on a store restored from
+// an older backup, with the bus still holding the lost events, the
+// projector does not subscribe (it would apply them); it follows the store
+// until the relay has dropped them, then tails the bus again.
+func TestProjectorSkipsABusAheadOfTheStore(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	lost := newLog(t)
+	lost.tenant("acme")
+	lost.tenant("lost-with-the-backup")
+	l := newLog(t)
+	l.tenant("acme")
+	l.tenant("written-after-the-restore")
+	f := &feeder{t: t, store: store, evs: l.evs}
+	f.append(1)
+	bus := events.NewMemoryBus()
+	f.publish(bus, lost.evs)
+	p := newTestProjector(t, ProjectorConfig{HeadCheckInterval: 50 * time.Millisecond}, store, bus)
+	startProjector(t, p)
+	waitConverged(t, store, p)
+	time.Sleep(300 * time.Millisecond) // time to subscribe and apply seq 2, were it to
+	if p.AppliedSeq() != 1 {
+		t.Fatalf("applied seq %d from a bus ahead of the store (head 1)", p.AppliedSeq())
+	}
+
+	if _, err := bus.DropAfter(testContext(t), 1); err != nil { // what the relay does
+		t.Fatal(err)
+	}
+	f.publish(bus, f.append(1))
+	waitConverged(t, store, p)
+}

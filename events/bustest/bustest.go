@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) events.Bus) {
 		{"LiveDelivery", testLive},
 		{"TwoSubscribers", testTwoSubscribers},
 		{"CancelClosesChannel", testCancel},
+		{"DropAfter", testDropAfter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,4 +284,39 @@ func testCancel(t *testing.T, b events.Bus) {
 			t.Fatalf("channel still open %v after cancel", Wait)
 		}
 	}
+}
+
+// testDropAfter: events dropped after a seq are not delivered, and that seq's
+// successors can be published again (another history after a restore).
+func testDropAfter(t *testing.T, b events.Bus) {
+	if n, err := b.DropAfter(Context(t), 0); err != nil || n != 0 {
+		t.Fatalf("DropAfter on an empty bus = %d, %v; want 0, nil", n, err)
+	}
+	publish(t, b, Events(1, 5)...)
+	if n, err := b.DropAfter(Context(t), 3); err != nil || n != 2 {
+		t.Fatalf("DropAfter(3) of 1..5 = %d, %v; want 2, nil", n, err)
+	}
+	if n := lastSeq(t, b); n != 3 {
+		t.Fatalf("LastSeq after DropAfter(3) = %d, want 3", n)
+	}
+	if n, err := b.DropAfter(Context(t), 7); err != nil || n != 0 || lastSeq(t, b) != 3 {
+		t.Fatalf("DropAfter(7) of 1..3 = %d, %v, LastSeq %d; want 0, nil, 3", n, err, lastSeq(t, b))
+	}
+	other := Events(4, 6)
+	for i := range other {
+		other[i].ID = fmt.Sprintf("other-%d", other[i].Seq)
+	}
+	publish(t, b, other...)
+	ch := subscribe(t, b, 2)
+	for seq := int64(3); seq <= 6; seq++ {
+		d := Next(t, ch)
+		want := Event(seq).ID
+		if seq > 3 {
+			want = fmt.Sprintf("other-%d", seq)
+		}
+		if d.Resync || d.Event.Seq != seq || d.Event.ID != want {
+			t.Fatalf("delivered %+v, want seq %d id %s", d, seq, want)
+		}
+	}
+	Quiet(t, ch, 300*time.Millisecond)
 }
