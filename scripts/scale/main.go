@@ -67,6 +67,7 @@ type config struct {
 	every   int
 	skip    string
 	keep    bool
+	logDir  string // where gateways leave their logs when they stop (with -keep)
 }
 
 func main() {
@@ -79,7 +80,7 @@ func main() {
 	flag.IntVar(&c.events, "events", 300_000, "E: events in total (at least T+R)")
 	flag.IntVar(&c.every, "checkpoint-interval", projections.DefaultCheckpointInterval, "CHECKPOINT_INTERVAL of the gateways")
 	flag.StringVar(&c.skip, "skip", "", "comma-separated parts to skip: apply,join,verify")
-	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (and databases)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (and databases), and each gateway's log in it")
 	flag.Parse()
 	if c.events < c.tenants+c.routes || c.tenants < 1 || c.routes < 0 {
 		log.Fatal("need events >= tenants + routes and at least one tenant")
@@ -99,6 +100,8 @@ func run(c config) error {
 	}
 	if !c.keep {
 		defer os.RemoveAll(work)
+	} else {
+		c.logDir = work
 	}
 	bin := filepath.Join(work, "gateway")
 	log.Printf("building the gateway into %s", bin)
@@ -560,6 +563,7 @@ type gateway struct {
 	// readyCPU is the CPU time the gateway used until ready.
 	readyCPU time.Duration
 	logs     *bytes.Buffer
+	logFile  string // written when it stops, if set
 }
 
 func freePort() (int, error) {
@@ -578,6 +582,9 @@ func startGateway(bin string, env []string, c config, name string) (*gateway, er
 	}
 	g := &gateway{bin: bin, env: append(slices.Clone(env), "PORT="+strconv.Itoa(port), "HOST=127.0.0.1", "INSTANCE_ID=scale-"+name),
 		base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &bytes.Buffer{}}
+	if c.logDir != "" {
+		g.logFile = filepath.Join(c.logDir, name+".log")
+	}
 	g.cmd = exec.Command(bin)
 	g.cmd.Env = g.env
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
@@ -616,6 +623,11 @@ func (g *gateway) stop() {
 	case <-time.After(60 * time.Second):
 		_ = g.cmd.Process.Kill()
 		<-done
+	}
+	if g.logFile != "" {
+		if err := os.WriteFile(g.logFile, g.logs.Bytes(), 0o644); err != nil {
+			log.Printf("%s: %v", g.logFile, err)
+		}
 	}
 }
 
