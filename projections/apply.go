@@ -306,11 +306,17 @@ func (b *edit) putTenant(old, t *Tenant) {
 // addTenant files t, whose digests are dg, in the indexes.
 func (b *edit) addTenant(t *Tenant, dg digests) {
 	s, tok := b.s, b.tok
-	e := tenantEntry{t: t, digests: dg}
-	e.addTo(&s.sum, &s.configSum)
-	s.tenants = s.tenants.set(tok, t.ID, e)
+	b.fileTenant(t, dg)
 	s.byKey = s.byKey.set(tok, t.KeyHash, t)
 	s.byName = s.byName.set(tok, t.Name, t)
+}
+
+// fileTenant adds t to the tenants and the sums, but not to the indexes.
+func (b *edit) fileTenant(t *Tenant, dg digests) {
+	s := b.s
+	e := tenantEntry{t: t, digests: dg}
+	e.addTo(&s.sum, &s.configSum)
+	s.tenants = s.tenants.set(b.tok, t.ID, e)
 }
 
 func (b *edit) routeCreated(ev events.Envelope) error {

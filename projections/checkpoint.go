@@ -127,17 +127,22 @@ var sections = []section{
 			b.s.tenants = presized[string, tenantEntry, stringHasher](b.tok, n)
 		},
 		decode: func(d *decoder) (decoded, error) {
-			t := d.tenant()
+			rec := d.b
+			t, parts := d.tenant()
 			if d.err != nil {
 				return decoded{}, d.err
 			}
-			return decoded{tenant: t, dg: tenantDigests(t)}, nil
+			// Digests of the record itself: it is the tenant's encoding.
+			return decoded{tenant: t, dg: tenantRecordDigests(rec, parts)}, nil
 		},
 		put: func(b *edit, v decoded) error {
-			if _, dup := b.s.tenants.get(v.tenant.ID); dup {
+			// Only the tenants: the index sections after this one hold the
+			// indexes. A map that does not grow was given an id twice.
+			n := b.s.tenants.len()
+			b.fileTenant(v.tenant, v.dg)
+			if b.s.tenants.len() == n {
 				return fmt.Errorf("tenant %q twice", v.tenant.ID)
 			}
-			b.addTenant(v.tenant, v.dg)
 			return nil
 		},
 	},
@@ -156,24 +161,26 @@ var sections = []section{
 			b.s.routes = presized[string, routeEntry, stringHasher](b.tok, n)
 		},
 		decode: func(d *decoder) (decoded, error) {
-			r := d.route()
+			rec := d.b
+			r, id, spec := d.route()
 			if d.err != nil {
 				return decoded{}, d.err
 			}
 			compile(r, nil)
-			return decoded{route: r, dg: routeDigests(r)}, nil
+			return decoded{route: r, dg: routeRecordDigests(rec, id, spec)}, nil
 		},
 		put: func(b *edit, v decoded) error {
 			r := v.route
-			if _, dup := b.s.routes.get(r.ID); dup {
-				return fmt.Errorf("route %q twice", r.ID)
-			}
 			t, ok := b.s.tenants.get(r.TenantID)
 			if !ok {
 				return fmt.Errorf("route %q of a tenant that is not there", r.ID)
 			}
-			r.TenantID = t.t.ID  // one copy of the id string per tenant
+			r.TenantID = t.t.ID // one copy of the id string per tenant
+			n := b.s.routes.len()
 			b.fileRoute(r, v.dg) // the tables after all routes
+			if b.s.routes.len() == n {
+				return fmt.Errorf("route %q twice", r.ID)
+			}
 			return nil
 		},
 	},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -25,21 +26,27 @@ func TestCodecRoundTrip(t *testing.T) {
 	}{
 		{"tenant", func() any { return fullTenant() }, func(v any) (any, error) {
 			var e encoder
-			e.tenant(v.(*Tenant))
+			want := e.tenant(v.(*Tenant))
 			d := decoder{b: e.b}
-			got := d.tenant()
+			got, parts := d.tenant()
 			if len(d.b) != 0 {
 				return nil, errors.New("bytes left over")
+			}
+			if parts != want { // the record's digests are taken at them
+				return nil, fmt.Errorf("decoded parts %+v, encoded %+v", parts, want)
 			}
 			return got, d.err
 		}},
 		{"route", func() any { return fullRoute() }, func(v any) (any, error) {
 			var e encoder
-			e.route(v.(*Route))
+			wantID, wantSpec := e.route(v.(*Route))
 			d := decoder{b: e.b}
-			got := d.route()
+			got, id, spec := d.route()
 			if len(d.b) != 0 {
 				return nil, errors.New("bytes left over")
+			}
+			if id != wantID || spec != wantSpec {
+				return nil, fmt.Errorf("decoded parts %+v %d, encoded %+v %d", id, spec, wantID, wantSpec)
 			}
 			return got, d.err
 		}},

@@ -209,6 +209,46 @@ type decoder struct {
 	err error
 }
 
+// read is how many bytes of rec, the start of what d reads, d has read.
+func (d *decoder) read(rec []byte) int { return len(rec) - len(d.b) }
+
+// enum is str for a field of a few known values (a method, a path type, a
+// balancing policy, a status): those are returned without an allocation.
+func (d *decoder) enum() string {
+	b := d.bytes(d.int())
+	switch string(b) { // compares without converting
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "PATCH":
+		return "PATCH"
+	case "DELETE":
+		return "DELETE"
+	case events.AnyMethod:
+		return events.AnyMethod
+	case string(events.PathExact):
+		return string(events.PathExact)
+	case string(events.PathPrefix):
+		return string(events.PathPrefix)
+	case string(events.PathRegex):
+		return string(events.PathRegex)
+	case events.BalanceRoundRobin:
+		return events.BalanceRoundRobin
+	case events.BalanceWeighted:
+		return events.BalanceWeighted
+	case events.BalanceRandom:
+		return events.BalanceRandom
+	case string(events.TenantActive):
+		return string(events.TenantActive)
+	case string(events.TenantSuspended):
+		return string(events.TenantSuspended)
+	}
+	return string(b)
+}
+
 func (d *decoder) fail() {
 	if d.err == nil {
 		d.err = errMalformed
@@ -331,41 +371,53 @@ func (d *decoder) intMap() map[string]int {
 	return m
 }
 
-func (d *decoder) tenant() *Tenant {
+// tenant reads what encoder.tenant wrote, and where its parts are in the
+// record (as encoder.tenant reports them).
+func (d *decoder) tenant() (*Tenant, encodedParts) {
+	rec := d.b
 	d.tag("tenant")
-	t := &Tenant{ID: d.str(), Name: d.str(), Status: events.TenantStatus(d.str())}
+	p := encodedParts{configStart: d.read(rec)}
+	t := &Tenant{ID: d.str(), Name: d.str(), Status: events.TenantStatus(d.enum())}
 	if d.bool() {
 		t.RateLimit = &events.RateLimit{Limit: d.num(), WindowMs: d.int()}
 	}
+	p.configEnd = d.read(rec)
 	t.KeyPrefix = d.str()
 	t.Version = d.int()
 	t.CreatedAt = d.time()
 	t.UpdatedAt = d.time()
 	copy(t.KeyHash[:], d.bytes(int64(len(t.KeyHash))))
-	return t
+	return t, p
 }
 
-func (d *decoder) route() *Route {
+// route reads what encoder.route wrote, and where its parts are in the
+// record (as encoder.route reports them).
+func (d *decoder) route() (r *Route, id encodedParts, specStart int) {
+	rec := d.b
 	d.tag("route")
-	r := &Route{ID: d.str(), Version: d.int(), CreatedAt: d.time(), UpdatedAt: d.time()}
+	id.configStart = d.read(rec)
+	r = &Route{ID: d.str()}
+	id.configEnd = d.read(rec)
+	r.Version, r.CreatedAt, r.UpdatedAt = d.int(), d.time(), d.time()
+	specStart = d.read(rec)
 	r.TenantID = d.str()
-	r.Method = d.str()
+	r.Method = d.enum()
 	r.Path = d.str()
-	r.PathType = events.PathType(d.str())
+	r.PathType = events.PathType(d.enum())
 	if n, isNil := d.length(16, true); !isNil {
 		r.Upstreams = make([]events.Upstream, n)
 		for i := range r.Upstreams {
 			r.Upstreams[i] = events.Upstream{URL: d.str(), Weight: d.num()}
 		}
 	}
-	r.LoadBalancing = d.str()
+	r.LoadBalancing = d.enum()
 	if d.bool() {
 		r.Resilience = d.resilience()
 	}
 	if d.bool() {
 		r.Transform = d.transform()
 	}
-	return r
+	return r, id, specStart
 }
 
 func (d *decoder) resilience() *events.Resilience {

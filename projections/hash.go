@@ -58,7 +58,14 @@ func tenantDigests(t *Tenant) digests {
 	s := getScratch()
 	defer putScratch(s)
 	p := s.enc.tenant(t)
-	b := s.enc.b
+	return tenantRecordDigests(s.enc.b, p)
+}
+
+// tenantRecordDigests are the digests of a tenant encoded as b (with its
+// parts at p); a checkpoint's record is one, so loading it encodes nothing.
+func tenantRecordDigests(b []byte, p encodedParts) digests {
+	s := getScratch()
+	defer putScratch(s)
 	return digests{state: sha256.Sum256(b), config: s.configDigest("tenant-config", b[p.configStart:p.configEnd])}
 }
 
@@ -66,8 +73,14 @@ func routeDigests(r *Route) digests {
 	s := getScratch()
 	defer putScratch(s)
 	id, spec := s.enc.route(r)
-	b := s.enc.b
-	return digests{state: sha256.Sum256(b), config: s.configDigest("route-config", b[id.configStart:id.configEnd], b[spec:])}
+	return routeRecordDigests(s.enc.b, id, spec)
+}
+
+// routeRecordDigests is tenantRecordDigests for a route.
+func routeRecordDigests(b []byte, id encodedParts, specStart int) digests {
+	s := getScratch()
+	defer putScratch(s)
+	return digests{state: sha256.Sum256(b), config: s.configDigest("route-config", b[id.configStart:id.configEnd], b[specStart:])}
 }
 
 func tenantDigest(t *Tenant) [32]byte { return tenantDigests(t).state }
