@@ -64,6 +64,10 @@ func (b *MemoryBus) Publish(_ context.Context, evs ...Envelope) error {
 	return nil
 }
 
+// Keeps is how many of the newest events the bus keeps for subscribers
+// that start behind.
+func (b *MemoryBus) Keeps() int64 { return memoryRetain }
+
 // LastSeq returns the highest published seq.
 func (b *MemoryBus) LastSeq(context.Context) (int64, error) {
 	b.mu.Lock()

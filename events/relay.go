@@ -32,6 +32,14 @@ type Relay struct {
 	notify chan struct{}
 }
 
+// keeper is a bus that keeps only its newest events (the memory bus): a
+// relay publishes no more of a backlog than it keeps. A fresh memory bus
+// at start would otherwise be given the last MaxBacklog events of the
+// store, read and held for nothing, beside the start-up's catch-up.
+type keeper interface {
+	Keeps() int64
+}
+
 // NewRelay returns a relay from store to bus. Zero or negative config values
 // take their defaults.
 func NewRelay(store Store, bus Bus, cfg RelayConfig, log *slog.Logger) *Relay {
@@ -140,7 +148,11 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 	if head == last {
 		return 0, nil
 	}
-	from := max(last, head-r.cfg.MaxBacklog)
+	backlog := r.cfg.MaxBacklog
+	if k, ok := r.bus.(keeper); ok {
+		backlog = min(backlog, k.Keeps())
+	}
+	from := max(last, head-backlog)
 	sent := 0
 	for from < head {
 		evs, err := r.store.Read(ctx, Query{After: from, Until: head, Limit: r.cfg.BatchSize})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -127,6 +128,51 @@ func TestRelayPublishesBacklog(t *testing.T) {
 			waitLastSeq(t, bus, head, 20*time.Second)
 			wantRange(t, streamSeqs(t, client, prefix+"events"), tt.wantFrom, head)
 		})
+	}
+}
+
+// keepsFew is a memory bus that says it keeps only the newest n events,
+// and records what it is given.
+type keepsFew struct {
+	*events.MemoryBus
+	n         int64
+	mu        sync.Mutex
+	published []int64
+}
+
+func (k *keepsFew) Keeps() int64 { return k.n }
+
+func (k *keepsFew) Publish(ctx context.Context, evs ...events.Envelope) error {
+	k.mu.Lock()
+	for _, ev := range evs {
+		k.published = append(k.published, ev.Seq)
+	}
+	k.mu.Unlock()
+	return k.MemoryBus.Publish(ctx, evs...)
+}
+
+// TestRelayPublishesNoMoreThanTheBusKeeps: a bus that keeps 40 events is
+// given the last 40 of a backlog, not MaxBacklog of them.
+func TestRelayPublishesNoMoreThanTheBusKeeps(t *testing.T) {
+	t.Parallel()
+	if got := events.NewMemoryBus().Keeps(); got <= 0 || got > 100000 {
+		t.Fatalf("MemoryBus.Keeps() = %d, want a positive bound below the default backlog", got)
+	}
+	store := openSQLite(t)
+	defer store.Close()
+	head := appendN(t, store, 300)
+	bus := &keepsFew{MemoryBus: events.NewMemoryBus(), n: 40}
+	defer bus.Close()
+	runRelay(t, events.NewRelay(store, bus, events.RelayConfig{MaxBacklog: 100, BatchSize: 25}, nil))
+	waitLastSeq(t, bus, head, 20*time.Second)
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	want := make([]int64, 0, 40)
+	for s := head - 39; s <= head; s++ {
+		want = append(want, s)
+	}
+	if !slices.Equal(bus.published, want) {
+		t.Fatalf("published seqs %v, want %d..%d", bus.published, head-39, head)
 	}
 }
 
