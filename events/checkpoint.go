@@ -65,15 +65,7 @@ func (s *SQLStore) Checkpoints(ctx context.Context, version string, atOrBelow in
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	var rows []checkpointRow
-	q := s.db.NewSelect().Model(&rows).Column("seq", "apply_version", "state_hash", "created_at").
-		Where("seq <= ?", atOrBelow).OrderExpr("seq DESC, apply_version ASC")
-	if version != "" {
-		q = q.Where("apply_version = ?", version)
-	}
-	if limit > 0 {
-		q = q.Limit(limit)
-	}
-	if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := s.listCheckpoints(&rows, version, atOrBelow, limit).Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, s.wrap(ctx, fmt.Errorf("events: list checkpoints: %w", err))
 	}
 	out := make([]Checkpoint, len(rows))
@@ -81,6 +73,20 @@ func (s *SQLStore) Checkpoints(ctx context.Context, version string, atOrBelow in
 		out[i] = Checkpoint{Seq: r.Seq, ApplyVersion: r.ApplyVersion, StateHash: r.StateHash, CreatedAt: time.Time(r.CreatedAt)}
 	}
 	return out, nil
+}
+
+// listCheckpoints is the query of Checkpoints. Its columns are those of
+// the index checkpoints_list (SQLite), so that it never reads a blob.
+func (s *SQLStore) listCheckpoints(rows *[]checkpointRow, version string, atOrBelow int64, limit int) *bun.SelectQuery {
+	q := s.db.NewSelect().Model(rows).Column("seq", "apply_version", "state_hash", "created_at").
+		Where("seq <= ?", atOrBelow).OrderExpr("seq DESC, apply_version ASC")
+	if version != "" {
+		q = q.Where("apply_version = ?", version)
+	}
+	if limit > 0 {
+		q = q.Limit(limit)
+	}
+	return q
 }
 
 // LoadCheckpoint returns the checkpoint of seq and version with its data, or
