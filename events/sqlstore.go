@@ -407,7 +407,7 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	sel := conn.NewSelect().TableExpr("events").Column(eventColumns...).Where("seq > ?", q.After).OrderExpr("seq ASC")
+	sel := conn.NewSelect().TableExpr("events").Where("seq > ?", q.After).OrderExpr("seq ASC")
 	if q.Until > 0 {
 		sel = sel.Where("seq <= ?", q.Until)
 	}
@@ -429,12 +429,12 @@ func (s *SQLStore) Read(ctx context.Context, q Query) ([]Envelope, error) {
 	if q.Limit > 0 {
 		sel = sel.Limit(q.Limit)
 	}
-	rows, err := sel.Rows(ctx)
-	if err != nil {
-		return nil, s.wrap(ctx, fmt.Errorf("events: read: %w", err))
+	var out []Envelope
+	if s.kind == KindSQLite {
+		out, err = readSQLite(ctx, conn, sel, q.Limit)
+	} else {
+		out, err = readColumns(ctx, sel, q.Limit)
 	}
-	defer rows.Close()
-	out, err := scanEvents(rows, q.Limit)
 	if err != nil {
 		return nil, s.wrap(ctx, fmt.Errorf("events: read: %w", err))
 	}
