@@ -53,9 +53,9 @@ func Apply(s *Snapshot, ev events.Envelope) (*Snapshot, error) {
 		if errors.Is(err, ErrOutOfOrder) {
 			return nil, err
 		}
-		return b.s, err
+		return b.result(), err
 	}
-	return b.s, nil
+	return b.result(), nil
 }
 
 // ApplyBatch applies evs in order, exactly like calling Apply for each, but
@@ -66,7 +66,7 @@ func Apply(s *Snapshot, ev events.Envelope) (*Snapshot, error) {
 func ApplyBatch(s *Snapshot, evs []events.Envelope, skipped func(events.Envelope, error)) (*Snapshot, error) {
 	b := newEdit(s)
 	_, err := b.applyAll(evs, skipped)
-	return b.s, err
+	return b.result(), err
 }
 
 // Replay builds the state from an empty one and the log evs. The returned
@@ -89,6 +89,40 @@ type edit struct {
 	// pre, if set, holds the data of the events being applied, decoded
 	// beforehand (see predecode.go).
 	pre *decodedPage
+	// pending are the ids of the routes filed stale (digests not computed,
+	// not in the sums) since the last settle; an id may be listed twice.
+	pending []string
+}
+
+// result returns the edited state, settled: every state an edit hands out
+// (to a reader, a checkpoint, the next edit) goes through here.
+func (b *edit) result() *Snapshot {
+	b.settle()
+	return b.s
+}
+
+// settle computes the digests of the routes filed stale and adds them to
+// the sums. Putting them off to here computes them once per route and
+// settle, not once per event: a replay changes a route about three times.
+func (b *edit) settle() {
+	s := b.s
+	for _, id := range b.pending {
+		e, ok := s.routes.get(id)
+		if !ok || !e.stale {
+			continue // dropped since, or listed twice
+		}
+		e.digests, e.stale = routeDigests(e.r), false
+		e.addTo(&s.sum, &s.configSum)
+		s.routes = s.routes.set(b.tok, id, e)
+	}
+	b.pending = b.pending[:0]
+}
+
+// unsumRoute takes e's digests out of the sums; a stale entry's are not in them.
+func (b *edit) unsumRoute(e routeEntry) {
+	if !e.stale {
+		e.addTo(&b.s.sum, &b.s.configSum)
+	}
 }
 
 // newEdit starts an edit of the state that follows s.
@@ -273,7 +307,7 @@ func (b *edit) tenantDeleted(ev events.Envelope) error {
 		})
 		for _, id := range left {
 			e, _ := b.s.routes.get(id)
-			e.addTo(&b.s.sum, &b.s.configSum)
+			b.unsumRoute(e)
 			b.s.routes = b.s.routes.delete(b.tok, id)
 		}
 		b.s.tables = b.s.tables.delete(b.tok, old.ID)
@@ -387,12 +421,10 @@ func (b *edit) routeDeleted(ev events.Envelope) error {
 	return nil
 }
 
-// putRoute files r; its tenant exists.
-func (b *edit) putRoute(r *Route) { b.addRoute(r, routeDigests(r)) }
-
-// addRoute files r, whose digests are dg; its tenant exists.
-func (b *edit) addRoute(r *Route, dg digests) {
-	b.fileRoute(r, dg)
+// putRoute files r, stale until the edit settles; its tenant exists.
+func (b *edit) putRoute(r *Route) {
+	b.s.routes = b.s.routes.set(b.tok, r.ID, routeEntry{r: r, stale: true})
+	b.pending = append(b.pending, r.ID)
 	if b.s.unfiled {
 		return
 	}
@@ -406,7 +438,7 @@ func (b *edit) addRoute(r *Route, dg digests) {
 }
 
 // fileRoute files r, whose digests are dg, by id, and not in its tenant's
-// table (addRoute does both; a checkpoint load files the tables after, or
+// table (putRoute does both; a checkpoint load files the tables after, or
 // leaves them unfiled).
 func (b *edit) fileRoute(r *Route, dg digests) {
 	s := b.s
@@ -440,7 +472,7 @@ func (b *edit) fileTables() {
 func (b *edit) dropRoute(r *Route) {
 	s, tok := b.s, b.tok
 	e, _ := s.routes.get(r.ID)
-	e.addTo(&s.sum, &s.configSum)
+	b.unsumRoute(e)
 	s.routes = s.routes.delete(tok, r.ID)
 	if s.unfiled {
 		return

@@ -370,7 +370,7 @@ func applyCheckpointed(cp *Checkpointer, ed *edit, evs []events.Envelope, skippe
 			return ed, done, err
 		}
 		if ed.s.seq == due {
-			cp.offer(ed.s)
+			cp.offer(ed.result())
 			pre := ed.pre
 			ed = newEdit(ed.s)
 			ed.pre = pre

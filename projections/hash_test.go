@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -141,5 +142,56 @@ func TestDigestCoversEveryField(t *testing.T) {
 			}
 			t.Logf("%d single-field changes checked", n)
 		})
+	}
+}
+
+// TestDigestsSettledInEveryState holds the route digests an edit puts off
+// until it hands a state out (edit.settle) to digests computed from
+// scratch: in every state Apply and ApplyBatch return, each route's digests
+// are its own and the sums are the XOR of every aggregate's, whatever the
+// log did (updates, deletes, re-creates in one batch). ReplayStore, the
+// catch-up and its checkpoints are held to ApplyBatch's states by
+// TestReplayStoreEqualsReplayAtEverySeq and TestCatchUpEqualsReplay.
+func TestDigestsSettledInEveryState(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, how string, s *Snapshot) {
+		t.Helper()
+		var sum, configSum [32]byte
+		s.tenants.all(func(_ string, e tenantEntry) bool {
+			e.addTo(&sum, &configSum)
+			return true
+		})
+		s.routes.all(func(id string, e routeEntry) bool {
+			if e.stale || e.digests != routeDigests(e.r) {
+				t.Fatalf("%s: seq %d: route %s: stale %v or digests not its own", how, s.Seq(), id, e.stale)
+			}
+			e.addTo(&sum, &configSum)
+			return true
+		})
+		s.keys.all(func(_ string, e adminKeyEntry) bool {
+			e.addTo(&sum, &configSum)
+			return true
+		})
+		if sum != s.sum || configSum != s.configSum {
+			t.Fatalf("%s: seq %d: sums differ from the XOR of the digests", how, s.Seq())
+		}
+	}
+	for seed := range uint64(6) {
+		evs := randomLog(t, rand.New(rand.NewPCG(seed, 77)), 500).evs
+		one := Empty()
+		for _, ev := range evs {
+			one, _ = Apply(one, ev)
+			check(t, "Apply", one)
+		}
+		for _, n := range []int{7, 100, len(evs)} {
+			s := Empty()
+			for i := 0; i < len(evs); i += n {
+				s, _ = ApplyBatch(s, evs[i:min(i+n, len(evs))], nil)
+				check(t, "ApplyBatch", s)
+			}
+			if s.StateHash() != one.StateHash() || s.ConfigHash() != one.ConfigHash() {
+				t.Fatalf("seed %d: batches of %d give another state than one by one", seed, n)
+			}
+		}
 	}
 }

@@ -191,7 +191,7 @@ func (p *Projector) applyLocked(evs []events.Envelope) error {
 	}
 	ed, n, err := applyCheckpointed(p.cfg.Checkpoints, newEdit(p.snap.Load()), evs, p.logSkipped)
 	if n > 0 {
-		p.publish(ed.s, [][]events.Envelope{evs[:n]})
+		p.publish(ed.result(), [][]events.Envelope{evs[:n]})
 	}
 	return err
 }
@@ -251,7 +251,7 @@ func (p *Projector) catchUpLocked(ctx context.Context, until int64) error {
 	)
 	publish := func() {
 		if len(unpublished) > 0 {
-			p.publish(ed.s, unpublished)
+			p.publish(ed.result(), unpublished)
 		}
 		ed, unpublished = nil, unpublished[:0]
 	}

@@ -55,7 +55,7 @@ func replayStore(ctx context.Context, store events.Store, s *Snapshot, until int
 		// The reader may have stopped at ctx's end before the last page.
 		return nil, fmt.Errorf("read events: %w", err)
 	}
-	return ed.s, nil
+	return ed.result(), nil
 }
 
 // readPage is one page of events with their data decoded, or the error

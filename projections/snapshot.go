@@ -46,6 +46,9 @@ type tenantEntry struct {
 type routeEntry struct {
 	r *Route
 	digests
+	// stale: digests not computed yet, nor in the sums; only ever inside
+	// an edit (see edit.settle).
+	stale bool
 }
 
 type snapCache struct {
