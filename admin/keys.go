@@ -43,10 +43,10 @@ type keyBody struct {
 //	role       required: viewer | operator | admin
 //	tenantIds  optional (absent: every tenant); 1..1000 ids of live tenants
 func (b keyBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Name, required, notBlank, maxChars(100)),
-		validation.Field(&b.Role, required, oneOf(string(events.RoleViewer), string(events.RoleOperator), string(events.RoleAdmin))),
-		validation.Field(&b.TenantIDs, validation.When(b.TenantIDs != nil, validation.Length(1, 1000).Error("must hold 1 to 1000 tenant ids; leave it out for every tenant"))),
+	return validateStruct(&b,
+		fieldRule(&b.Name, required, notBlank, maxChars(100)),
+		fieldRule(&b.Role, required, oneOf(string(events.RoleViewer), string(events.RoleOperator), string(events.RoleAdmin))),
+		fieldRule(&b.TenantIDs, validation.When(b.TenantIDs != nil, validation.Length(1, 1000).Error("must hold 1 to 1000 tenant ids; leave it out for every tenant"))),
 	)
 }
 

@@ -133,40 +133,40 @@ func (b routeBody) Validate() error {
 	if b.PathType != nil && *b.PathType == string(events.PathRegex) {
 		pathShape = compiles
 	}
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.TenantID, required, notBlank),
-		validation.Field(&b.Method, oneOf(append([]string{events.AnyMethod}, httpMethods...)...)),
-		validation.Field(&b.Path, required, notBlank, maxChars(maxPathChars), pathShape),
-		validation.Field(&b.PathType, oneOf(string(events.PathExact), string(events.PathPrefix), string(events.PathRegex))),
-		validation.Field(&b.Upstreams, required, count(1, 64)),
-		validation.Field(&b.LoadBalancing, oneOf(events.BalanceRoundRobin, events.BalanceWeighted, events.BalanceRandom)),
-		validation.Field(&b.Resilience),
-		validation.Field(&b.Transform),
+	return validateStruct(&b,
+		fieldRule(&b.TenantID, required, notBlank),
+		fieldRule(&b.Method, oneOf(append([]string{events.AnyMethod}, httpMethods...)...)),
+		fieldRule(&b.Path, required, notBlank, maxChars(maxPathChars), pathShape),
+		fieldRule(&b.PathType, oneOf(string(events.PathExact), string(events.PathPrefix), string(events.PathRegex))),
+		fieldRule(&b.Upstreams, required, count(1, 64)),
+		fieldRule(&b.LoadBalancing, oneOf(events.BalanceRoundRobin, events.BalanceWeighted, events.BalanceRandom)),
+		fieldRule(&b.Resilience),
+		fieldRule(&b.Transform),
 	)
 }
 
 func (b upstreamBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.URL, required, upstreamURL),
-		validation.Field(&b.Weight, between(1, 1000)),
+	return validateStruct(&b,
+		fieldRule(&b.URL, required, upstreamURL),
+		fieldRule(&b.Weight, between(1, 1000)),
 	)
 }
 
 func (b resilienceBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.CircuitBreaker),
-		validation.Field(&b.Retry),
-		validation.Field(&b.Timeout),
-		validation.Field(&b.HealthCheck),
-		validation.Field(&b.Fallback),
+	return validateStruct(&b,
+		fieldRule(&b.CircuitBreaker),
+		fieldRule(&b.Retry),
+		fieldRule(&b.Timeout),
+		fieldRule(&b.HealthCheck),
+		fieldRule(&b.Fallback),
 	)
 }
 
 func (b breakerBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.FailureThreshold, between(1, 1000)),
-		validation.Field(&b.SuccessThreshold, between(1, 1000)),
-		validation.Field(&b.Timeout, between(1, maxTimeoutMs)),
+	return validateStruct(&b,
+		fieldRule(&b.FailureThreshold, between(1, 1000)),
+		fieldRule(&b.SuccessThreshold, between(1, 1000)),
+		fieldRule(&b.Timeout, between(1, maxTimeoutMs)),
 	)
 }
 
@@ -175,18 +175,18 @@ func (b retryBody) Validate() error {
 	if b.BaseDelayMs != nil {
 		base = *b.BaseDelayMs
 	}
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.MaxRetries, between(0, 10)),
-		validation.Field(&b.BaseDelayMs, between(1, 60_000)),
-		validation.Field(&b.MaxDelayMs, between(max(base, 1), 300_000)),
-		validation.Field(&b.RetryableStatusCodes, count(0, 100), validation.Each(between(100, 599))),
+	return validateStruct(&b,
+		fieldRule(&b.MaxRetries, between(0, 10)),
+		fieldRule(&b.BaseDelayMs, between(1, 60_000)),
+		fieldRule(&b.MaxDelayMs, between(max(base, 1), 300_000)),
+		fieldRule(&b.RetryableStatusCodes, count(0, 100), validation.Each(between(100, 599))),
 	)
 }
 
 func (b timeoutBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Default, between(1, maxTimeoutMs)),
-		validation.Field(&b.ByMethod, validation.By(func(any) error {
+	return validateStruct(&b,
+		fieldRule(&b.Default, between(1, maxTimeoutMs)),
+		fieldRule(&b.ByMethod, validation.By(func(any) error {
 			errs := validation.Errors{}
 			for m, ms := range b.ByMethod {
 				switch {
@@ -209,53 +209,53 @@ func (b healthBody) Validate() error {
 	if b.IntervalMs != nil {
 		interval = *b.IntervalMs
 	}
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Endpoint, notBlank, startsWithSlash, maxChars(maxPathChars), noControl),
-		validation.Field(&b.IntervalMs, between(100, maxTimeoutMs)),
-		validation.Field(&b.TimeoutMs, between(1, max(interval, 1))),
-		validation.Field(&b.HealthyThreshold, between(1, 100)),
-		validation.Field(&b.UnhealthyThreshold, between(1, 100)),
+	return validateStruct(&b,
+		fieldRule(&b.Endpoint, notBlank, startsWithSlash, maxChars(maxPathChars), noControl),
+		fieldRule(&b.IntervalMs, between(100, maxTimeoutMs)),
+		fieldRule(&b.TimeoutMs, between(1, max(interval, 1))),
+		fieldRule(&b.HealthyThreshold, between(1, 100)),
+		fieldRule(&b.UnhealthyThreshold, between(1, 100)),
 	)
 }
 
 func (b fallbackBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.StatusCode, between(100, 599)),
-		validation.Field(&b.ContentType, notBlank, maxChars(255), noControl),
-		validation.Field(&b.Body, maxBytes(maxFallbackBody)),
+	return validateStruct(&b,
+		fieldRule(&b.StatusCode, between(100, 599)),
+		fieldRule(&b.ContentType, notBlank, maxChars(255), noControl),
+		fieldRule(&b.Body, maxBytes(maxFallbackBody)),
 	)
 }
 
 func (b transformBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Request),
-		validation.Field(&b.Response),
+	return validateStruct(&b,
+		fieldRule(&b.Request),
+		fieldRule(&b.Response),
 	)
 }
 
 func (b requestTransformBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Headers),
-		validation.Field(&b.Path),
+	return validateStruct(&b,
+		fieldRule(&b.Headers),
+		fieldRule(&b.Path),
 	)
 }
 
 func (b responseTransformBody) Validate() error {
-	return validation.ValidateStruct(&b, validation.Field(&b.Headers))
+	return validateStruct(&b, fieldRule(&b.Headers))
 }
 
 func (b headerOpsBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Set, headerMap),
-		validation.Field(&b.Add, headerMap),
-		validation.Field(&b.Remove, count(0, 100), validation.Each(headerToken)),
+	return validateStruct(&b,
+		fieldRule(&b.Set, headerMap),
+		fieldRule(&b.Add, headerMap),
+		fieldRule(&b.Remove, count(0, 100), validation.Each(headerToken)),
 	)
 }
 
 func (b pathRewriteBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Pattern, required, notBlank, compiles),
-		validation.Field(&b.Replacement, maxChars(maxPathChars), noControl),
+	return validateStruct(&b,
+		fieldRule(&b.Pattern, required, notBlank, compiles),
+		fieldRule(&b.Replacement, maxChars(maxPathChars), noControl),
 	)
 }
 

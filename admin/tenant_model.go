@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"github.com/invopop/validation"
-
 	"github.com/tenantgate/gateway/events"
 )
 
@@ -25,17 +23,17 @@ type rateLimitBody struct {
 //	status     active | suspended, default active
 //	rateLimit  optional, null means unlimited; limit 1..1,000,000; windowMs 100..86,400,000
 func (b tenantBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Name, required, notBlank, maxChars(100)),
-		validation.Field(&b.Status, oneOf(string(events.TenantActive), string(events.TenantSuspended))),
-		validation.Field(&b.RateLimit),
+	return validateStruct(&b,
+		fieldRule(&b.Name, required, notBlank, maxChars(100)),
+		fieldRule(&b.Status, oneOf(string(events.TenantActive), string(events.TenantSuspended))),
+		fieldRule(&b.RateLimit),
 	)
 }
 
 func (b rateLimitBody) Validate() error {
-	return validation.ValidateStruct(&b,
-		validation.Field(&b.Limit, required, between(1, 1_000_000)),
-		validation.Field(&b.WindowMs, required, between(100, 86_400_000)),
+	return validateStruct(&b,
+		fieldRule(&b.Limit, required, between(1, 1_000_000)),
+		fieldRule(&b.WindowMs, required, between(100, 86_400_000)),
 	)
 }
 
