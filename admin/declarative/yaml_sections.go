@@ -58,6 +58,9 @@ func toJSONBySections(data []byte) (out []byte, ok bool) {
 		}
 	}
 	parse := func(r *run) {
+		if r.json, r.ok = runJSON(r.text, r.n); r.ok {
+			return
+		}
 		var items []any
 		if err := yaml.Unmarshal(r.text, &items); err != nil || len(items) != r.n {
 			return
