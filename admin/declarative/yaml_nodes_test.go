@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tenantgate/gateway/events"
 )
 
 // itemsJSON is the conversion runJSON replaced: decode the items, then
@@ -89,17 +91,23 @@ func TestRunJSONMatchesDecoding(t *testing.T) {
 	}
 }
 
-// BenchmarkRunJSON converts a run of 512 exported routes to JSON from the
-// nodes, and by decoding and encoding them (what it replaced).
+// BenchmarkRunJSON converts a run of exported routes (two upstreams, retry
+// and timeout) to JSON from the nodes, and by decoding and encoding them
+// (what it replaced).
 func BenchmarkRunJSON(b *testing.B) {
 	doc := sampleDoc()
+	doc.Routes = nil
 	for i := range itemsPerRun {
-		r := doc.Routes[0]
-		r.ID, r.Path = fmt.Sprintf("r-%04d", i), fmt.Sprintf("/api/v1/service%d/items", i)
+		r := route(fmt.Sprintf("0190a0b1-0000-7000-8000-%012d", i), tenantA, fmt.Sprintf("/api/v1/service%d/items", i))
+		r.Method, r.LoadBalancing = "GET", events.BalanceWeighted
+		r.Upstreams = []events.Upstream{{URL: fmt.Sprintf("http://10.0.%d.1:8080", i%200), Weight: 3}, {URL: fmt.Sprintf("http://10.0.%d.2:8080/base", i%200), Weight: 1}}
+		r.Resilience = &events.Resilience{
+			Retry:   &events.Retry{Enabled: true, MaxRetries: 3, BaseDelayMs: 100, MaxDelayMs: 2000, RetryableStatusCodes: []int{500, 502, 503, 504}},
+			Timeout: &events.Timeout{Enabled: true, Default: 10000},
+		}
 		doc.Routes = append(doc.Routes, r)
 	}
-	doc.Routes = doc.Routes[len(doc.Routes)-itemsPerRun:]
-	y, err := MarshalYAML(Document{Tenants: doc.Tenants, Routes: doc.Routes})
+	y, err := MarshalYAML(doc)
 	if err != nil {
 		b.Fatal(err)
 	}
