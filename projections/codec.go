@@ -212,39 +212,23 @@ type decoder struct {
 // read is how many bytes of rec, the start of what d reads, d has read.
 func (d *decoder) read(rec []byte) int { return len(rec) - len(d.b) }
 
-// enum is str for a field of a few known values (a method, a path type, a
-// balancing policy, a status): those are returned without an allocation.
+// enumValues are the values of the enumerated fields: methods, path types,
+// balancing policies, tenant statuses.
+var enumValues = [...]string{
+	"GET", "POST", "PUT", "PATCH", "DELETE", events.AnyMethod,
+	string(events.PathExact), string(events.PathPrefix), string(events.PathRegex),
+	events.BalanceRoundRobin, events.BalanceWeighted, events.BalanceRandom,
+	string(events.TenantActive), string(events.TenantSuspended),
+}
+
+// enum is str for a field of a few known values (see enumValues): those
+// are returned without an allocation.
 func (d *decoder) enum() string {
 	b := d.bytes(d.int())
-	switch string(b) { // compares without converting
-	case "GET":
-		return "GET"
-	case "POST":
-		return "POST"
-	case "PUT":
-		return "PUT"
-	case "PATCH":
-		return "PATCH"
-	case "DELETE":
-		return "DELETE"
-	case events.AnyMethod:
-		return events.AnyMethod
-	case string(events.PathExact):
-		return string(events.PathExact)
-	case string(events.PathPrefix):
-		return string(events.PathPrefix)
-	case string(events.PathRegex):
-		return string(events.PathRegex)
-	case events.BalanceRoundRobin:
-		return events.BalanceRoundRobin
-	case events.BalanceWeighted:
-		return events.BalanceWeighted
-	case events.BalanceRandom:
-		return events.BalanceRandom
-	case string(events.TenantActive):
-		return string(events.TenantActive)
-	case string(events.TenantSuspended):
-		return string(events.TenantSuspended)
+	for _, v := range enumValues {
+		if string(b) == v { // compares without converting
+			return v
+		}
 	}
 	return string(b)
 }

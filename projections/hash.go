@@ -58,7 +58,7 @@ func tenantDigests(t *Tenant) digests {
 	s := getScratch()
 	defer putScratch(s)
 	p := s.enc.tenant(t)
-	return tenantRecordDigests(s.enc.b, p)
+	return s.tenantRecordDigests(s.enc.b, p)
 }
 
 // tenantRecordDigests are the digests of a tenant encoded as b (with its
@@ -66,6 +66,10 @@ func tenantDigests(t *Tenant) digests {
 func tenantRecordDigests(b []byte, p encodedParts) digests {
 	s := getScratch()
 	defer putScratch(s)
+	return s.tenantRecordDigests(b, p)
+}
+
+func (s *digestScratch) tenantRecordDigests(b []byte, p encodedParts) digests {
 	return digests{state: sha256.Sum256(b), config: s.configDigest("tenant-config", b[p.configStart:p.configEnd])}
 }
 
@@ -73,13 +77,17 @@ func routeDigests(r *Route) digests {
 	s := getScratch()
 	defer putScratch(s)
 	id, spec := s.enc.route(r)
-	return routeRecordDigests(s.enc.b, id, spec)
+	return s.routeRecordDigests(s.enc.b, id, spec)
 }
 
 // routeRecordDigests is tenantRecordDigests for a route.
 func routeRecordDigests(b []byte, id encodedParts, specStart int) digests {
 	s := getScratch()
 	defer putScratch(s)
+	return s.routeRecordDigests(b, id, specStart)
+}
+
+func (s *digestScratch) routeRecordDigests(b []byte, id encodedParts, specStart int) digests {
 	return digests{state: sha256.Sum256(b), config: s.configDigest("route-config", b[id.configStart:id.configEnd], b[specStart:])}
 }
 
