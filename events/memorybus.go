@@ -40,6 +40,21 @@ func (b *MemoryBus) Kind() string { return "memory" }
 func (b *MemoryBus) Publish(_ context.Context, evs ...Envelope) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.publishLocked(evs)
+}
+
+// PublishAfter publishes the events, which follow seq after, only if the
+// last published seq is still after; it reports false otherwise.
+func (b *MemoryBus) PublishAfter(_ context.Context, after int64, evs ...Envelope) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last != after {
+		return false, nil
+	}
+	return true, b.publishLocked(evs)
+}
+
+func (b *MemoryBus) publishLocked(evs []Envelope) error {
 	if b.closed {
 		return ErrBusClosed
 	}

@@ -120,6 +120,57 @@ func (b *RedisBus) Publish(ctx context.Context, evs ...Envelope) error {
 	return nil
 }
 
+// lastGeneratedSeq is the Lua that sets `last` to the seq part of the stream
+// KEYS[1]'s last generated ID (0 when the stream is missing), as LastSeq reads it.
+const lastGeneratedSeq = `
+local last = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) end
+  end
+end
+`
+
+// publishAfter adds the entries (ARGV[3..]: ID, payload pairs) only if the
+// stream's last seq is still ARGV[1]; otherwise it adds nothing and returns
+// -1. ARGV[2] is the MAXLEN cap.
+var publishAfter = redis.NewScript(lastGeneratedSeq + `
+if last ~= tonumber(ARGV[1]) then return -1 end
+for i = 3, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i], '` + streamField + `', ARGV[i + 1])
+end
+return (#ARGV - 2) / 2
+`)
+
+// PublishAfter adds the events, which follow seq after, in one step, only if
+// the stream's last seq is still after. It reports false, adding nothing,
+// when the stream moved since the caller read it: another relay published,
+// or Redis lost the stream. Publishing on top of a lost stream would leave
+// it without its older events while LastSeq said it had them all.
+func (b *RedisBus) PublishAfter(ctx context.Context, after int64, evs ...Envelope) (bool, error) {
+	if len(evs) == 0 {
+		return true, nil
+	}
+	args := make([]any, 0, 2+2*len(evs))
+	args = append(args, after, b.cfg.MaxLen)
+	for _, ev := range evs {
+		if ev.Seq <= 0 {
+			return false, fmt.Errorf("events: publish: event %s has no seq", ev.ID)
+		}
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return false, fmt.Errorf("events: publish seq %d: %w", ev.Seq, err)
+		}
+		args = append(args, streamID(ev.Seq), payload)
+	}
+	n, err := publishAfter.Run(ctx, b.client, []string{b.cfg.Stream}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("events: publish after seq %d: %w", after, err)
+	}
+	return n >= 0, nil
+}
+
 // alreadyPublished reports Redis's answer to an XADD whose ID is not above the
 // stream's last one.
 func alreadyPublished(err error) bool {
@@ -149,13 +200,7 @@ func (b *RedisBus) LastSeq(ctx context.Context) (int64, error) {
 // dropAfter deletes the entries after seq ARGV[1] and sets the stream's last
 // ID back to it, in one step: XADD refuses any ID not above the last one, so
 // without XSETID the store's next events could never be published.
-var dropAfter = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local last = 0
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = tonumber(string.match(info[i + 1], '^(%d+)')) end
-end
+var dropAfter = redis.NewScript(lastGeneratedSeq + `
 if last <= tonumber(ARGV[1]) then return 0 end
 local stale = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+')
 for _, e in ipairs(stale) do redis.call('XDEL', KEYS[1], e[1]) end

@@ -22,8 +22,8 @@ type RelayConfig struct {
 // Relay is the outbox relay: it publishes every committed event the bus has
 // not seen yet. The event table is the outbox, so an event committed while
 // the bus was down, or by an instance that crashed before publishing, is
-// still published. Relays of several instances may race: publishing is
-// idempotent by seq.
+// still published. Relays of several instances may race: a batch is
+// published only on top of the bus's last seq as the relay read it.
 type Relay struct {
 	store  Store
 	bus    Bus
@@ -162,11 +162,20 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 		if len(evs) == 0 {
 			return sent, fmt.Errorf("relay: store returned nothing after seq %d below head %d", from, head)
 		}
-		if err := r.bus.Publish(ctx, evs...); err != nil {
+		published, err := r.bus.PublishAfter(ctx, last, evs...)
+		if err != nil {
 			return sent, err
+		}
+		if !published {
+			// The bus moved since this pass read it: another relay
+			// published, or the bus lost its events. The next pass reads
+			// it again and goes on from what it holds then.
+			r.Notify()
+			return sent, nil
 		}
 		sent += len(evs)
 		from = evs[len(evs)-1].Seq
+		last = from
 	}
 	return sent, nil
 }

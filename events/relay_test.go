@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,13 +143,13 @@ type keepsFew struct {
 
 func (k *keepsFew) Keeps() int64 { return k.n }
 
-func (k *keepsFew) Publish(ctx context.Context, evs ...events.Envelope) error {
+func (k *keepsFew) PublishAfter(ctx context.Context, after int64, evs ...events.Envelope) (bool, error) {
 	k.mu.Lock()
 	for _, ev := range evs {
 		k.published = append(k.published, ev.Seq)
 	}
 	k.mu.Unlock()
-	return k.MemoryBus.Publish(ctx, evs...)
+	return k.MemoryBus.PublishAfter(ctx, after, evs...)
 }
 
 // TestRelayPublishesNoMoreThanTheBusKeeps: a bus that keeps 40 events is
@@ -174,6 +175,43 @@ func TestRelayPublishesNoMoreThanTheBusKeeps(t *testing.T) {
 	if !slices.Equal(bus.published, want) {
 		t.Fatalf("published seqs %v, want %d..%d", bus.published, head-39, head)
 	}
+}
+
+// lostAfterRead is a bus that loses its events just after the relay's first
+// read of LastSeq: that read answers what the bus held before (Redis
+// restarting empty between the relay's two reads).
+type lostAfterRead struct {
+	*events.MemoryBus
+	stale atomic.Int64
+}
+
+func (b *lostAfterRead) LastSeq(ctx context.Context) (int64, error) {
+	if seq := b.stale.Swap(0); seq > 0 {
+		return seq, nil
+	}
+	return b.MemoryBus.LastSeq(ctx)
+}
+
+// TestRelayRepublishesABusLostMidPass: a pass that read the bus's last seq
+// before the bus lost its events must not publish the newer events alone
+// (the bus would then say it holds everything); the next pass rebuilds it
+// from the start.
+func TestRelayRepublishesABusLostMidPass(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	defer store.Close()
+	head := appendN(t, store, 8)
+	bus := &lostAfterRead{MemoryBus: events.NewMemoryBus()}
+	defer bus.Close()
+	bus.stale.Store(5)
+	runRelay(t, events.NewRelay(store, bus, events.RelayConfig{Interval: 20 * time.Millisecond}, nil))
+	// Only the relay reads the stale answer: the checks read the bus itself.
+	waitLastSeq(t, bus.MemoryBus, head, 10*time.Second)
+	ch, err := bus.MemoryBus.Subscribe(bustest.Context(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bustest.Collect(t, ch, 1, head)
 }
 
 // TestRelayDropsWhatTheStoreDoesNotHave: a store restored from an older

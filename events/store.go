@@ -67,6 +67,12 @@ type Store interface {
 type Bus interface {
 	// Publish publishes events in seq order.
 	Publish(ctx context.Context, evs ...Envelope) error
+	// PublishAfter publishes events, which follow seq after, in one step,
+	// only if the bus's LastSeq is still after; it reports false, publishing
+	// nothing, when the bus moved since the caller read it (another relay
+	// published, or the bus lost its events). The relay publishes with it,
+	// so the bus never holds a newer run of events without the older ones.
+	PublishAfter(ctx context.Context, after int64, evs ...Envelope) (bool, error)
 	// LastSeq returns the seq of the newest published event (0 if none).
 	LastSeq(ctx context.Context) (int64, error)
 	// Subscribe delivers every event published after seq `after`, in order,

@@ -26,6 +26,7 @@ func Run(t *testing.T, open func(t *testing.T) events.Bus) {
 		{"LastSeq", testLastSeq},
 		{"Ordering", testOrdering},
 		{"IdempotentPublish", testIdempotent},
+		{"PublishAfter", testPublishAfter},
 		{"SubscribeFromOffset", testOffset},
 		{"LiveDelivery", testLive},
 		{"TwoSubscribers", testTwoSubscribers},
@@ -197,6 +198,38 @@ func testIdempotent(t *testing.T, b events.Bus) {
 	if n := lastSeq(t, b); n != 12 {
 		t.Fatalf("LastSeq = %d, want 12", n)
 	}
+}
+
+// testPublishAfter: a batch is published only on top of the last seq it
+// names; on a bus that moved (ahead, or behind after losing events) nothing
+// of it is.
+func testPublishAfter(t *testing.T, b events.Bus) {
+	publishAfter := func(after int64, evs ...events.Envelope) bool {
+		t.Helper()
+		ok, err := b.PublishAfter(Context(t), after, evs...)
+		if err != nil {
+			t.Fatalf("PublishAfter(%d): %v", after, err)
+		}
+		return ok
+	}
+	if !publishAfter(0, Events(1, 3)...) {
+		t.Fatal("PublishAfter(0) on an empty bus refused")
+	}
+	if publishAfter(2, Events(3, 5)...) {
+		t.Fatal("PublishAfter(2) accepted on a bus at 3")
+	}
+	if publishAfter(5, Events(6, 7)...) {
+		t.Fatal("PublishAfter(5) accepted on a bus at 3")
+	}
+	if n := lastSeq(t, b); n != 3 {
+		t.Fatalf("LastSeq after refused publishes = %d, want 3", n)
+	}
+	if !publishAfter(3, Events(4, 6)...) {
+		t.Fatal("PublishAfter(3) on a bus at 3 refused")
+	}
+	ch := subscribe(t, b, 0)
+	Collect(t, ch, 1, 6)
+	Quiet(t, ch, 300*time.Millisecond)
 }
 
 func testOffset(t *testing.T, b events.Bus) {
