@@ -41,7 +41,7 @@ type command func(snap *projections.Snapshot) (plan, *Error)
 // instances.
 func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, *Error) {
 	if err := a.lockWrites(ctx); err != nil {
-		return nil, a.storeError(err)
+		return nil, err
 	}
 	defer a.unlockWrites()
 	for attempt := 1; ; attempt++ {
@@ -83,15 +83,23 @@ func (a *API) execute(ctx context.Context, cmd command) (*projections.Snapshot, 
 	}
 }
 
-// lockWrites waits for this instance's turn to write, at most storeTimeout.
-func (a *API) lockWrites(ctx context.Context) error {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
+// writeTurnWait bounds the wait for this instance's turn to write. It is a
+// queue, not a store call: a hundred writers at once wait longer than one
+// store call may take, and a long queue is contention, not a store down.
+const writeTurnWait = 30 * time.Second
+
+// lockWrites waits for this instance's turn to write, at most writeTurnWait.
+func (a *API) lockWrites(ctx context.Context) *Error {
+	t := time.NewTimer(writeTurnWait)
+	defer t.Stop()
 	select {
 	case a.writes <- struct{}{}:
 		return nil
+	case <-t.C:
+		a.log.Warn("admin: a write waited too long for its turn on this instance", "waited", writeTurnWait)
+		return errConflict("too many writes are queued on this instance; try again")
 	case <-ctx.Done():
-		return ctx.Err()
+		return a.storeError(ctx.Err())
 	}
 }
 
