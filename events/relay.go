@@ -32,11 +32,13 @@ type Relay struct {
 	notify chan struct{}
 }
 
-// keeper is a bus that keeps only its newest events (the memory bus): a
-// relay publishes no more of a backlog than it keeps. A fresh memory bus
-// at start would otherwise be given the last MaxBacklog events of the
-// store, read and held for nothing, beside the start-up's catch-up.
-type keeper interface {
+// localBus is an in-process bus (the memory bus): it keeps only its newest
+// Keeps() events, and its subscribers are in this process and read the
+// store before they subscribe. A relay gives it no more of a backlog than
+// it keeps, and a fresh one (this process just started) only the newest
+// event, which sets its last seq: no subscriber needs the rest, and reading
+// it would compete with the start-up's own catch-up.
+type localBus interface {
 	Keeps() int64
 }
 
@@ -149,8 +151,11 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	backlog := r.cfg.MaxBacklog
-	if k, ok := r.bus.(keeper); ok {
-		backlog = min(backlog, k.Keeps())
+	if local, ok := r.bus.(localBus); ok {
+		backlog = min(backlog, local.Keeps())
+		if last == 0 {
+			backlog = 1
+		}
 	}
 	from := max(last, head-backlog)
 	sent := 0

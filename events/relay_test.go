@@ -152,36 +152,57 @@ func (k *keepsFew) PublishAfter(ctx context.Context, after int64, evs ...events.
 	return k.MemoryBus.PublishAfter(ctx, after, evs...)
 }
 
-// TestRelayPublishesNoMoreThanTheBusKeeps: a bus that keeps 40 events is
-// given the last 40 of a backlog, not MaxBacklog of them.
+// TestRelayPublishesNoMoreThanTheBusKeeps: an in-process bus that keeps 40
+// events is given the last 40 of a backlog, not MaxBacklog of them; a fresh
+// one (the process just started, every subscriber reads the store first)
+// only the newest event.
 func TestRelayPublishesNoMoreThanTheBusKeeps(t *testing.T) {
 	t.Parallel()
 	if got := events.NewMemoryBus().Keeps(); got <= 0 || got > 100000 {
 		t.Fatalf("MemoryBus.Keeps() = %d, want a positive bound below the default backlog", got)
 	}
-	store := openSQLite(t)
-	defer store.Close()
-	head := appendN(t, store, 300)
-	bus := &keepsFew{MemoryBus: events.NewMemoryBus(), n: 40}
-	defer bus.Close()
-	runRelay(t, events.NewRelay(store, bus, events.RelayConfig{MaxBacklog: 100, BatchSize: 25}, nil))
-	waitLastSeq(t, bus, head, 20*time.Second)
-	bus.mu.Lock()
-	defer bus.mu.Unlock()
-	want := make([]int64, 0, 40)
-	for s := head - 39; s <= head; s++ {
-		want = append(want, s)
-	}
-	if !slices.Equal(bus.published, want) {
-		t.Fatalf("published seqs %v, want %d..%d", bus.published, head-39, head)
+	for _, tt := range []struct {
+		name     string
+		busAt    int64 // what the bus held before the relay ran
+		wantFrom int64
+	}{
+		{"fresh", 0, 300},
+		{"behind", 10, 261},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			store := openSQLite(t)
+			defer store.Close()
+			head := appendN(t, store, 300)
+			bus := &keepsFew{MemoryBus: events.NewMemoryBus(), n: 40}
+			defer bus.Close()
+			if tt.busAt > 0 {
+				if err := bus.MemoryBus.Publish(context.Background(), bustest.Events(1, tt.busAt)...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runRelay(t, events.NewRelay(store, bus, events.RelayConfig{MaxBacklog: 100, BatchSize: 25}, nil))
+			waitLastSeq(t, bus, head, 20*time.Second)
+			bus.mu.Lock()
+			defer bus.mu.Unlock()
+			var want []int64
+			for s := tt.wantFrom; s <= head; s++ {
+				want = append(want, s)
+			}
+			if !slices.Equal(bus.published, want) {
+				t.Fatalf("published seqs %v, want %d..%d", bus.published, tt.wantFrom, head)
+			}
+		})
 	}
 }
 
 // lostAfterRead is a bus that loses its events just after the relay's first
 // read of LastSeq: that read answers what the bus held before (Redis
-// restarting empty between the relay's two reads).
+// restarting empty between the relay's two reads). It embeds the Bus
+// interface, so that the relay treats it as the shared bus Redis is, not
+// as the in-process memory bus beneath.
 type lostAfterRead struct {
-	*events.MemoryBus
+	events.Bus
 	stale atomic.Int64
 }
 
@@ -189,7 +210,7 @@ func (b *lostAfterRead) LastSeq(ctx context.Context) (int64, error) {
 	if seq := b.stale.Swap(0); seq > 0 {
 		return seq, nil
 	}
-	return b.MemoryBus.LastSeq(ctx)
+	return b.Bus.LastSeq(ctx)
 }
 
 // TestRelayRepublishesABusLostMidPass: a pass that read the bus's last seq
@@ -201,13 +222,14 @@ func TestRelayRepublishesABusLostMidPass(t *testing.T) {
 	store := openSQLite(t)
 	defer store.Close()
 	head := appendN(t, store, 8)
-	bus := &lostAfterRead{MemoryBus: events.NewMemoryBus()}
-	defer bus.Close()
+	mem := events.NewMemoryBus()
+	defer mem.Close()
+	bus := &lostAfterRead{Bus: mem}
 	bus.stale.Store(5)
 	runRelay(t, events.NewRelay(store, bus, events.RelayConfig{Interval: 20 * time.Millisecond}, nil))
 	// Only the relay reads the stale answer: the checks read the bus itself.
-	waitLastSeq(t, bus.MemoryBus, head, 10*time.Second)
-	ch, err := bus.MemoryBus.Subscribe(bustest.Context(t), 0)
+	waitLastSeq(t, mem, head, 10*time.Second)
+	ch, err := mem.Subscribe(bustest.Context(t), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
