@@ -482,10 +482,12 @@ func (p *Projector) startUp(ctx context.Context) bool {
 	// Loading a checkpoint and catching up leave several times the state's
 	// size as garbage (the decoded data, the pages read): collect it and
 	// give it back to the OS once, or RSS keeps it for the gateway's life
-	// (with 100,000 routes, 2.3 KiB per route instead of 1.4).
-	debug.FreeOSMemory()
+	// (with 100,000 routes, 2.3 KiB per route instead of 1.4). It is done
+	// once ready, beside serving: a full collection of 100,000 routes takes
+	// about 150 ms, a tenth of the start.
 	p.caughtUp()
 	p.log.Info("projector ready", "seq", p.AppliedSeq())
+	go debug.FreeOSMemory()
 	return true
 }
 
