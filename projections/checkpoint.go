@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -519,6 +520,7 @@ func (r *recordReader) decodeAll(out chan<- chan recordBatch, stop <-chan struct
 		go func() {
 			defer func() { <-workers }()
 			f <- run.decode()
+			run.recycle() // the decoded records copied what they keep
 		}()
 		return true
 	}
@@ -531,29 +533,27 @@ func (r *recordReader) decodeAll(out chan<- chan recordBatch, stop <-chan struct
 		if err != nil || n < 0 {
 			return fmt.Errorf("%s: count %d (%v)", sec.name, n, err)
 		}
-		// Each run is sized as the one before: records of a section are alike.
-		size := 0
-		newRun := func(first int) rawRun {
-			return rawRun{sec: si, count: int(n), first: first, data: make([]byte, 0, size), ends: make([]int, 0, min(int(n)-first, batchSize))}
-		}
-		run := newRun(0)
+		run := newRawRun(si, int(n), 0)
 		for i := range int(n) {
 			recSize, err := r.int()
+			if err == nil && (recSize < 0 || recSize > maxRecord) {
+				err = errMalformed
+			}
 			if err != nil {
 				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
 			}
-			rec, err := r.read(recSize)
-			if err != nil {
+			// Read straight into the run: no copy through r.buf.
+			start := len(run.data)
+			run.data = slices.Grow(run.data, int(recSize))[:start+int(recSize)]
+			if _, err := io.ReadFull(r.r, run.data[start:]); err != nil {
 				return fmt.Errorf("%s[%d]: %w", sec.name, i, err)
 			}
-			run.data = append(run.data, rec...)
 			run.ends = append(run.ends, len(run.data))
 			if len(run.ends) == batchSize {
 				if !send(run) {
 					return nil
 				}
-				size = len(run.data) + len(run.data)/8
-				run = newRun(i + 1)
+				run = newRawRun(si, int(n), i+1)
 			}
 		}
 		// An empty run too: the section's begin must run.
@@ -579,6 +579,23 @@ type rawRun struct {
 	first int // index of the run's first record in the section
 	data  []byte
 	ends  []int
+}
+
+// rawRuns recycles the buffers of decoded runs: a load reads its whole
+// checkpoint through them, several times the live state's size in garbage
+// otherwise.
+var rawRuns sync.Pool
+
+func newRawRun(sec, count, first int) rawRun {
+	run, ok := rawRuns.Get().(*rawRun)
+	if !ok {
+		run = &rawRun{}
+	}
+	return rawRun{sec: sec, count: count, first: first, data: run.data[:0], ends: run.ends[:0]}
+}
+
+func (run rawRun) recycle() {
+	rawRuns.Put(&rawRun{data: run.data, ends: run.ends})
 }
 
 func (run rawRun) decode() recordBatch {
