@@ -177,7 +177,7 @@ func TestRelayPublishesNoMoreThanTheBusKeeps(t *testing.T) {
 			bus := &keepsFew{MemoryBus: events.NewMemoryBus(), n: 40}
 			defer bus.Close()
 			if tt.busAt > 0 {
-				if err := bus.MemoryBus.Publish(context.Background(), bustest.Events(1, tt.busAt)...); err != nil {
+				if err := bus.Publish(context.Background(), bustest.Events(1, tt.busAt)...); err != nil {
 					t.Fatal(err)
 				}
 			}
