@@ -155,9 +155,13 @@ func run(c config) error {
 	}
 	defer g.stop()
 	add("start to /ready from a checkpoint", fmt.Sprintf("%s (gateway CPU %s)", ms(g.ready), ms(g.readyCPU)), "<= 1 s")
+	// The gateway gives start-up's garbage back once ready, beside serving:
+	// RSS at /ready still holds it, a second later it does not.
+	atReady := g.rss()
+	time.Sleep(time.Second)
 	rss := g.rss()
-	add("RSS once ready (empty gateway)", fmt.Sprintf("%s (%s)", mib(rss), mib(baseRSS)), "")
-	add("RSS per route once ready, (RSS - empty) / R", perRoute(rss-baseRSS, c.routes), "<= 1.5 KiB")
+	add("RSS at /ready, 1 s later (empty gateway)", fmt.Sprintf("%s, %s (%s)", mib(atReady), mib(rss), mib(baseRSS)), "")
+	add("RSS per route 1 s after ready, (RSS - empty) / R", perRoute(rss-baseRSS, c.routes), "<= 1.5 KiB")
 	// The cold start wrote a checkpoint every few seconds and left the rest
 	// to write once caught up; this instance writes what is missing. The
 	// history queries are measured once the log has its checkpoints.
