@@ -85,12 +85,9 @@ func (b *RedisBus) Publish(ctx context.Context, evs ...Envelope) error {
 	pipe := b.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(evs))
 	for i, ev := range evs {
-		if ev.Seq <= 0 {
-			return fmt.Errorf("events: publish: event %s has no seq", ev.ID)
-		}
-		payload, err := json.Marshal(ev)
+		payload, err := streamPayload(ev)
 		if err != nil {
-			return fmt.Errorf("events: publish seq %d: %w", ev.Seq, err)
+			return err
 		}
 		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{
 			Stream: b.cfg.Stream,
@@ -155,12 +152,9 @@ func (b *RedisBus) PublishAfter(ctx context.Context, after int64, evs ...Envelop
 	args := make([]any, 0, 2+2*len(evs))
 	args = append(args, after, b.cfg.MaxLen)
 	for _, ev := range evs {
-		if ev.Seq <= 0 {
-			return false, fmt.Errorf("events: publish: event %s has no seq", ev.ID)
-		}
-		payload, err := json.Marshal(ev)
+		payload, err := streamPayload(ev)
 		if err != nil {
-			return false, fmt.Errorf("events: publish seq %d: %w", ev.Seq, err)
+			return false, err
 		}
 		args = append(args, streamID(ev.Seq), payload)
 	}
@@ -169,6 +163,18 @@ func (b *RedisBus) PublishAfter(ctx context.Context, after int64, evs ...Envelop
 		return false, fmt.Errorf("events: publish after seq %d: %w", after, err)
 	}
 	return n >= 0, nil
+}
+
+// streamPayload is the stream entry's value of ev, which must have a seq.
+func streamPayload(ev Envelope) ([]byte, error) {
+	if ev.Seq <= 0 {
+		return nil, fmt.Errorf("events: publish: event %s has no seq", ev.ID)
+	}
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("events: publish seq %d: %w", ev.Seq, err)
+	}
+	return payload, nil
 }
 
 // alreadyPublished reports Redis's answer to an XADD whose ID is not above the
