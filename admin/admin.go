@@ -71,8 +71,10 @@ const (
 const storeTimeout = 5 * time.Second
 
 // historyKeep is how long the checkpoint states history queries loaded are
-// kept after the last load (see projections.History).
-const historyKeep = 2 * time.Minute
+// kept after the last load (see projections.History): long enough for the
+// console's state, diff and rollback preview around one seq, short because
+// at 100,000 routes the two cost more memory than the serving state.
+const historyKeep = 15 * time.Second
 
 // maxActorChars is the longest X-Actor accepted.
 const maxActorChars = 200

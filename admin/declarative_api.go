@@ -75,9 +75,9 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	}
 	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)
 	changes = scopeChanges(principalOf(c), changes, fromSnap, toSnap)
-	return a.sendStream(c, "diff", func(w *bufio.Writer) error {
+	return a.sendStream(c, "diff", releasingPast(func(w *bufio.Writer) error {
 		return writeDiff(w, from, to, changes)
-	})
+	}))
 }
 
 // replayPair rebuilds the states after from and after to. When to is a

@@ -150,8 +150,16 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 			c.pauseWhileCatchingUp(ctx, time.Until(began.Add(startUpGap)))
 		case missed > 0:
 			prev = c.writeMissed(ctx, missed, prev)
+			// Each put-off checkpoint leaves a state's worth of garbage
+			// beside the two states held (serving, and prev); collected
+			// before the next, the peak stays there instead of growing
+			// with the count (with 100,000 routes 400 MiB, not 680).
+			debug.FreeOSMemory()
 		default:
-			prev = nil // no more put-off checkpoints: let that state go
+			if prev != nil { // no more put-off checkpoints: let that state go
+				prev = nil
+				ReleaseMemory()
+			}
 			caughtUp := c.caughtUpOrNever()
 			if !scanned {
 				caughtUp = c.caughtUp // then look for missing ones

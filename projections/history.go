@@ -42,7 +42,15 @@ func (h *History) StateAt(ctx context.Context, at int64, near ...*Snapshot) (*Sn
 	h.mu.Lock()
 	near = append(near, h.recent...)
 	h.mu.Unlock()
-	return stateAt(ctx, h.store, at, near, h.remember, h.log)
+	loaded := false
+	s, err := stateAt(ctx, h.store, at, near, func(s *Snapshot) {
+		loaded = true
+		h.remember(s)
+	}, h.log)
+	if loaded {
+		ReleaseMemory() // the load's garbage (see releaseMemory)
+	}
+	return s, err
 }
 
 // remember keeps s among the recent states, and forgets them all once
@@ -63,6 +71,7 @@ func (h *History) remember(s *Snapshot) {
 		defer h.mu.Unlock()
 		if h.loads == loads { // not a timer stopped too late
 			h.recent = nil
+			ReleaseMemory()
 		}
 	})
 }

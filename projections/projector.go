@@ -487,7 +487,7 @@ func (p *Projector) startUp(ctx context.Context) bool {
 	// about 150 ms, a tenth of the start.
 	p.caughtUp()
 	p.log.Info("projector ready", "seq", p.AppliedSeq())
-	go debug.FreeOSMemory()
+	ReleaseMemory()
 	return true
 }
 
