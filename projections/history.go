@@ -42,15 +42,7 @@ func (h *History) StateAt(ctx context.Context, at int64, near ...*Snapshot) (*Sn
 	h.mu.Lock()
 	near = append(near, h.recent...)
 	h.mu.Unlock()
-	loaded := false
-	s, err := stateAt(ctx, h.store, at, near, func(s *Snapshot) {
-		loaded = true
-		h.remember(s)
-	}, h.log)
-	if loaded {
-		ReleaseMemory() // the load's garbage (see releaseMemory)
-	}
-	return s, err
+	return stateAt(ctx, h.store, at, near, h.remember, h.log)
 }
 
 // remember keeps s among the recent states, and forgets them all once
