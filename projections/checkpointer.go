@@ -33,6 +33,9 @@ type Checkpointer struct {
 	log   *slog.Logger
 
 	observe func(*Snapshot)
+	claims  Claimer
+	// claimFor is how long a claim of another instance is left alone.
+	claimFor time.Duration
 
 	mu      sync.Mutex
 	pending *Snapshot
@@ -85,6 +88,25 @@ func (c *Checkpointer) CaughtUp(at int64) {
 		close(c.caughtUp)
 	})
 }
+
+// A Claimer gives one of several instances a piece of shared work for a
+// while: Claim reports whether this caller took key, which nobody else then
+// takes until ttl passes (Redis SET NX PX).
+type Claimer interface {
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// claimTTL is how long a put-off checkpoint claimed by one instance is left
+// to it: writing one takes about a second with 100,000 routes. Past it, the
+// others look again and write the checkpoint if the store still lacks it
+// (its writer stopped).
+const claimTTL = 30 * time.Second
+
+// ShareWith makes instances sharing the store split the writing of the
+// checkpoints it lacks (after a cold start or an upgrade every instance
+// finds the same ones missing): each claims one before building it and
+// leaves the ones others claimed. Call it before Run.
+func (c *Checkpointer) ShareWith(claims Claimer) { c.claims, c.claimFor = claims, claimTTL }
 
 // Store is where the checkpoints go.
 func (c *Checkpointer) Store() CheckpointStore { return c.store }
@@ -229,6 +251,9 @@ func (c *Checkpointer) writeMissed(ctx context.Context, seq int64, prev *Snapsho
 	if have, err := c.store.Checkpoints(ctx, ApplyVersion, seq, 1); err == nil && len(have) == 1 && have[0].Seq == seq {
 		return prev
 	}
+	if !c.claim(ctx, seq) {
+		return prev
+	}
 	s, err := StateAt(ctx, store, seq, prev, c.log)
 	if err == nil && s.Seq() != seq {
 		err = fmt.Errorf("the store's events end at seq %d", s.Seq())
@@ -243,6 +268,39 @@ func (c *Checkpointer) writeMissed(ctx context.Context, seq int64, prev *Snapsho
 		return prev
 	}
 	return s
+}
+
+// claim reports whether this instance is to write the put-off checkpoint at
+// seq: it is, unless another instance claimed it. Then seq is looked at
+// again once that claim expired, in case its holder stopped. Without
+// claims, or when they cannot be asked, it writes (a duplicate is only
+// work: the store keeps the first).
+func (c *Checkpointer) claim(ctx context.Context, seq int64) bool {
+	if c.claims == nil {
+		return true
+	}
+	ok, err := c.claims.Claim(ctx, fmt.Sprintf("checkpoint:%s:%d", ApplyVersion, seq), c.claimFor)
+	if err != nil {
+		c.log.Debug("put-off checkpoint not claimed; writing it anyway", "seq", seq, "err", err)
+		return true
+	}
+	if !ok {
+		c.log.Debug("put-off checkpoint left to the instance that claimed it", "seq", seq)
+		time.AfterFunc(c.claimFor, func() { c.putOff(seq) })
+	}
+	return ok
+}
+
+// putOff adds seq to the put-off checkpoints and wakes Run.
+func (c *Checkpointer) putOff(seq int64) {
+	c.mu.Lock()
+	c.missed = append(c.missed, seq)
+	slices.Sort(c.missed)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (c *Checkpointer) isCaughtUp() bool {

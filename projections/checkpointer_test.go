@@ -3,9 +3,12 @@ package projections
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -439,6 +442,89 @@ func TestMissingCheckpointsAreWrittenOnceCaughtUp(t *testing.T) {
 	for _, c := range list {
 		if c.Seq%10 != 0 || c.StateHash != state(int(c.Seq)).StateHash() {
 			t.Fatalf("checkpoint %d holds state %s, a replay gives %s", c.Seq, c.StateHash, state(int(c.Seq)).StateHash())
+		}
+	}
+}
+
+// claimsFor is a Claimer of one process: a key is taken until its ttl ends.
+type claimsFor struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func (c *claimsFor) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Now().Before(c.until[key]) {
+		return false, nil
+	}
+	c.until[key] = time.Now().Add(ttl)
+	return true, nil
+}
+
+// savesStore records the checkpoints written through it.
+type savesStore struct {
+	*events.SQLStore
+	mu    sync.Mutex
+	saved []int64
+}
+
+func (s *savesStore) SaveCheckpoint(ctx context.Context, cp events.Checkpoint) (bool, error) {
+	s.mu.Lock()
+	s.saved = append(s.saved, cp.Seq)
+	s.mu.Unlock()
+	return s.SQLStore.SaveCheckpoint(ctx, cp)
+}
+
+func (s *savesStore) savedSeqs() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.saved)
+}
+
+// TestPutOffCheckpointsClaimedElsewhereAreLeftUntilTheClaimLapses: instances
+// sharing a store split the checkpoints it lacks. One leaves those another
+// claimed, and writes them itself once the claim lapsed without them
+// written (their writer stopped).
+func TestPutOffCheckpointsClaimedElsewhereAreLeftUntilTheClaimLapses(t *testing.T) {
+	t.Parallel()
+	sql := openSQLite(t)
+	evs := randomLog(t, rand.New(rand.NewPCG(23, 23)), 60).evs
+	if _, err := sql.Append(testContext(t), events.AppendRequest{ExpectedHead: events.AnyHead, Events: evs}); err != nil {
+		t.Fatal(err)
+	}
+	store := &savesStore{SQLStore: sql}
+	claims := &claimsFor{until: map[string]time.Time{}}
+	const lapse = 300 * time.Millisecond
+	for _, seq := range []int{20, 40} { // claimed by an instance that then stopped
+		if ok, _ := claims.Claim(testContext(t), fmt.Sprintf("checkpoint:%s:%d", ApplyVersion, seq), lapse); !ok {
+			t.Fatal("claim refused")
+		}
+	}
+	cp := newCheckpointer(t, store, 10, nil)
+	cp.ShareWith(claims)
+	cp.claimFor = lapse
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cp.CaughtUp(55)
+
+	testenv.WaitFor(t, "the unclaimed checkpoints", 10*time.Second, func() bool { return len(store.savedSeqs()) == 3 })
+	if got := store.savedSeqs(); !slices.Equal(got, []int64{10, 30, 50}) {
+		t.Fatalf("first wrote the checkpoints at %v, want the unclaimed 10, 30, 50", got)
+	}
+	testenv.WaitFor(t, "the lapsed claims' checkpoints", 10*time.Second, func() bool { return len(store.savedSeqs()) == 5 })
+	if got := store.savedSeqs(); !slices.Equal(got[3:], []int64{20, 40}) {
+		t.Fatalf("then wrote %v, want 20 and 40", got[3:])
+	}
+	list, err := sql.Checkpoints(testContext(t), ApplyVersion, 1<<62, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if s, _ := Replay(evs[:c.Seq]); c.StateHash != s.StateHash() {
+			t.Fatalf("checkpoint %d holds state %s, a replay gives %s", c.Seq, c.StateHash, s.StateHash())
 		}
 	}
 }

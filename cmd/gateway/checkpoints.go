@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tenantgate/gateway/events"
 	"github.com/tenantgate/gateway/projections"
 )
@@ -20,6 +22,18 @@ func newCheckpointer(cfg Config, store events.Store, log *slog.Logger) (*project
 		return nil, nil
 	}
 	return projections.NewCheckpointer(cs, cfg.CheckpointInterval, log)
+}
+
+// redisClaims lets the instances sharing a Redis split the checkpoints
+// their store lacks (projections.Claimer): a claim is a key set only if
+// absent, expiring by itself, so a claim of an instance that stopped lapses.
+type redisClaims struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+func (r redisClaims) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	return r.rdb.SetNX(ctx, r.prefix+key, 1, ttl).Result()
 }
 
 // shutdownCheckpointTimeout bounds the checkpoint written at shutdown.

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tenantgate/gateway/events"
+	"github.com/tenantgate/gateway/events/testenv"
 	"github.com/tenantgate/gateway/migrations"
 	"github.com/tenantgate/gateway/projections"
 )
@@ -83,4 +84,28 @@ func TestReplayVerifyChecksEveryCheckpoint(t *testing.T) {
 	if code == 0 {
 		t.Errorf("replay --verify exit 0 with a bad checkpoint:\n%s", out.String())
 	}
+}
+
+// TestRedisClaimsGiveAKeyToOneInstanceUntilItLapses: of instances sharing a
+// Redis, one claims a put-off checkpoint; the others get it only once the
+// claim expired (its holder stopped without writing it).
+func TestRedisClaimsGiveAKeyToOneInstanceUntilItLapses(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.RedisClient(t)
+	first, second := redisClaims{rdb: rdb, prefix: prefix}, redisClaims{rdb: rdb, prefix: prefix}
+	ctx := context.Background()
+	const ttl = 300 * time.Millisecond
+	if ok, err := first.Claim(ctx, "checkpoint:v:10", ttl); err != nil || !ok {
+		t.Fatalf("first claim = %v, %v; want taken", ok, err)
+	}
+	if ok, err := second.Claim(ctx, "checkpoint:v:10", ttl); err != nil || ok {
+		t.Fatalf("second claim of a held key = %v, %v; want refused", ok, err)
+	}
+	if ok, err := second.Claim(ctx, "checkpoint:v:20", ttl); err != nil || !ok {
+		t.Fatalf("claim of another key = %v, %v; want taken", ok, err)
+	}
+	testenv.WaitFor(t, "the claim to lapse", 5*time.Second, func() bool {
+		ok, err := second.Claim(ctx, "checkpoint:v:10", ttl)
+		return err == nil && ok
+	})
 }

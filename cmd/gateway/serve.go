@@ -89,6 +89,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, accessLog, stdout 
 		if bus, err = events.NewRedisBus(rdb, events.RedisBusConfig{Stream: cfg.RedisPrefix + "events", MaxLen: cfg.StreamMaxLen}, log); err != nil {
 			return err
 		}
+		if checkpoints != nil {
+			checkpoints.ShareWith(redisClaims{rdb: rdb, prefix: cfg.RedisPrefix})
+		}
 	}
 	defer bus.Close()
 
