@@ -144,6 +144,7 @@ type API struct {
 	tracer   trace.Tracer         // nil: no spans
 	lastHead atomic.Int64         // last store head seen, reported while the store is down
 	past     *projections.History // states of the past, for history queries
+	pastDone quietRelease         // gives their memory back once queries stop
 	writes   chan struct{}        // a one-slot semaphore: this instance's commands run one at a time
 	cluster  Instances            // GET /admin/instances
 	live     UpstreamStates       // GET /admin/routes/:id/upstreams; nil: nothing known

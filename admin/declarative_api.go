@@ -75,7 +75,7 @@ func (a *API) declDiff(c *fiber.Ctx) error {
 	}
 	changes := append(keyChanges(fromSnap, toSnap), declarative.Diff(fromSnap, toSnap)...)
 	changes = scopeChanges(principalOf(c), changes, fromSnap, toSnap)
-	return a.sendStream(c, "diff", releasingPast(func(w *bufio.Writer) error {
+	return a.sendStream(c, "diff", a.releasingPast(func(w *bufio.Writer) error {
 		return writeDiff(w, from, to, changes)
 	}))
 }

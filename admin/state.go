@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -83,14 +84,38 @@ func (a *API) sendState(c *fiber.Ctx, s *projections.Snapshot) error {
 }
 
 // releasingPast is write, followed by giving back the memory of the past
-// state it was built from (projections.ReleaseMemory): rebuilding one and
-// streaming it leave a few times the state's size as garbage, which the
-// runtime would otherwise keep from the OS for minutes.
-func releasingPast(write func(*bufio.Writer) error) func(*bufio.Writer) error {
+// state it was built from once history answers stop (quietRelease):
+// rebuilding one and streaming it leave a few times the state's size as
+// garbage, which the runtime would otherwise keep from the OS for minutes.
+func (a *API) releasingPast(write func(*bufio.Writer) error) func(*bufio.Writer) error {
 	return func(w *bufio.Writer) error {
-		defer projections.ReleaseMemory()
+		defer a.pastDone.soon()
 		return write(w)
 	}
+}
+
+// releaseQuiet is how long history answers must stop before their memory
+// is given back. Given back after each, the next one of a burst (the
+// console's state, diff, rollback preview) took twice as long at 100,000
+// routes: the collection took cores from it, and the pages given back were
+// faulted in again.
+const releaseQuiet = time.Second
+
+// quietRelease calls projections.ReleaseMemory once soon stops being called
+// for releaseQuiet.
+type quietRelease struct {
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+func (q *quietRelease) soon() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.timer == nil {
+		q.timer = time.AfterFunc(releaseQuiet, projections.ReleaseMemory)
+		return
+	}
+	q.timer.Reset(releaseQuiet)
 }
 
 // state handles GET /admin/state?at=n: the state right after event n, rebuilt
@@ -118,7 +143,7 @@ func (a *API) state(c *fiber.Ctx) error {
 		return fail(c, a.storeError(rerr))
 	}
 	doc := scopedState(snap, principalOf(c))
-	return a.sendStream(c, "state", releasingPast(func(w *bufio.Writer) error {
+	return a.sendStream(c, "state", a.releasingPast(func(w *bufio.Writer) error {
 		return writeState(w, doc.At, doc.Tenants, doc.Routes, doc.AdminKeys, false)
 	}))
 }
