@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -175,8 +176,10 @@ func (c *Checkpointer) Run(ctx context.Context) error {
 			// Each put-off checkpoint leaves a state's worth of garbage
 			// beside the two states held (serving, and prev); collected
 			// before the next, the peak stays there instead of growing
-			// with the count (with 100,000 routes 400 MiB, not 680).
-			debug.FreeOSMemory()
+			// with the count (with 100,000 routes 390 MiB, not 680). Not
+			// given back to the OS yet: the next one reuses those pages
+			// (giving them back and faulting them in again took 10 % longer).
+			runtime.GC()
 		default:
 			if prev != nil { // no more put-off checkpoints: let that state go
 				prev = nil
