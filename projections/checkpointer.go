@@ -35,8 +35,12 @@ type Checkpointer struct {
 
 	observe func(*Snapshot)
 	claims  Claimer
-	// claimFor is how long a claim of another instance is left alone.
+	// claimFor is how long a claim of another instance is left alone;
+	// claimRun how many consecutive checkpoints one claim is of; mine the
+	// runs this instance claimed (Run's goroutine only).
 	claimFor time.Duration
+	claimRun int
+	mine     map[int64]bool
 
 	mu      sync.Mutex
 	pending *Snapshot
@@ -97,17 +101,22 @@ type Claimer interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
-// claimTTL is how long a put-off checkpoint claimed by one instance is left
-// to it: writing one takes about a second with 100,000 routes. Past it, the
+// claimTTL is how long put-off checkpoints claimed by one instance are left
+// to it: writing a run of claimRun takes about 8 s with 100,000 routes. Past it, the
 // others look again and write the checkpoint if the store still lacks it
 // (its writer stopped).
 const claimTTL = 30 * time.Second
+
+// claimRun is how many consecutive put-off checkpoints one claim is of.
+const claimRun = 8
 
 // ShareWith makes instances sharing the store split the writing of the
 // checkpoints it lacks (after a cold start or an upgrade every instance
 // finds the same ones missing): each claims one before building it and
 // leaves the ones others claimed. Call it before Run.
-func (c *Checkpointer) ShareWith(claims Claimer) { c.claims, c.claimFor = claims, claimTTL }
+func (c *Checkpointer) ShareWith(claims Claimer) {
+	c.claims, c.claimFor, c.claimRun, c.mine = claims, claimTTL, claimRun, map[int64]bool{}
+}
 
 // Store is where the checkpoints go.
 func (c *Checkpointer) Store() CheckpointStore { return c.store }
@@ -274,15 +283,22 @@ func (c *Checkpointer) writeMissed(ctx context.Context, seq int64, prev *Snapsho
 }
 
 // claim reports whether this instance is to write the put-off checkpoint at
-// seq: it is, unless another instance claimed it. Then seq is looked at
-// again once that claim expired, in case its holder stopped. Without
-// claims, or when they cannot be asked, it writes (a duplicate is only
-// work: the store keeps the first).
+// seq: it is, unless another instance claimed it. Claims are of runs of
+// claimRun consecutive checkpoints, each built from the one before: claimed
+// one by one, two instances took turns and each replayed every event
+// between. A checkpoint claimed elsewhere is looked at again once that claim
+// lapsed, in case its holder stopped. Without claims, or when they cannot be
+// asked, it writes (a duplicate is only work: the store keeps the first).
 func (c *Checkpointer) claim(ctx context.Context, seq int64) bool {
 	if c.claims == nil {
 		return true
 	}
-	ok, err := c.claims.Claim(ctx, fmt.Sprintf("checkpoint:%s:%d", ApplyVersion, seq), c.claimFor)
+	span := c.every * int64(c.claimRun)
+	run := seq / span * span
+	if c.mine[run] {
+		return true
+	}
+	ok, err := c.claims.Claim(ctx, fmt.Sprintf("checkpoint:%s:%d", ApplyVersion, run), c.claimFor)
 	if err != nil {
 		c.log.Debug("put-off checkpoint not claimed; writing it anyway", "seq", seq, "err", err)
 		return true
@@ -290,8 +306,10 @@ func (c *Checkpointer) claim(ctx context.Context, seq int64) bool {
 	if !ok {
 		c.log.Debug("put-off checkpoint left to the instance that claimed it", "seq", seq)
 		time.AfterFunc(c.claimFor, func() { c.putOff(seq) })
+		return false
 	}
-	return ok
+	c.mine[run] = true
+	return true
 }
 
 // putOff adds seq to the put-off checkpoints and wakes Run.
