@@ -102,9 +102,9 @@ type Claimer interface {
 }
 
 // claimTTL is how long put-off checkpoints claimed by one instance are left
-// to it: writing a run of claimRun takes about 8 s with 100,000 routes. Past it, the
-// others look again and write the checkpoint if the store still lacks it
-// (its writer stopped).
+// to it: writing a run of claimRun takes about 8 s with 100,000 routes.
+// Past it, the others look again and write those the store still lacks
+// (their writer stopped).
 const claimTTL = 30 * time.Second
 
 // claimRun is how many consecutive put-off checkpoints one claim is of.
@@ -112,8 +112,8 @@ const claimRun = 8
 
 // ShareWith makes instances sharing the store split the writing of the
 // checkpoints it lacks (after a cold start or an upgrade every instance
-// finds the same ones missing): each claims one before building it and
-// leaves the ones others claimed. Call it before Run.
+// finds the same ones missing): each claims a run of them before building
+// it and leaves the runs others claimed. Call it before Run.
 func (c *Checkpointer) ShareWith(claims Claimer) {
 	c.claims, c.claimFor, c.claimRun, c.mine = claims, claimTTL, claimRun, map[int64]bool{}
 }
